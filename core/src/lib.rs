@@ -1,0 +1,23 @@
+//! `ossc-core`: everything a node needs to talk to an object store, with no
+//! knowledge of peers or of the preload hook.
+//!
+//! Layering (one way only):
+//! - [`config`]: the vendor's `config.json` contract plus the `OSS_*` environment.
+//! - [`sign`], [`crc64`]: pure functions with known-answer tests.
+//! - [`object_client`]: the [`object_client::ObjectClient`] trait, its two-level
+//!   errors, and the in-memory / throughput-limited / failure-injecting clients
+//!   that tests use in place of a real store.
+//! - [`http_client`]: the real S3/OSS client (reqwest + rustls).
+//! - [`fetch`]: the parallel ranged-GET engine that writes into caller memory.
+//! - [`store_server`]: the embedded object store used by demos, tests and
+//!   benchmarks (faithful signatures, ranges, pagination, CRC-64, faults).
+
+pub mod config;
+pub mod crc64;
+pub mod fetch;
+pub mod http_client;
+pub mod object_client;
+pub mod retry;
+pub mod sign;
+pub mod store_server;
+pub mod store_url;

@@ -1,0 +1,591 @@
+//! The node agent: one process per node (per socket) that mirrors `OSS_PATH`
+//! into MODEL_DIR, keeps large objects in sealed memory files and hands them
+//! to preloaded processes over a Unix socket (protocol: docs/dev/BRIEF.md).
+//!
+//! Design decision: the agent is a small set of independent tasks sharing one
+//! [`Agent`] value: the accept loop (one task per connection, one request per
+//! connection), the mirror-then-prefetch task, and a maintenance ticker
+//! (expiry, idle exit). Everything a request needs is reached through a
+//! `watch` of the mirror state, so a request that arrives while the mirror is
+//! still being built simply waits for it, and a listing failure is reported to
+//! every READY/OPEN with a clear message instead of killing the agent.
+//!
+//! Module map: [`keys`] (key validation, natural sort), [`mirror`] (MODEL_DIR
+//! and its manifest), [`cache`] (memfds, state machine, memory cap, expiry),
+//! [`order`] (prefetch order), [`server`] (the socket), [`sys`] (memfd,
+//! flock, SCM_RIGHTS), [`procscan`] (`/proc` references), [`audit`],
+//! [`metrics`], [`protocol`].
+
+pub mod audit;
+pub mod cache;
+pub mod keys;
+pub mod metrics;
+pub mod mirror;
+pub mod order;
+pub mod procscan;
+pub mod protocol;
+pub mod server;
+pub mod sys;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ossc_core::fetch::{FetchConfig, FetchEngine};
+use ossc_core::object_client::{self, ObjectClient};
+use tokio::sync::watch;
+
+use cache::{Cache, LargeFile};
+use metrics::Metrics;
+use mirror::{Catalog, Entry, MirrorParams};
+
+/// Objects up to this size become real files unless configured otherwise.
+pub const DEFAULT_SMALL_FILE_BYTES: u64 = 16 << 20;
+/// The vendor's default `expireTimeSec`.
+pub const DEFAULT_EXPIRE: Duration = Duration::from_secs(120);
+/// Share of the cgroup limit (or MemTotal) used when the memory limit is 0.
+pub const AUTO_MEMORY_PERCENT: u64 = ossc_core::config::AUTO_MEMORY_LIMIT_PERCENT;
+/// cgroup v1 reports "no limit" as a huge number; anything above this is none.
+const CGROUP_UNLIMITED_THRESHOLD: u64 = 1 << 60;
+/// Bounds of the maintenance tick (a quarter of the expiry time, clamped).
+const MIN_TICK: Duration = Duration::from_millis(100);
+const MAX_TICK: Duration = Duration::from_secs(5);
+/// Mode of the socket's parent directory when the agent creates it.
+const SOCKET_DIR_MODE: u32 = 0o755;
+/// How long `ossc status` waits for the agent's answer.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything `run_agent` needs. Build with [`AgentOptions::new`] and adjust.
+pub struct AgentOptions {
+    pub socket_path: PathBuf,
+    pub model_dir: PathBuf,
+    /// Key prefix of `OSS_PATH` ("" for the bucket root; otherwise a trailing
+    /// `/` is implied).
+    pub prefix: String,
+    /// The store; tests inject a mock.
+    pub client: Arc<dyn ObjectClient>,
+    /// Part size and `max_in_flight` (= prefetch.vcpus × prefetch.workers).
+    pub fetch: FetchConfig,
+    /// `cache.smallFileBytes`.
+    pub small_file_bytes: u64,
+    /// `cache.memoryLimitBytes`; 0 = 80 % of the cgroup limit or MemTotal.
+    pub memory_limit_bytes: u64,
+    /// `expireTimeSec`.
+    pub expire: Duration,
+    /// `auditPath`; `None` disables the audit log.
+    pub audit_path: Option<PathBuf>,
+    /// Reported to clients in the HELLO answer.
+    pub log_path: PathBuf,
+    /// Spawned mode: exit once no registered process has been alive for
+    /// `expire`. False in daemon mode.
+    pub idle_exit: bool,
+    /// Stop on SIGTERM / SIGINT (removing the socket).
+    pub handle_signals: bool,
+    /// Stop when this becomes `true` (tests, embedding).
+    pub shutdown: Option<watch::Receiver<bool>>,
+}
+
+impl AgentOptions {
+    pub fn new(
+        socket_path: impl Into<PathBuf>,
+        model_dir: impl Into<PathBuf>,
+        prefix: impl Into<String>,
+        client: Arc<dyn ObjectClient>,
+    ) -> AgentOptions {
+        AgentOptions {
+            socket_path: socket_path.into(),
+            model_dir: model_dir.into(),
+            prefix: prefix.into(),
+            client,
+            fetch: FetchConfig::default(),
+            small_file_bytes: DEFAULT_SMALL_FILE_BYTES,
+            memory_limit_bytes: 0,
+            expire: DEFAULT_EXPIRE,
+            audit_path: None,
+            log_path: PathBuf::new(),
+            idle_exit: true,
+            handle_signals: false,
+            shutdown: None,
+        }
+    }
+}
+
+/// Where the mirror stands.
+#[derive(Clone)]
+enum MirrorState {
+    Mirroring,
+    Ready(Arc<Mirrored>),
+    Failed { errno: i32, message: String },
+}
+
+/// The finished mirror: catalog plus the cache of its large files.
+struct Mirrored {
+    catalog: Catalog,
+    cache: Arc<Cache>,
+    /// Large files per directory, in prefetch order (bucket-root lazy prefetch).
+    by_dir: HashMap<String, Vec<Arc<LargeFile>>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Registered {
+    role: u8,
+    comm: String,
+}
+
+/// Shared state of a running agent.
+struct Agent {
+    socket_path: PathBuf,
+    model_dir: PathBuf,
+    prefix: String,
+    bucket: String,
+    log_path: PathBuf,
+    small_file_bytes: u64,
+    memory_limit: u64,
+    expire: Duration,
+    prefetch_window: u64,
+    idle_exit: bool,
+    engine: Arc<FetchEngine>,
+    mirror: watch::Sender<MirrorState>,
+    metrics: Arc<Metrics>,
+    audit: audit::AuditLog,
+    pids: Mutex<BTreeMap<u32, Registered>>,
+    lazy_dirs: Mutex<HashSet<String>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Runs the agent until shutdown (signal, `opts.shutdown`, idle exit).
+/// Returns `Ok(())` at once when another live agent holds the socket's lock.
+pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
+    let socket_path = opts.socket_path.clone();
+    if let Some(dir) = socket_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(SOCKET_DIR_MODE)
+            .create(dir)
+            .with_context(|| format!("creating socket directory {}", dir.display()))?;
+    }
+    let lock_path = lock_path(&socket_path);
+    let Some(lock) = sys::FileLock::try_acquire(&lock_path)
+        .with_context(|| format!("failed to acquire uds lock {}", lock_path.display()))?
+    else {
+        tracing::info!(socket = %socket_path.display(), "another agent serves this socket; exiting");
+        return Ok(());
+    };
+    // We hold the lock: any socket file left is stale.
+    match std::fs::remove_file(&socket_path) {
+        Ok(()) => tracing::info!(socket = %socket_path.display(), "removed stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("removing stale socket {}", socket_path.display()))
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(&socket_path)
+        .with_context(|| format!("binding {}", socket_path.display()))?;
+
+    let memory_limit = if opts.memory_limit_bytes == 0 {
+        auto_memory_limit()
+    } else {
+        opts.memory_limit_bytes
+    };
+    let prefix = normalize_prefix(&opts.prefix);
+    let prefetch_window = (opts.fetch.max_in_flight as u64)
+        .saturating_mul(opts.fetch.part_size)
+        .saturating_mul(cache::PREFETCH_WINDOW_FACTOR);
+    let bucket = opts.client.bucket().to_string();
+    let engine = Arc::new(FetchEngine::new(opts.client.clone(), opts.fetch));
+    let audit = audit::AuditLog::open(opts.audit_path.as_deref()).unwrap_or_else(|e| {
+        tracing::warn!(path = ?opts.audit_path, error = %e, "audit log unavailable; OPENs are not audited");
+        audit::AuditLog::open(None).expect("a disabled audit log cannot fail")
+    });
+    let (shutdown_tx, _) = watch::channel(false);
+    let agent = Arc::new(Agent {
+        socket_path: socket_path.clone(),
+        model_dir: opts.model_dir.clone(),
+        prefix,
+        bucket,
+        log_path: opts.log_path.clone(),
+        small_file_bytes: opts.small_file_bytes,
+        memory_limit,
+        expire: opts.expire,
+        prefetch_window,
+        idle_exit: opts.idle_exit,
+        engine,
+        mirror: watch::channel(MirrorState::Mirroring).0,
+        metrics: Arc::new(Metrics::default()),
+        audit,
+        pids: Mutex::default(),
+        lazy_dirs: Mutex::default(),
+        shutdown: shutdown_tx,
+    });
+    tracing::info!(
+        socket = %socket_path.display(),
+        model_dir = %agent.model_dir.display(),
+        bucket = %agent.bucket,
+        prefix = %agent.prefix,
+        memory_limit,
+        pid = std::process::id(),
+        "agent started"
+    );
+
+    let mirror_task = tokio::spawn(agent.clone().mirror_and_prefetch());
+    let maintenance_task = tokio::spawn(agent.clone().maintenance());
+    if let Some(mut ext) = opts.shutdown {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            while !*ext.borrow_and_update() {
+                if ext.changed().await.is_err() {
+                    return;
+                }
+            }
+            agent.shutdown.send_replace(true);
+        });
+    }
+    if opts.handle_signals {
+        let agent = agent.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("signal received; shutting down");
+            agent.shutdown.send_replace(true);
+        });
+    }
+
+    let result = server::accept_loop(agent.clone(), listener).await;
+    mirror_task.abort();
+    maintenance_task.abort();
+    if let Err(e) = std::fs::remove_file(&socket_path) {
+        tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket failed");
+    }
+    drop(lock);
+    tracing::info!(socket = %socket_path.display(), "agent stopped");
+    result
+}
+
+/// Asks the agent at `socket` for its STATUS JSON (`ossc status`).
+pub fn query_status(socket: &Path) -> anyhow::Result<serde_json::Value> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("no agent answers at {}", socket.display()))?;
+    s.set_read_timeout(Some(STATUS_TIMEOUT))?;
+    s.write_all(b"STATUS\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .context("reading STATUS answer")?;
+    let line = text.lines().next().unwrap_or("");
+    if let Some(err) = line.strip_prefix("ERR ") {
+        anyhow::bail!("agent answered an error: {err}");
+    }
+    serde_json::from_str(line).with_context(|| format!("agent answered non-JSON: {line:?}"))
+}
+
+/// `<socket>.lock`.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// "" stays ""; anything else gets a trailing `/`.
+fn normalize_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+/// 80 % of the tightest of: this cgroup's memory limit (v2 or v1) and MemTotal.
+pub fn auto_memory_limit() -> u64 {
+    let mut limit = mem_total().unwrap_or(u64::MAX);
+    if let Some(c) = cgroup_memory_limit() {
+        limit = limit.min(c);
+    }
+    if limit == u64::MAX {
+        return u64::MAX;
+    }
+    limit / 100 * AUTO_MEMORY_PERCENT
+}
+
+fn mem_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn cgroup_memory_limit() -> Option<u64> {
+    let parse = |p: &str| -> Option<u64> {
+        let v: u64 = std::fs::read_to_string(p).ok()?.trim().parse().ok()?;
+        (v < CGROUP_UNLIMITED_THRESHOLD).then_some(v)
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_string()))
+        });
+    let mut candidates = Vec::new();
+    if let Some(p) = own {
+        candidates.push(format!(
+            "/sys/fs/cgroup{}/memory.max",
+            p.trim_end_matches('/')
+        ));
+    }
+    candidates.push("/sys/fs/cgroup/memory.max".into());
+    candidates.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".into());
+    candidates.iter().filter_map(|p| parse(p)).min()
+}
+
+impl Agent {
+    /// Lists, mirrors, then prefetches (unless bucket root: lazily per dir).
+    async fn mirror_and_prefetch(self: Arc<Self>) {
+        let started = Instant::now();
+        let listing = match object_client::list_all(self.engine.client().as_ref(), &self.prefix)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let errno = cache::errno_for(&e);
+                let message = format!("listing oss://{}/{} failed: {e}", self.bucket, self.prefix);
+                tracing::error!("{message}");
+                self.mirror
+                    .send_replace(MirrorState::Failed { errno, message });
+                return;
+            }
+        };
+        let params = MirrorParams {
+            model_dir: &self.model_dir,
+            bucket: &self.bucket,
+            prefix: &self.prefix,
+            small_file_bytes: self.small_file_bytes,
+            engine: &self.engine,
+        };
+        let catalog = match mirror::mirror(&params, &listing).await {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!("mirroring into {} failed: {e}", self.model_dir.display());
+                tracing::error!("{message}");
+                self.mirror.send_replace(MirrorState::Failed {
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    message,
+                });
+                return;
+            }
+        };
+        Metrics::add(&self.metrics.bytes_store, catalog.small_bytes);
+        let large: Vec<String> = catalog.large().map(|(p, _)| p.clone()).collect();
+        let indexes: Vec<String> = catalog
+            .entries
+            .iter()
+            .filter(|(p, e)| p.ends_with(order::INDEX_SUFFIX) && matches!(e, Entry::Small { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let ordered = order::prefetch_order(&self.model_dir, &large, &indexes);
+        let files: Vec<Arc<LargeFile>> = ordered
+            .iter()
+            .filter_map(|p| match catalog.entries.get(p) {
+                Some(Entry::Large { meta }) => {
+                    Some(Arc::new(LargeFile::new(p.clone(), meta.clone())))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut by_dir: HashMap<String, Vec<Arc<LargeFile>>> = HashMap::new();
+        for f in &files {
+            by_dir
+                .entry(parent_dir(&f.rel_path).to_string())
+                .or_default()
+                .push(f.clone());
+        }
+        let cache = Arc::new(Cache::new(
+            files.clone(),
+            self.engine.clone(),
+            self.memory_limit,
+            self.prefetch_window,
+            self.expire,
+            self.metrics.clone(),
+        ));
+        tracing::info!(
+            objects = listing.len(),
+            large = files.len(),
+            small_bytes = catalog.small_bytes,
+            rejected = catalog.rejected.len(),
+            foreign = catalog.foreign.len(),
+            secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "mirror ready"
+        );
+        self.mirror
+            .send_replace(MirrorState::Ready(Arc::new(Mirrored {
+                catalog,
+                cache: cache.clone(),
+                by_dir,
+            })));
+        if !self.prefix.is_empty() {
+            cache.prefetch(files).await;
+        }
+    }
+
+    /// Waits for the mirror; `Err((errno, message))` if it failed.
+    async fn mirrored(&self) -> Result<Arc<Mirrored>, (i32, String)> {
+        let mut rx = self.mirror.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                MirrorState::Ready(m) => return Ok(m.clone()),
+                MirrorState::Failed { errno, message } => return Err((*errno, message.clone())),
+                MirrorState::Mirroring => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err((libc::EIO, "agent shutting down".into()));
+            }
+        }
+    }
+
+    /// Bucket-root mode: the first OPEN in a directory prefetches its files.
+    fn trigger_lazy_prefetch(&self, m: &Arc<Mirrored>, rel: &str) {
+        if !self.prefix.is_empty() {
+            return;
+        }
+        let dir = parent_dir(rel).to_string();
+        let Some(files) = m.by_dir.get(&dir) else {
+            return;
+        };
+        if !self
+            .lazy_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.clone())
+        {
+            return;
+        }
+        tracing::info!(dir = %dir, files = files.len(), "prefetching directory on first open");
+        let cache = m.cache.clone();
+        let files = files.clone();
+        tokio::spawn(async move { cache.prefetch(files).await });
+    }
+
+    /// Expiry and idle exit.
+    async fn maintenance(self: Arc<Self>) {
+        let tick = (self.expire / 4).clamp(MIN_TICK, MAX_TICK);
+        let mut idle_since = Some(Instant::now());
+        let mut interval = tokio::time::interval(tick);
+        loop {
+            interval.tick().await;
+            let now = Instant::now();
+            if let MirrorState::Ready(m) = &*self.mirror.borrow() {
+                m.cache.expire_idle(now);
+            }
+            let alive = {
+                let mut pids = self.pids.lock().unwrap_or_else(|p| p.into_inner());
+                pids.retain(|pid, _| procscan::pid_alive(*pid));
+                !pids.is_empty()
+            };
+            if alive {
+                idle_since = None;
+            } else if self.idle_exit {
+                let since = *idle_since.get_or_insert(now);
+                if now.duration_since(since) >= self.expire {
+                    tracing::info!(
+                        idle_secs = now.duration_since(since).as_secs(),
+                        "no registered process alive; agent exiting"
+                    );
+                    self.shutdown.send_replace(true);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let (mirror_state, files, resident, reserved, entries) = match &*self.mirror.borrow() {
+            MirrorState::Mirroring => (
+                "mirroring".to_string(),
+                Vec::new(),
+                0,
+                0,
+                serde_json::Value::Null,
+            ),
+            MirrorState::Failed { message, .. } => (
+                format!("failed: {message}"),
+                Vec::new(),
+                0,
+                0,
+                serde_json::Value::Null,
+            ),
+            MirrorState::Ready(m) => {
+                let mut rejected: Vec<&(String, String)> = m.catalog.rejected.iter().collect();
+                rejected.sort();
+                let mut foreign: Vec<&String> = m.catalog.foreign.iter().collect();
+                foreign.sort();
+                (
+                    "ready".to_string(),
+                    m.cache.status(now),
+                    m.cache.resident_bytes(),
+                    m.cache.reserved_bytes(),
+                    serde_json::json!({
+                        "objects": m.catalog.entries.len(),
+                        "small_bytes": m.catalog.small_bytes,
+                        "rejected": rejected,
+                        "foreign": foreign,
+                    }),
+                )
+            }
+        };
+        let metrics = self.metrics.snapshot();
+        let pids = self.pids.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        serde_json::json!({
+            "agent_pid": std::process::id(),
+            "socket": self.socket_path,
+            "model_dir": self.model_dir,
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "mirror": mirror_state,
+            "catalog": entries,
+            "files": files,
+            "bytes_resident": resident,
+            "bytes_reserved": reserved,
+            "memory_limit": self.memory_limit,
+            "expire_time_sec": self.expire.as_secs(),
+            "bytes_by_source": {
+                "store": metrics.bytes_store,
+                "peer": metrics.bytes_peer,
+                "local": metrics.bytes_local,
+            },
+            "metrics": metrics,
+            "registered_pids": pids,
+        })
+    }
+}
+
+/// Directory part of a relative path ("" at the top).
+fn parent_dir(rel: &str) -> &str {
+    rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(normalize_prefix(""), "");
+        assert_eq!(normalize_prefix("a/b"), "a/b/");
+        assert_eq!(normalize_prefix("a/b/"), "a/b/");
+        assert_eq!(
+            lock_path(Path::new("/tmp/x.sock")),
+            PathBuf::from("/tmp/x.sock.lock")
+        );
+        assert_eq!(parent_dir("a/b/c.bin"), "a/b");
+        assert_eq!(parent_dir("c.bin"), "");
+        let auto = auto_memory_limit();
+        assert!(auto > 0 && auto <= mem_total().unwrap());
+    }
+}

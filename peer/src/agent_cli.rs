@@ -1,0 +1,108 @@
+//! `ossc agent`: builds the node agent from the vendor's config file and
+//! `OSS_*` environment, sets up its log file, and runs it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::agent::{run_agent, AgentOptions};
+use crate::cli_support;
+
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// Long-lived node daemon: never exit for lack of clients.
+    #[arg(long)]
+    pub daemon: bool,
+    /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Overrides OSS_PATH.
+    #[arg(long)]
+    pub oss_path: Option<String>,
+    /// Overrides MODEL_DIR.
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Log to stderr instead of logPath.
+    #[arg(long)]
+    pub log_stderr: bool,
+}
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    // Config errors must be visible even before logPath is known.
+    let config = match cli_support::load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ossc agent: {e:#}");
+            return Err(e);
+        }
+    };
+    init_logging(&config.log_path, config.log_level, args.log_stderr);
+    let result = build_and_run(args, config);
+    if let Err(e) = &result {
+        tracing::error!("agent stopped: {e:#}");
+    }
+    result
+}
+
+fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) -> Result<()> {
+    let settings = cli_support::store_settings(&config, args.oss_path.as_deref())?;
+    let model_dir = args
+        .model_dir
+        .or_else(|| std::env::var_os("MODEL_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .context("MODEL_DIR is not set")?;
+    let socket = args.socket.unwrap_or_else(cli_support::default_socket);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ossc-agent")
+        .build()?;
+    runtime.block_on(async {
+        let client = cli_support::http_client(&settings)?;
+        let mut opts = AgentOptions::new(&socket, &model_dir, settings.prefix.clone(), client);
+        opts.fetch = cli_support::fetch_config(&config);
+        opts.small_file_bytes = config.cache_small_file_bytes;
+        opts.memory_limit_bytes = config.cache_memory_limit_bytes;
+        opts.expire = Duration::from_secs(config.expire_time_sec);
+        opts.audit_path = Some(config.audit_path.clone());
+        opts.log_path = config.log_path.clone();
+        opts.idle_exit = !args.daemon;
+        opts.handle_signals = true;
+        tracing::info!(
+            socket = %socket.display(),
+            model_dir = %model_dir.display(),
+            bucket = %settings.bucket,
+            prefix = %settings.prefix,
+            endpoint = %settings.endpoint,
+            signature = ?settings.signature_version,
+            in_flight = config.max_in_flight(),
+            "node agent starting"
+        );
+        run_agent(opts).await
+    })
+}
+
+/// Logs go to `logPath` (created if needed) at `logLevel` (0 debug … 3 error);
+/// `RUST_LOG` overrides the level. Falls back to stderr when the file can't be opened.
+fn init_logging(path: &std::path::Path, level: u8, force_stderr: bool) {
+    let level = match level {
+        0 => "debug",
+        1 => "info",
+        2 => "warn",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn,rustls=warn")));
+    let file = (!force_stderr)
+        .then(|| {
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+        })
+        .flatten();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let _ = match file {
+        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}

@@ -1,0 +1,738 @@
+//! End-to-end tests of the node agent over a real Unix socket, against the
+//! in-memory store (`MockObjectClient`), with the protocol spoken by a test
+//! client (HELLO / READY / OPEN / STATUS, fds received with `recvmsg`).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ossc_core::fetch::FetchConfig;
+use ossc_core::object_client::failure::{FailureInjectingClient, Fault, Operation};
+use ossc_core::object_client::mock::{MockObject, MockObjectClient};
+use ossc_core::object_client::ObjectClient;
+use ossc_peer::agent::sys::recv_with_fd;
+use ossc_peer::agent::{query_status, run_agent, AgentOptions};
+use tokio::sync::watch;
+
+/// Part size used by the tests (small, so objects span several parts).
+const PART: u64 = 64 << 10;
+/// Objects above this become placeholders in the tests.
+const SMALL: u64 = 4096;
+const PREFIX: &str = "models/qwen/";
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct TestAgent {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    model_dir: PathBuf,
+    audit: PathBuf,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestAgent {
+    async fn start(
+        client: Arc<dyn ObjectClient>,
+        prefix: &str,
+        tweak: impl FnOnce(&mut AgentOptions),
+    ) -> TestAgent {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, client, prefix, tweak).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        client: Arc<dyn ObjectClient>,
+        prefix: &str,
+        tweak: impl FnOnce(&mut AgentOptions),
+    ) -> TestAgent {
+        let socket = dir.path().join("run/agent.sock");
+        let model_dir = dir.path().join("model");
+        let audit = dir.path().join("audit.log");
+        let (stop, stop_rx) = watch::channel(false);
+        let mut opts = AgentOptions::new(&socket, &model_dir, prefix, client);
+        opts.fetch = FetchConfig {
+            part_size: PART,
+            max_in_flight: 8,
+            ..FetchConfig::default()
+        };
+        opts.small_file_bytes = SMALL;
+        opts.memory_limit_bytes = 64 << 20;
+        opts.idle_exit = false;
+        opts.audit_path = Some(audit.clone());
+        opts.log_path = dir.path().join("agent.log");
+        opts.shutdown = Some(stop_rx);
+        tweak(&mut opts);
+        let task = tokio::spawn(run_agent(opts));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "agent did not bind {}",
+                socket.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        TestAgent {
+            _dir: dir,
+            socket,
+            model_dir,
+            audit,
+            stop,
+            task,
+        }
+    }
+
+    async fn request(&self, line: &str) -> (String, Option<OwnedFd>) {
+        request(&self.socket, line).await
+    }
+
+    /// OPEN + read the whole received file through a private re-open.
+    async fn open_bytes(&self, path: &str) -> (String, Option<Vec<u8>>) {
+        let (resp, fd) = self
+            .request(&format!("OPEN {} {path}", std::process::id()))
+            .await;
+        let bytes = fd.map(|fd| read_fd(&fd));
+        (resp, bytes)
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        let (line, _) = self.request("STATUS").await;
+        serde_json::from_str(&line).unwrap()
+    }
+
+    async fn stop(self) -> tempfile::TempDir {
+        self.stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!self.socket.exists(), "socket removed on exit");
+        self._dir
+    }
+}
+
+/// One request on a fresh connection; the answer line (without newline) and
+/// the fd that came with it.
+async fn request(socket: &Path, line: &str) -> (String, Option<OwnedFd>) {
+    let socket = socket.to_path_buf();
+    let line = format!("{line}\n");
+    tokio::task::spawn_blocking(move || {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = Vec::new();
+        let mut fd = None;
+        loop {
+            let (n, f) = recv_with_fd(s.as_raw_fd(), &mut buf).unwrap();
+            if f.is_some() {
+                assert!(fd.is_none(), "at most one fd per answer");
+                fd = f;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 || got.contains(&b'\n') {
+                break;
+            }
+        }
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.ends_with('\n'), "answer is one full line: {text:?}");
+        (text.trim_end_matches('\n').to_string(), fd)
+    })
+    .await
+    .unwrap()
+}
+
+/// What the preload does: re-open `/proc/self/fd/N` read-only, close N, read.
+fn read_fd(fd: &OwnedFd) -> Vec<u8> {
+    let mut f = File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+fn model_mock() -> (Arc<MockObjectClient>, Vec<(String, Vec<u8>)>) {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let index = r#"{"weight_map":{"a":"model-00002-of-00002.safetensors","b":"model-00001-of-00002.safetensors"}}"#;
+    let objects: Vec<(String, Vec<u8>)> = vec![
+        ("config.json".into(), br#"{"model_type":"qwen2"}"#.to_vec()),
+        ("tokenizer.json".into(), data(1, 3000)),
+        (
+            "model.safetensors.index.json".into(),
+            index.as_bytes().to_vec(),
+        ),
+        ("model-00001-of-00002.safetensors".into(), data(2, 300_000)),
+        ("model-00002-of-00002.safetensors".into(), data(3, 200_001)),
+        ("sub/extra.bin".into(), data(4, 4000)),
+        ("empty.txt".into(), Vec::new()),
+    ];
+    for (rel, bytes) in &objects {
+        mock.put_object(format!("{PREFIX}{rel}"), bytes.clone());
+    }
+    mock.put_object(format!("{PREFIX}sub/"), Vec::new());
+    // Rejected keys.
+    mock.put_object(format!("{PREFIX}a/../escape.bin"), data(5, 10));
+    mock.put_object(format!("{PREFIX}a//b.bin"), data(6, 10));
+    mock.put_object(format!("{PREFIX}ctl\u{1}.bin"), data(7, 10));
+    mock.put_object(format!("{PREFIX}dup"), data(8, 10));
+    mock.put_object(format!("{PREFIX}dup/inner.bin"), data(9, 10));
+    // Outside the prefix.
+    mock.put_object("models/other/x.bin", data(10, 10));
+    (mock, objects)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_then_serve_over_the_socket() {
+    let (mock, objects) = model_mock();
+    let agent = TestAgent::start(mock.clone(), PREFIX, |_| {}).await;
+
+    let (hello, fd) = agent
+        .request(&format!("HELLO {} 1 tester", std::process::id()))
+        .await;
+    assert!(fd.is_none());
+    let parts: Vec<&str> = hello.splitn(3, ' ').collect();
+    assert_eq!(parts[0], "OK");
+    assert_eq!(parts[1].parse::<u32>().unwrap(), std::process::id());
+    assert!(parts[2].ends_with("agent.log"));
+    assert_eq!(agent.request("READY").await.0, "OK");
+
+    // Mirror: every accepted object at its exact size; small ones real.
+    for (rel, bytes) in &objects {
+        let path = agent.model_dir.join(rel);
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(meta.len(), bytes.len() as u64, "{rel}");
+        if bytes.len() as u64 <= SMALL {
+            assert_eq!(
+                &std::fs::read(&path).unwrap(),
+                bytes,
+                "{rel} is a real copy"
+            );
+        } else {
+            assert!(
+                meta.blocks() * 512 < meta.len(),
+                "{rel} is a sparse placeholder"
+            );
+        }
+    }
+    assert!(agent.model_dir.join("sub").is_dir());
+    assert!(
+        agent.model_dir.join("dup").is_dir(),
+        "dup/ is a directory, its file twin rejected"
+    );
+    assert!(agent.model_dir.join("dup/inner.bin").is_file());
+    for bad in ["escape.bin", "a", "ctl\u{1}.bin"] {
+        assert!(
+            !agent.model_dir.join(bad).exists(),
+            "{bad:?} must not be created"
+        );
+    }
+    assert!(!agent
+        .model_dir
+        .parent()
+        .unwrap()
+        .join("escape.bin")
+        .exists());
+
+    // Manifest lists what the agent created.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(agent.model_dir.join(".ossc-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["prefix"], PREFIX);
+    assert_eq!(manifest["files"]["config.json"]["kind"], "small");
+    assert_eq!(
+        manifest["files"]["model-00001-of-00002.safetensors"]["kind"],
+        "placeholder"
+    );
+    assert_eq!(
+        manifest["files"]["model-00001-of-00002.safetensors"]["size"],
+        300_000
+    );
+    assert!(manifest["dirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d == "sub"));
+
+    // OPEN of large files: FD + exact bytes; small files: PASS.
+    for (rel, bytes) in &objects {
+        let (resp, got) = agent.open_bytes(rel).await;
+        if bytes.len() as u64 <= SMALL {
+            assert_eq!(resp, "PASS", "{rel}");
+            assert!(got.is_none());
+        } else {
+            let fields: Vec<&str> = resp.split(' ').collect();
+            assert_eq!(fields[0], "FD", "{rel}: {resp}");
+            assert_eq!(fields[1].parse::<usize>().unwrap(), bytes.len());
+            assert!(fields[2] == "store" || fields[2] == "cache", "{resp}");
+            assert!(got.as_ref() == Some(bytes), "{rel}: bytes differ");
+        }
+    }
+    // The same file again comes from memory.
+    let (resp, got) = agent
+        .open_bytes("./sub/../model-00001-of-00002.safetensors")
+        .await;
+    assert_eq!(resp, format!("FD {} cache", 300_000));
+    assert_eq!(got.unwrap(), objects[3].1);
+    // Sealed: the received memfd cannot be written.
+    let (_, fd) = agent
+        .request(&format!("OPEN 1 {}", "model-00002-of-00002.safetensors"))
+        .await;
+    let fd = fd.unwrap();
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    assert!(
+        w.is_err() || w.unwrap().write_all(b"x").is_err(),
+        "memfd must be sealed"
+    );
+
+    // Rejected keys, unknown paths, paths outside MODEL_DIR.
+    let (resp, fd) = agent.request("OPEN 1 dup").await;
+    assert!(fd.is_none());
+    assert!(resp.starts_with("ERR 2 "), "{resp}");
+    assert!(resp.contains("models/qwen/dup"), "names the key: {resp}");
+    assert_eq!(agent.request("OPEN 1 not-an-object.txt").await.0, "PASS");
+    assert_eq!(agent.request("OPEN 1 sub").await.0, "PASS");
+    assert_eq!(agent.request("OPEN 1 ../outside").await.0, "PASS");
+    assert!(agent.request("BOGUS").await.0.starts_with("ERR 22 "));
+
+    // STATUS.
+    let status = agent.status().await;
+    assert_eq!(status["mirror"], "ready");
+    let files = status["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "two large files: {files:?}");
+    assert_eq!(
+        files[0]["path"], "model-00001-of-00002.safetensors",
+        "index order first"
+    );
+    for f in files {
+        assert_eq!(f["state"], "ready");
+        assert_eq!(f["bytes_done"], f["size"]);
+        assert!(f["seconds_to_expiry"].as_u64().unwrap() <= 120);
+    }
+    assert_eq!(status["bytes_resident"], 500_001);
+    assert!(status["memory_limit"].as_u64().unwrap() == 64 << 20);
+    let small: u64 = objects
+        .iter()
+        .filter(|(_, b)| b.len() as u64 <= SMALL)
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    assert_eq!(
+        status["bytes_by_source"]["store"],
+        500_001 + small + 10 /* dup/inner.bin */
+    );
+    assert!(status["bytes_by_source"]["local"].as_u64().unwrap() >= 300_000);
+    assert!(status["registered_pids"]
+        .get(std::process::id().to_string())
+        .is_some());
+    let rejected = status["catalog"]["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+
+    // `ossc status` uses the same JSON.
+    let socket = agent.socket.clone();
+    let via_fn = tokio::task::spawn_blocking(move || query_status(&socket).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(via_fn["mirror"], "ready");
+
+    // Audit: one JSON line per OPEN served (FD and PASS of objects).
+    let audit = std::fs::read_to_string(&agent.audit).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = lines
+        .iter()
+        .find(|l| l["path"] == "model-00001-of-00002.safetensors")
+        .unwrap();
+    assert_eq!(
+        first["key"],
+        format!("{PREFIX}model-00001-of-00002.safetensors")
+    );
+    assert_eq!(first["bytes"], 300_000);
+    assert_eq!(first["pid"], std::process::id());
+    assert!(!first["comm"].as_str().unwrap().is_empty());
+    assert!(lines.iter().any(|l| l["source"] == "cache"));
+    assert!(lines
+        .iter()
+        .any(|l| l["path"] == "config.json" && l["source"] == "local"));
+
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_files_are_left_intact_and_reported() {
+    let (mock, objects) = model_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    std::fs::create_dir_all(model_dir.join("sub")).unwrap();
+    std::fs::write(model_dir.join("config.json"), b"user's own config").unwrap();
+    std::fs::write(
+        model_dir.join("model-00002-of-00002.safetensors"),
+        b"user's shard",
+    )
+    .unwrap();
+    std::fs::write(model_dir.join("notes.txt"), b"unrelated").unwrap();
+    let agent = TestAgent::start_in(dir, mock.clone(), PREFIX, |_| {}).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+
+    assert_eq!(
+        std::fs::read(model_dir.join("config.json")).unwrap(),
+        b"user's own config"
+    );
+    assert_eq!(
+        std::fs::read(model_dir.join("model-00002-of-00002.safetensors")).unwrap(),
+        b"user's shard"
+    );
+    assert_eq!(
+        std::fs::read(model_dir.join("notes.txt")).unwrap(),
+        b"unrelated"
+    );
+    for rel in ["config.json", "model-00002-of-00002.safetensors"] {
+        let (resp, fd) = agent.request(&format!("OPEN 1 {rel}")).await;
+        assert!(fd.is_none());
+        assert!(resp.starts_with("ERR 17 "), "{rel}: {resp}");
+        assert!(resp.contains(rel), "names the path: {resp}");
+    }
+    // Non-colliding objects are served normally.
+    let (resp, got) = agent.open_bytes("model-00001-of-00002.safetensors").await;
+    assert!(resp.starts_with("FD 300000 "), "{resp}");
+    assert_eq!(got.unwrap(), objects[3].1);
+    let status = agent.status().await;
+    let foreign: Vec<&str> = status["catalog"]["foreign"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        foreign,
+        vec!["config.json", "model-00002-of-00002.safetensors"]
+    );
+    let manifest = std::fs::read_to_string(model_dir.join(".ossc-manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert!(manifest["files"].get("config.json").is_none());
+    assert!(manifest["files"].get("notes.txt").is_none());
+    assert!(manifest["files"].get("tokenizer.json").is_some());
+
+    // A second agent on the same socket defers to the live one.
+    let second = AgentOptions::new(&agent.socket, &model_dir, PREFIX, mock.clone());
+    tokio::time::timeout(Duration::from_secs(5), run_agent(second))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        agent.socket.exists(),
+        "the live agent's socket is untouched"
+    );
+
+    // Restart: files from the manifest are reused, foreign ones still intact,
+    // and an object removed from the store disappears from the mirror.
+    let dir = agent.stop().await;
+    mock.remove_object(&format!("{PREFIX}tokenizer.json"));
+    mock.reset_stats();
+    let agent = TestAgent::start_in(dir, mock.clone(), PREFIX, |_| {}).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+    assert!(
+        !model_dir.join("tokenizer.json").exists(),
+        "stale mirrored file removed"
+    );
+    assert_eq!(
+        std::fs::read(model_dir.join("config.json")).unwrap(),
+        b"user's own config"
+    );
+    assert_eq!(
+        std::fs::read(model_dir.join("notes.txt")).unwrap(),
+        b"unrelated"
+    );
+    assert_eq!(
+        std::fs::read(model_dir.join("sub/extra.bin")).unwrap(),
+        objects[5].1
+    );
+    let small_gets = mock
+        .get_log()
+        .iter()
+        .filter(|(k, _)| k.ends_with("sub/extra.bin"))
+        .count();
+    assert_eq!(
+        small_gets, 0,
+        "unchanged small files are not downloaded again"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failures_become_errors_with_errno() {
+    // CRC mismatch on a large object: EIO.
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let good = data(11, 200_000);
+    mock.put_object(format!("{PREFIX}good.bin"), good.clone());
+    let bad = data(12, 150_000);
+    mock.put_raw(
+        format!("{PREFIX}bad.bin"),
+        MockObject {
+            data: bad.into(),
+            etag: "bad-etag".into(),
+            last_modified: std::time::SystemTime::now(),
+            crc64: Some(12345),
+        },
+    );
+    let agent = TestAgent::start(mock.clone(), PREFIX, |_| {}).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+    let (resp, fd) = agent.request("OPEN 1 bad.bin").await;
+    assert!(fd.is_none());
+    assert!(resp.starts_with("ERR 5 "), "{resp}");
+    assert!(resp.contains("CRC-64"), "{resp}");
+    let (resp, got) = agent.open_bytes("good.bin").await;
+    assert!(resp.starts_with("FD 200000 "));
+    assert_eq!(got.unwrap(), good);
+    let status = agent.status().await;
+    assert!(status["metrics"]["fetch_errors"].as_u64().unwrap() >= 1);
+    agent.stop().await;
+
+    // Listing refused (wrong secret / no permission): READY and OPEN say why.
+    let inner = MockObjectClient::new("bucket");
+    inner.put_object(format!("{PREFIX}x.bin"), data(13, 100));
+    let failing = FailureInjectingClient::new(inner);
+    failing.push_fault(Operation::List, Fault::access_denied());
+    let agent = TestAgent::start(Arc::new(failing), PREFIX, |_| {}).await;
+    let (resp, _) = agent.request("READY").await;
+    assert!(resp.starts_with("ERR 13 "), "{resp}");
+    assert!(
+        resp.contains("AccessDenied") && resp.contains("oss://bucket/models/qwen/"),
+        "{resp}"
+    );
+    assert!(agent.request("OPEN 1 x.bin").await.0.starts_with("ERR 13 "));
+    assert!(agent.status().await["mirror"]
+        .as_str()
+        .unwrap()
+        .starts_with("failed: "));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_files_are_released_and_fetched_again() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let a = data(21, 256 << 10);
+    let b = data(22, 128 << 10);
+    mock.put_object(format!("{PREFIX}a.bin"), a.clone());
+    mock.put_object(format!("{PREFIX}b.bin"), b.clone());
+    let agent = TestAgent::start(mock.clone(), PREFIX, |o| o.expire = Duration::from_secs(1)).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+    let (resp, got) = agent.open_bytes("a.bin").await;
+    assert!(resp.starts_with("FD "), "{resp}");
+    assert_eq!(got.unwrap(), a);
+    // Keep b.bin referenced: it must survive expiry.
+    let (_, held) = agent.request("OPEN 1 b.bin").await;
+    let held = held.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = agent.status().await;
+        let a_state = status["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "a.bin")
+            .unwrap()["state"]
+            .clone();
+        if a_state == "pending" {
+            assert_eq!(
+                status["bytes_resident"],
+                128 << 10,
+                "only the referenced file stays"
+            );
+            assert!(status["metrics"]["expirations"].as_u64().unwrap() >= 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "a.bin never expired: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = agent.status().await;
+    let b_state = &status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "b.bin")
+        .unwrap()["state"];
+    assert_eq!(b_state, "ready", "a referenced file is never released");
+    assert_eq!(read_fd(&held), b);
+
+    let gets_before = mock.stats().get_requests;
+    let (resp, got) = agent.open_bytes("a.bin").await;
+    assert_eq!(resp, format!("FD {} store", a.len()));
+    assert_eq!(got.unwrap(), a, "exact bytes after re-fetch");
+    assert_eq!(
+        mock.stats().get_requests - gets_before,
+        (a.len() as u64).div_ceil(PART)
+    );
+    drop(held);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_cap_evicts_unreferenced_files_and_never_serves_wrong_bytes() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let size = 100_000usize;
+    let files: Vec<Vec<u8>> = (0..3).map(|i| data(30 + i, size)).collect();
+    for (i, f) in files.iter().enumerate() {
+        mock.put_object(format!("{PREFIX}f{}.bin", i + 1), f.clone());
+    }
+    let limit = 250_000u64;
+    let agent = TestAgent::start(mock.clone(), PREFIX, |o| o.memory_limit_bytes = limit).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+
+    // Prefetch fits two files, the third waits for memory.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = agent.status().await;
+        let states: Vec<String> = status["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["state"].as_str().unwrap().to_string())
+            .collect();
+        if states[0] == "ready" && states[1] == "ready" {
+            assert_eq!(states[2], "fetching");
+            assert_eq!(status["files"][2]["waiting_for_memory"], true);
+            break;
+        }
+        assert!(Instant::now() < deadline, "prefetch stuck: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Read f1 and let go of it; then f3 can replace it (used + unreferenced).
+    let (resp, got) = agent.open_bytes("f1.bin").await;
+    assert_eq!(resp, "FD 100000 cache");
+    assert_eq!(got.unwrap(), files[0]);
+    let (resp, f3) = agent.request("OPEN 1 f3.bin").await;
+    assert!(resp.starts_with("FD 100000 "), "{resp}");
+    let f3 = f3.unwrap();
+    assert_eq!(read_fd(&f3), files[2]);
+
+    // f3 stays referenced (we hold its fd): opening f1 again must evict f2
+    // (never opened, but unreferenced) and not f3.
+    let (resp, got) = agent.open_bytes("f1.bin").await;
+    assert_eq!(resp, "FD 100000 store");
+    assert_eq!(got.unwrap(), files[0]);
+    let status = agent.status().await;
+    let states: Vec<&str> = status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["ready", "pending", "ready"]);
+    assert_eq!(read_fd(&f3), files[2], "a referenced file is never evicted");
+    let peak = status["metrics"]["peak_reserved_bytes"].as_u64().unwrap();
+    assert!(peak <= limit, "peak {peak} over limit {limit}");
+    assert!(status["metrics"]["evictions"].as_u64().unwrap() >= 2);
+
+    // A file larger than the whole cap is refused, not an OOM.
+    drop(f3);
+    agent.stop().await;
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    mock.put_object(format!("{PREFIX}huge.bin"), data(40, 50_000));
+    let agent = TestAgent::start(mock, PREFIX, |o| o.memory_limit_bytes = 10_000).await;
+    let (resp, _) = agent.request("OPEN 1 huge.bin").await;
+    assert!(
+        resp.starts_with(&format!("ERR {} ", libc::ENOMEM)),
+        "{resp}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_share_one_fetch_and_bucket_root_is_lazy() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let big = data(50, 640 << 10);
+    mock.put_object("m1/big.bin", big.clone());
+    mock.put_object("m1/other.bin", data(51, 100_000));
+    mock.put_object("m2/unrelated.bin", data(52, 100_000));
+    let agent = TestAgent::start(mock.clone(), "", |_| {}).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        mock.stats().get_requests,
+        0,
+        "bucket root: nothing prefetched before an open"
+    );
+
+    let opens: Vec<_> = (0..16).map(|_| agent.open_bytes("m1/big.bin")).collect();
+    let results = futures::future::join_all(opens).await;
+    for (resp, got) in results {
+        assert!(resp.starts_with("FD 655360 "), "{resp}");
+        assert!(got.unwrap() == big);
+    }
+    let big_gets = mock
+        .get_log()
+        .iter()
+        .filter(|(k, _)| k == "m1/big.bin")
+        .count() as u64;
+    assert_eq!(
+        big_gets,
+        (big.len() as u64).div_ceil(PART),
+        "one fetch for all 16 OPENs"
+    );
+
+    // The open prefetched its directory, not other directories.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !mock.get_log().iter().any(|(k, _)| k == "m1/other.bin") {
+        assert!(Instant::now() < deadline, "m1/other.bin not prefetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!mock.get_log().iter().any(|(k, _)| k.starts_with("m2/")));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_agent_exits_when_registered_processes_are_gone() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    mock.put_object(format!("{PREFIX}config.json"), b"{}".to_vec());
+    let agent = TestAgent::start(mock, PREFIX, |o| {
+        o.idle_exit = true;
+        o.expire = Duration::from_secs(1);
+    })
+    .await;
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let (resp, _) = agent
+        .request(&format!("HELLO {} 1 sleep", child.id()))
+        .await;
+    assert!(resp.starts_with("OK "));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !agent.task.is_finished(),
+        "a live registered process keeps the agent"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let socket = agent.socket.clone();
+    let result = tokio::time::timeout(Duration::from_secs(5), agent.task)
+        .await
+        .unwrap()
+        .unwrap();
+    result.unwrap();
+    assert!(!socket.exists(), "socket removed on idle exit");
+}

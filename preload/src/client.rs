@@ -1,0 +1,387 @@
+//! Unix-socket requests to the node agent: HELLO, READY and OPEN (with SCM_RIGHTS fd passing).
+//!
+//! Design decision: one short-lived connection per request (the protocol contract). Nothing is
+//! shared between requests, so a fork in the middle of another thread's request leaves the
+//! child nothing half-used, and a dead agent shows up as a connect error or EOF on the next
+//! request rather than as a stale socket. All buffers are on the stack.
+
+use core::mem::{size_of, zeroed};
+use core::time::Duration;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::log::{Bytes, Level};
+use crate::plog;
+use crate::proto::{self, LineBuf, OkReply, OpenReply, REPLY_CAP, REQUEST_CAP};
+use crate::real::sys_openat;
+use crate::state;
+
+/// Send/receive timeout for HELLO: the agent answers it without doing any I/O.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Control-message buffer size: a 16-byte header plus room for 28 fds. OPEN attaches exactly
+/// one; we keep the first and close any others.
+const CMSG_BUF_LEN: usize = 128;
+
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_BUF_LEN]);
+
+/// One connection to the agent.
+pub struct Conn(OwnedFd);
+
+/// Connects to the agent socket (no timeout unless `timeout` is given: READY and OPEN wait
+/// for the agent as long as it is alive; its death closes the socket).
+pub fn connect(timeout: Option<Duration>) -> Result<Conn, libc::c_int> {
+    let path = state::SOCKET_PATH
+        .get()
+        .unwrap_or(state::DEFAULT_SOCKET_PATH);
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(state::errno());
+    }
+    // SAFETY: `fd` is a fresh socket we own.
+    let conn = Conn(unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if path.len() >= addr.sun_path.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(path) {
+        *dst = src as libc::c_char;
+    }
+    if let Some(t) = timeout {
+        conn.set_timeout(t);
+    }
+    loop {
+        // SAFETY: `addr` is a valid sockaddr_un of the given length.
+        let r = unsafe {
+            libc::connect(
+                fd,
+                (&addr as *const libc::sockaddr_un).cast(),
+                size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return Ok(conn);
+        }
+        match state::errno() {
+            libc::EINTR => continue,
+            libc::EISCONN => return Ok(conn),
+            e => return Err(e),
+        }
+    }
+}
+
+impl Conn {
+    fn set_timeout(&self, t: Duration) {
+        let tv = libc::timeval {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(t.subsec_micros()),
+        };
+        for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+            // SAFETY: `tv` is a valid timeval for these options.
+            unsafe {
+                libc::setsockopt(
+                    self.0.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&tv as *const libc::timeval).cast(),
+                    size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+
+    /// Sends a whole request (no SIGPIPE if the agent went away).
+    pub fn send(&self, mut data: &[u8]) -> Result<(), libc::c_int> {
+        while !data.is_empty() {
+            // SAFETY: `data` is a valid readable slice.
+            let n = unsafe {
+                libc::send(
+                    self.0.as_raw_fd(),
+                    data.as_ptr().cast(),
+                    data.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                match state::errno() {
+                    libc::EINTR => continue,
+                    libc::EAGAIN => return Err(libc::ETIMEDOUT),
+                    e => return Err(e),
+                }
+            }
+            data = &data[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Receives one reply line into `buf` (returns its length including the newline) and the
+    /// first fd attached to it, if any (received close-on-exec; extra fds are closed).
+    pub fn recv_line(&self, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), libc::c_int> {
+        let mut len = 0;
+        let mut fd: Option<OwnedFd> = None;
+        loop {
+            if len == buf.len() {
+                return Err(libc::EMSGSIZE);
+            }
+            let mut iov = libc::iovec {
+                iov_base: buf[len..].as_mut_ptr().cast(),
+                iov_len: buf.len() - len,
+            };
+            let mut cmsg = CmsgBuf([0; CMSG_BUF_LEN]);
+            // SAFETY: msghdr is plain old data; all-zero is a valid value.
+            let mut msg: libc::msghdr = unsafe { zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cmsg.0.as_mut_ptr().cast();
+            msg.msg_controllen = CMSG_BUF_LEN as _;
+            // SAFETY: `msg` points at live buffers of the stated sizes.
+            let n = unsafe { libc::recvmsg(self.0.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            if n < 0 {
+                match state::errno() {
+                    libc::EINTR => continue,
+                    libc::EAGAIN => return Err(libc::ETIMEDOUT),
+                    e => return Err(e),
+                }
+            }
+            collect_fds(&msg, &mut fd);
+            if n == 0 {
+                return Err(libc::ECONNRESET);
+            }
+            let new = &buf[len..len + n as usize];
+            if let Some(i) = new.iter().position(|&b| b == b'\n') {
+                return Ok((len + i + 1, fd));
+            }
+            len += n as usize;
+        }
+    }
+}
+
+/// Takes ownership of every fd in the control messages: the first is kept in `slot`, the
+/// others are closed at once.
+fn collect_fds(msg: &libc::msghdr, slot: &mut Option<OwnedFd>) {
+    // SAFETY: `msg` was filled by recvmsg; the CMSG_* helpers walk its control buffer within
+    // `msg_controllen`, and each SCM_RIGHTS payload is an array of ints owned by us now.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let count = payload / size_of::<libc::c_int>();
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                for i in 0..count {
+                    let raw = data.add(i).read_unaligned();
+                    let owned = OwnedFd::from_raw_fd(raw);
+                    if slot.is_none() {
+                        *slot = Some(owned);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+}
+
+/// Reads `/proc/self/comm` (the process name) into `out`; returns its length.
+fn read_comm(out: &mut [u8]) -> usize {
+    // SAFETY: literal NUL-terminated path.
+    let fd = unsafe {
+        sys_openat(
+            libc::AT_FDCWD,
+            c"/proc/self/comm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: `out` is writable for its length; we own `fd`.
+    let n = unsafe { libc::read(fd, out.as_mut_ptr().cast(), out.len()) };
+    // SAFETY: we own `fd`.
+    unsafe { libc::close(fd) };
+    let n = n.max(0) as usize;
+    out[..n].iter().position(|&b| b == b'\n').unwrap_or(n)
+}
+
+fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// Says HELLO on an open connection with `role`; records the agent's log path and our pid.
+/// Returns the agent's pid.
+pub fn hello_on(conn: &Conn, role: u8) -> Result<u32, libc::c_int> {
+    let mut comm = [0u8; 64];
+    let comm_len = read_comm(&mut comm);
+    let pid = getpid();
+    let mut req = LineBuf::<256>::new();
+    proto::encode_hello(&mut req, pid, role, &comm[..comm_len]);
+    conn.send(req.as_bytes())?;
+    let mut buf = [0u8; REPLY_CAP];
+    let (n, _) = conn.recv_line(&mut buf)?;
+    match proto::parse_ok(&buf[..n]) {
+        Ok(OkReply::Ok(rest)) => match proto::parse_hello_ok(rest) {
+            Ok((agent_pid, log)) => {
+                let mut path = [0u8; crate::path::PATH_CAP];
+                if let Some(len) = proto::unescape_into(log, &mut path) {
+                    state::LOG_PATH.publish(&path[..len]);
+                }
+                state::HELLO_PID.store(pid, core::sync::atomic::Ordering::Release);
+                Ok(agent_pid)
+            }
+            Err(e) => {
+                plog!(Level::Error, "HELLO: {e}: {}", Bytes(&buf[..n]));
+                Err(libc::EPROTO)
+            }
+        },
+        Ok(OkReply::Err { errno, msg }) => {
+            plog!(
+                Level::Error,
+                "HELLO refused by agent: errno {errno}: {}",
+                Bytes(msg)
+            );
+            Err(errno)
+        }
+        Err(e) => {
+            plog!(Level::Error, "HELLO: {e}: {}", Bytes(&buf[..n]));
+            Err(libc::EPROTO)
+        }
+    }
+}
+
+/// Sends READY and waits until the agent has mirrored MODEL_DIR.
+pub fn ready() -> Result<(), libc::c_int> {
+    let conn = connect(None)?;
+    let mut req = LineBuf::<16>::new();
+    proto::encode_ready(&mut req);
+    conn.send(req.as_bytes())?;
+    let mut buf = [0u8; REPLY_CAP];
+    let (n, _) = conn.recv_line(&mut buf)?;
+    match proto::parse_ok(&buf[..n]) {
+        Ok(OkReply::Ok(_)) => Ok(()),
+        Ok(OkReply::Err { errno, msg }) => {
+            plog!(Level::Error, "READY failed: errno {errno}: {}", Bytes(msg));
+            Err(errno)
+        }
+        Err(e) => {
+            plog!(Level::Error, "READY: {e}: {}", Bytes(&buf[..n]));
+            Err(libc::EPROTO)
+        }
+    }
+}
+
+/// Re-registers with the agent when the pid changed since the last HELLO (a fork child).
+fn hello_if_forked() {
+    let pid = getpid();
+    let last = state::HELLO_PID.load(core::sync::atomic::Ordering::Acquire);
+    if last == 0 || last == pid {
+        return;
+    }
+    // Mark first, so a failing agent isn't asked again on every open of this child.
+    state::HELLO_PID.store(pid, core::sync::atomic::Ordering::Release);
+    match connect(Some(HELLO_TIMEOUT)).and_then(|c| hello_on(&c, state::ROLE_SECONDARY)) {
+        Ok(_) => plog!(
+            Level::Debug,
+            "fork child of {last} registered with the agent"
+        ),
+        Err(e) => plog!(Level::Warn, "HELLO from fork child failed: errno {e}"),
+    }
+}
+
+/// What an OPEN resolved to.
+pub enum Opened {
+    /// Call the real open.
+    Pass,
+    /// A fresh read-only fd over the agent's memory file.
+    Fd(libc::c_int),
+}
+
+/// Flags of the caller kept when re-opening the agent's memfd (everything else — creation,
+/// `O_DIRECT`, `O_NOATIME`, `O_NOFOLLOW` on the magic link — would fail or mean nothing there).
+const KEPT_FLAGS: libc::c_int = libc::O_CLOEXEC | libc::O_NONBLOCK;
+
+/// Asks the agent for `rel` (a path below MODEL_DIR). `Err` carries the errno to fail with.
+pub fn open_model_file(rel: &[u8], flags: libc::c_int) -> Result<Opened, libc::c_int> {
+    hello_if_forked();
+    let mut req = LineBuf::<REQUEST_CAP>::new();
+    proto::encode_open(&mut req, getpid(), rel);
+    if req.overflowed() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    let fail = |what: &str, e: libc::c_int| {
+        plog!(
+            Level::Error,
+            "open {} via agent at {}: {what} (errno {e}); failing with EIO",
+            Bytes(rel),
+            Bytes(state::SOCKET_PATH.get().unwrap_or_default())
+        );
+        libc::EIO
+    };
+    let conn = connect(None).map_err(|e| fail("agent unreachable", e))?;
+    conn.send(req.as_bytes())
+        .map_err(|e| fail("send failed", e))?;
+    let mut buf = [0u8; REPLY_CAP];
+    let (n, fd) = conn.recv_line(&mut buf).map_err(|e| fail("no reply", e))?;
+    drop(conn);
+    match proto::parse_open(&buf[..n]) {
+        Ok(OpenReply::Pass) => Ok(Opened::Pass),
+        Ok(OpenReply::Err { errno, msg }) => {
+            plog!(
+                Level::Warn,
+                "open {}: agent error errno {errno}: {}",
+                Bytes(rel),
+                Bytes(msg)
+            );
+            Err(errno)
+        }
+        Ok(OpenReply::Fd { size, source }) => {
+            let Some(fd) = fd else {
+                return Err(fail("FD reply without an attached fd", libc::EPROTO));
+            };
+            // SAFETY: stat64 is plain old data; fstat64 fills it for a valid fd.
+            let mut st: libc::stat64 = unsafe { zeroed() };
+            // SAFETY: `fd` is a valid fd we own; `st` is a valid out-pointer.
+            if unsafe { libc::fstat64(fd.as_raw_fd(), &mut st) } != 0 {
+                return Err(fail("fstat of received fd failed", state::errno()));
+            }
+            if st.st_size as u64 != size {
+                plog!(
+                    Level::Error,
+                    "open {}: agent announced {size} bytes but the file has {}; failing with EIO",
+                    Bytes(rel),
+                    st.st_size
+                );
+                return Err(libc::EIO);
+            }
+            let mut proc_path = LineBuf::<32>::new();
+            proc_path.push(b"/proc/self/fd/");
+            proc_path.push_u64(fd.as_raw_fd() as u64);
+            proc_path.push(b"\0");
+            // SAFETY: NUL-terminated path.
+            let own = unsafe {
+                sys_openat(
+                    libc::AT_FDCWD,
+                    proc_path.as_bytes().as_ptr().cast(),
+                    libc::O_RDONLY | (flags & KEPT_FLAGS),
+                    0,
+                )
+            };
+            if own < 0 {
+                return Err(fail("re-open of the received fd failed", state::errno()));
+            }
+            plog!(
+                Level::Debug,
+                "open {} -> fd {own} ({size} bytes from {})",
+                Bytes(rel),
+                Bytes(source)
+            );
+            Ok(Opened::Fd(own))
+        }
+        Err(e) => Err(fail("bad reply", {
+            plog!(Level::Error, "{e}: {}", Bytes(&buf[..n]));
+            libc::EPROTO
+        })),
+    }
+}

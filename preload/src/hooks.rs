@@ -1,0 +1,312 @@
+//! The exported libc entry points: the `open` family and `fopen`.
+//!
+//! Design decision: every hook first asks [`decide`], which is allocation-free and lock-free
+//! and, for anything that is not a read-only open below MODEL_DIR, returns
+//! [`Decision::Pass`] after a few atomic loads; the real function is then called with the
+//! caller's exact arguments. Matching opens are answered with a *real* kernel fd re-opened
+//! from the agent's memfd, so every later call (read, mmap, fstat, sendfile, dup, fork) works
+//! natively without more hooks. A fixed three-argument `open` signature is used: on x86-64 and
+//! aarch64 SysV the variadic `mode` travels in the same register, and it is only forwarded when
+//! `O_CREAT`/`O_TMPFILE` says it is meaningful.
+
+use core::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libc::{c_char, c_int, mode_t, FILE};
+
+use crate::client::{self, Opened};
+use crate::path::{self, PathBuffer};
+use crate::real;
+use crate::state::{self, ReentryGuard};
+
+/// What a hook should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Call the real function unchanged.
+    Pass,
+    /// Return this fd (already opened for the caller).
+    Fd(c_int),
+    /// Return failure with this errno.
+    Fail(c_int),
+}
+
+/// Resolves `path` against `dirfd` and returns the offset of the part below MODEL_DIR in
+/// `buf`, if the path lies strictly inside MODEL_DIR.
+fn match_model_path(buf: &mut PathBuffer, dirfd: c_int, path: &[u8]) -> Option<usize> {
+    // "" is ENOENT and "x/" must be a directory: leave both to the kernel.
+    if path.is_empty() || path.last() == Some(&b'/') {
+        return None;
+    }
+    if !state::absolutise(buf, dirfd, path) {
+        return None;
+    }
+    let abs = buf.as_bytes();
+    let rel = state::model_relpath(abs)?;
+    if rel.is_empty() {
+        return None;
+    }
+    Some(abs.len() - rel.len())
+}
+
+/// Decides how to serve an open of `path` (relative to `dirfd`) with `flags`. Preserves errno
+/// unless it returns [`Decision::Fail`].
+///
+/// # Safety
+/// `path` must be null or a valid NUL-terminated string.
+pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decision {
+    if path.is_null() {
+        return Decision::Pass;
+    }
+    let Some(_guard) = ReentryGuard::enter() else {
+        return Decision::Pass;
+    };
+    if !state::active() || !path::is_read_candidate(flags) {
+        return Decision::Pass;
+    }
+    let saved = state::errno();
+    // SAFETY: caller guarantees a valid C string.
+    let path = unsafe { CStr::from_ptr(path) }.to_bytes();
+    let mut buf = PathBuffer::new();
+    // A panic while classifying means we don't know it is a model file: let the kernel answer.
+    let offset =
+        catch_unwind(AssertUnwindSafe(|| match_model_path(&mut buf, dirfd, path))).unwrap_or(None);
+    let Some(offset) = offset else {
+        state::set_errno(saved);
+        return Decision::Pass;
+    };
+    let rel = &buf.as_bytes()[offset..];
+    // A panic after that must not fall back to the placeholder file: fail with EIO.
+    let decision = match catch_unwind(AssertUnwindSafe(|| client::open_model_file(rel, flags))) {
+        Ok(Ok(Opened::Pass)) => Decision::Pass,
+        Ok(Ok(Opened::Fd(fd))) => Decision::Fd(fd),
+        Ok(Err(e)) => Decision::Fail(e),
+        Err(_) => Decision::Fail(libc::EIO),
+    };
+    if !matches!(decision, Decision::Fail(_)) {
+        state::set_errno(saved);
+    }
+    decision
+}
+
+/// `mode` is only defined for `O_CREAT` / `O_TMPFILE`; otherwise pass 0 rather than whatever
+/// the register held.
+#[inline]
+fn mode_arg(flags: c_int, mode: mode_t) -> mode_t {
+    if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
+        mode
+    } else {
+        0
+    }
+}
+
+#[inline]
+fn finish(decision: Decision, real: impl FnOnce() -> c_int) -> c_int {
+    match decision {
+        Decision::Pass => real(),
+        Decision::Fd(fd) => fd,
+        Decision::Fail(e) => {
+            state::set_errno(e);
+            -1
+        }
+    }
+}
+
+macro_rules! open_hook {
+    ($(#[$doc:meta])* $name:ident, $real:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Same contract as the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+            let mode = mode_arg(flags, mode);
+            // SAFETY: forwarded caller contract.
+            let d = unsafe { decide(libc::AT_FDCWD, path, flags) };
+            finish(d, || match real::$real() {
+                // SAFETY: the real function with the caller's arguments.
+                Some(f) => unsafe { f(path, flags, mode) },
+                // SAFETY: as above, through the raw system call.
+                None => unsafe { real::sys_openat(libc::AT_FDCWD, path, flags, mode) },
+            })
+        }
+    };
+}
+
+macro_rules! openat_hook {
+    ($(#[$doc:meta])* $name:ident, $real:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Same contract as the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            dirfd: c_int,
+            path: *const c_char,
+            flags: c_int,
+            mode: mode_t,
+        ) -> c_int {
+            let mode = mode_arg(flags, mode);
+            // SAFETY: forwarded caller contract.
+            let d = unsafe { decide(dirfd, path, flags) };
+            finish(d, || match real::$real() {
+                // SAFETY: the real function with the caller's arguments.
+                Some(f) => unsafe { f(dirfd, path, flags, mode) },
+                // SAFETY: as above, through the raw system call.
+                None => unsafe { real::sys_openat(dirfd, path, flags, mode) },
+            })
+        }
+    };
+}
+
+macro_rules! open2_hook {
+    ($(#[$doc:meta])* $name:ident, $real:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Same contract as the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
+            // SAFETY: forwarded caller contract.
+            let d = unsafe { decide(libc::AT_FDCWD, path, flags) };
+            finish(d, || match real::$real() {
+                // SAFETY: the real function with the caller's arguments.
+                Some(f) => unsafe { f(path, flags) },
+                // SAFETY: as above, through the raw system call.
+                None => unsafe { real::sys_openat(libc::AT_FDCWD, path, flags, 0) },
+            })
+        }
+    };
+}
+
+macro_rules! openat2_hook {
+    ($(#[$doc:meta])* $name:ident, $real:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Same contract as the libc function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+            // SAFETY: forwarded caller contract.
+            let d = unsafe { decide(dirfd, path, flags) };
+            finish(d, || match real::$real() {
+                // SAFETY: the real function with the caller's arguments.
+                Some(f) => unsafe { f(dirfd, path, flags) },
+                // SAFETY: as above, through the raw system call.
+                None => unsafe { real::sys_openat(dirfd, path, flags, 0) },
+            })
+        }
+    };
+}
+
+open_hook!(
+    /// Hooked `open(2)`.
+    open,
+    open
+);
+open_hook!(
+    /// Hooked `open64` (what CPython and Rust std call).
+    open64,
+    open64
+);
+openat_hook!(
+    /// Hooked `openat(2)`.
+    openat,
+    openat
+);
+openat_hook!(
+    /// Hooked `openat64`.
+    openat64,
+    openat64
+);
+open2_hook!(
+    /// Hooked fortified `__open_2`.
+    __open_2,
+    open_2
+);
+open2_hook!(
+    /// Hooked fortified `__open64_2`.
+    __open64_2,
+    open64_2
+);
+openat2_hook!(
+    /// Hooked fortified `__openat_2`.
+    __openat_2,
+    openat_2
+);
+openat2_hook!(
+    /// Hooked fortified `__openat64_2`.
+    __openat64_2,
+    openat64_2
+);
+
+/// Shared body of `fopen`/`fopen64`: glibc's `fopen` opens through an internal `__open` that
+/// the `open` hooks never see, so read-only model files are opened here and wrapped with
+/// `fdopen`.
+///
+/// # Safety
+/// `path` and `mode` must be null or valid NUL-terminated strings.
+unsafe fn fopen_common(
+    path: *const c_char,
+    mode: *const c_char,
+    real_fn: fn() -> Option<real::FopenFn>,
+) -> *mut FILE {
+    let flags = if mode.is_null() {
+        None
+    } else {
+        // SAFETY: caller guarantees a valid C string.
+        path::fopen_read_flags(unsafe { CStr::from_ptr(mode) }.to_bytes())
+    };
+    let decision = match flags {
+        // SAFETY: forwarded caller contract.
+        Some(f) => unsafe { decide(libc::AT_FDCWD, path, f) },
+        None => Decision::Pass,
+    };
+    match decision {
+        Decision::Pass => match real_fn() {
+            // SAFETY: the real function with the caller's arguments.
+            Some(f) => unsafe { f(path, mode) },
+            None => {
+                state::set_errno(libc::ENOSYS);
+                core::ptr::null_mut()
+            }
+        },
+        Decision::Fd(fd) => {
+            let saved = state::errno();
+            // SAFETY: `fd` is a valid fd we just opened; `mode` is a valid C string.
+            let fp = unsafe { libc::fdopen(fd, mode) };
+            if fp.is_null() {
+                let e = state::errno();
+                // SAFETY: the fd is ours and was not adopted by a FILE.
+                unsafe { libc::close(fd) };
+                state::set_errno(e);
+            } else {
+                state::set_errno(saved);
+            }
+            fp
+        }
+        Decision::Fail(e) => {
+            state::set_errno(e);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// Hooked `fopen(3)`.
+///
+/// # Safety
+/// Same contract as libc `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
+    // SAFETY: forwarded caller contract.
+    unsafe { fopen_common(path, mode, real::fopen) }
+}
+
+/// Hooked `fopen64`.
+///
+/// # Safety
+/// Same contract as libc `fopen64`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
+    // SAFETY: forwarded caller contract.
+    unsafe { fopen_common(path, mode, real::fopen64) }
+}

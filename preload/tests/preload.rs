@@ -1,0 +1,911 @@
+//! End-to-end tests of `libossc_preload.so` against a fake agent.
+//!
+//! Design decision: the real agent is not needed. A small UDS server thread in this test binary
+//! implements the agent side of the protocol (memfd contents for some paths, PASS for real
+//! files, ERR for others) and records every request; real programs (`cat`, `sha256sum`, `cp`,
+//! `python3`) run as children with `LD_PRELOAD` pointing at the cdylib that cargo builds next
+//! to this test executable. MODEL_DIR holds size-exact *zero-filled* placeholders, like the
+//! agent's mirror, so any request that wrongly passes through shows up as wrong bytes.
+//! This binary deliberately does not link the `ossc_preload` rlib, so its own libc calls are
+//! not hooked.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Size of the main served file: several MiB and deliberately not page-aligned.
+const WEIGHTS_SIZE: usize = 3 * 1024 * 1024 + 123;
+/// Errno the fake agent answers for `denied.bin`.
+const DENIED_ERRNO: i32 = libc::EACCES;
+
+/// `libossc_preload.so` built by cargo for this test run. This executable lives in
+/// `<target>/<profile>/deps/`; cargo builds the package's cdylib there too when it builds the
+/// tests (it is uplifted to `<target>/<profile>/` only by `cargo build`), so look in `deps/`
+/// first, then one level up.
+fn preload_so() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test executable has a directory");
+    let candidates = [
+        deps.to_path_buf(),
+        deps.parent().unwrap_or(deps).to_path_buf(),
+    ];
+    candidates
+        .iter()
+        .map(|d| d.join("libossc_preload.so"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("libossc_preload.so not found in {candidates:?}"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+fn sealed_memfd(content: &[u8]) -> OwnedFd {
+    // SAFETY: memfd_create with a literal name.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"fake-agent".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    assert!(fd >= 0, "memfd_create failed");
+    // SAFETY: fresh fd we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(owned.try_clone().unwrap());
+    f.write_all(content).unwrap();
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our fd.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }, 0);
+    owned
+}
+
+/// How the fake agent answers `OPEN` for one path.
+enum Entry {
+    /// `FD <announced> memory` with the memfd attached (if `attach`).
+    Serve {
+        fd: OwnedFd,
+        announced: u64,
+        attach: bool,
+    },
+    /// `ERR <errno> <msg>`.
+    Err(i32, &'static str),
+}
+
+struct Shared {
+    entries: HashMap<String, Entry>,
+    requests: Mutex<Vec<String>>,
+    log_path: PathBuf,
+}
+
+/// The fake agent plus a model directory layout:
+/// `root/model/{weights.bin (served), sub/shard.bin (served), config.json (real, PASS),
+/// denied.bin (ERR), liar.bin (FD with a wrong size), nofd.bin (FD without fd)}`,
+/// `root/outside.txt`, `root/out/` for results.
+struct Fixture {
+    root: tempfile::TempDir,
+    shared: Arc<Shared>,
+    weights: Vec<u8>,
+    shard: Vec<u8>,
+    config: Vec<u8>,
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("%0A", "\n").replace("%25", "%")
+}
+
+fn send_with_fd(stream: &UnixStream, line: &[u8], fd: Option<&OwnedFd>) {
+    let mut iov = libc::iovec {
+        iov_base: line.as_ptr() as *mut _,
+        iov_len: line.len(),
+    };
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut cbuf = Cmsg([0; 64]);
+    // SAFETY: plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        // SAFETY: building one SCM_RIGHTS control message inside `cbuf`.
+        unsafe {
+            msg.msg_control = cbuf.0.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            libc::CMSG_DATA(c)
+                .cast::<libc::c_int>()
+                .write_unaligned(fd.as_raw_fd());
+        }
+    }
+    // SAFETY: `msg` references live buffers.
+    let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    assert_eq!(n as usize, line.len(), "fake agent sendmsg");
+}
+
+fn serve_conn(shared: &Shared, stream: UnixStream) {
+    let mut line = String::new();
+    if BufReader::new(&stream).read_line(&mut line).is_err() || line.is_empty() {
+        return;
+    }
+    let line = line.trim_end_matches('\n').to_string();
+    shared.requests.lock().unwrap().push(line.clone());
+    let reply = |s: String| send_with_fd(&stream, s.as_bytes(), None);
+    if line.starts_with("HELLO ") {
+        reply(format!(
+            "OK {} {}\n",
+            std::process::id(),
+            shared.log_path.display()
+        ));
+    } else if line == "READY" {
+        reply("OK\n".to_string());
+    } else if let Some(rest) = line.strip_prefix("OPEN ") {
+        let rel = unescape(rest.split_once(' ').map(|x| x.1).unwrap_or(""));
+        match shared.entries.get(&rel) {
+            Some(Entry::Serve {
+                fd,
+                announced,
+                attach,
+            }) => send_with_fd(
+                &stream,
+                format!("FD {announced} memory\n").as_bytes(),
+                attach.then_some(fd),
+            ),
+            Some(Entry::Err(errno, msg)) => reply(format!("ERR {errno} {msg}\n")),
+            None => reply("PASS\n".to_string()),
+        }
+    } else {
+        reply("ERR 22 unknown request\n".to_string());
+    }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let model = root.path().join("model");
+        std::fs::create_dir_all(model.join("sub")).unwrap();
+        std::fs::create_dir_all(root.path().join("out")).unwrap();
+        let weights = pattern(WEIGHTS_SIZE, 1);
+        let shard = pattern(100_001, 2);
+        let config = b"{\"architectures\": [\"FakeForCausalLM\"]}\n".to_vec();
+        // Placeholders: right size, wrong (zero) bytes.
+        for (name, len) in [
+            ("weights.bin", weights.len()),
+            ("sub/shard.bin", shard.len()),
+            ("denied.bin", 10),
+            ("liar.bin", 10),
+            ("nofd.bin", 10),
+        ] {
+            std::fs::write(model.join(name), vec![0u8; len]).unwrap();
+        }
+        std::fs::write(model.join("config.json"), &config).unwrap();
+        std::fs::write(root.path().join("outside.txt"), b"outside the model dir\n").unwrap();
+
+        let mut entries = HashMap::new();
+        entries.insert(
+            "weights.bin".to_string(),
+            Entry::Serve {
+                fd: sealed_memfd(&weights),
+                announced: weights.len() as u64,
+                attach: true,
+            },
+        );
+        entries.insert(
+            "sub/shard.bin".to_string(),
+            Entry::Serve {
+                fd: sealed_memfd(&shard),
+                announced: shard.len() as u64,
+                attach: true,
+            },
+        );
+        entries.insert(
+            "denied.bin".to_string(),
+            Entry::Err(DENIED_ERRNO, "denied by the fake agent"),
+        );
+        entries.insert(
+            "liar.bin".to_string(),
+            Entry::Serve {
+                fd: sealed_memfd(b"0123456789"),
+                announced: 11,
+                attach: true,
+            },
+        );
+        entries.insert(
+            "nofd.bin".to_string(),
+            Entry::Serve {
+                fd: sealed_memfd(b"0123456789"),
+                announced: 10,
+                attach: false,
+            },
+        );
+        let shared = Arc::new(Shared {
+            entries,
+            requests: Mutex::new(Vec::new()),
+            log_path: root.path().join("agent.log"),
+        });
+        let listener = UnixListener::bind(root.path().join("agent.sock")).unwrap();
+        let s = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || serve_conn(&s, stream));
+            }
+        });
+        Self {
+            root,
+            shared,
+            weights,
+            shard,
+            config,
+        }
+    }
+
+    fn model(&self) -> PathBuf {
+        self.root.path().join("model")
+    }
+    fn out(&self) -> PathBuf {
+        self.root.path().join("out")
+    }
+    fn sock(&self) -> PathBuf {
+        self.root.path().join("agent.sock")
+    }
+
+    /// A command with the preload in secondary mode pointed at this fixture.
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("LD_PRELOAD", preload_so())
+            .env("ENABLE_CONNECTOR", "2")
+            .env("MODEL_DIR", self.model())
+            .env("CONNECTOR_UDS_PATH", self.sock())
+            .env_remove("OSSC_AGENT_BIN");
+        c
+    }
+
+    fn opens(&self) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with("OPEN "))
+            .map(|r| r.splitn(3, ' ').nth(2).unwrap().to_string())
+            .collect()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+}
+
+fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().expect("spawn child");
+    assert!(
+        out.status.success(),
+        "child failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn python(f: &Fixture, script: &str, args: &[&Path]) -> Output {
+    run_ok(f.cmd("python3").arg("-c").arg(script).args(args))
+}
+
+#[test]
+fn cdylib_exports_hooks_and_version() {
+    let data = std::fs::read(preload_so()).unwrap();
+    let needle = format!("ossc-preload {}\0", env!("CARGO_PKG_VERSION"));
+    assert!(
+        data.windows(needle.len()).any(|w| w == needle.as_bytes()),
+        "version string present in the .so"
+    );
+    let nm = Command::new("nm").arg("-D").arg(preload_so()).output();
+    if let Ok(nm) = nm {
+        let syms = String::from_utf8_lossy(&nm.stdout);
+        for s in [
+            "version",
+            "open",
+            "open64",
+            "openat",
+            "openat64",
+            "__open_2",
+            "__open64_2",
+            "__openat_2",
+            "__openat64_2",
+            "fopen",
+            "fopen64",
+        ] {
+            assert!(
+                syms.lines().any(|l| l.split_whitespace().last() == Some(s)
+                    && l.split_whitespace().nth(1).is_some_and(|t| t != "U")),
+                "{s} exported:\n{syms}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cat_sha256sum_and_cp_are_byte_exact() {
+    let f = Fixture::new();
+    let w = f.model().join("weights.bin");
+    let out = run_ok(f.cmd("cat").arg(&w));
+    assert!(
+        out.stdout == f.weights,
+        "cat output differs from served content"
+    );
+
+    // sha256sum reads through fopen; compare with the digest of the expected bytes.
+    let expected = f.out().join("expected.bin");
+    std::fs::write(&expected, &f.weights).unwrap();
+    let reference = run_ok(Command::new("sha256sum").arg(&expected));
+    let hooked = run_ok(f.cmd("sha256sum").arg(&w));
+    let digest = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(digest(&hooked), digest(&reference));
+
+    // cp compares the (dev, ino) of its earlier stat(2) of the path (the placeholder) with
+    // fstat(2) of the opened fd (the agent's memfd). Without stat hooks that check fails and
+    // cp refuses the file; what must never happen is a copy with wrong bytes.
+    let copy = f.out().join("copy.bin");
+    let cp = f.cmd("cp").arg(&w).arg(&copy).output().unwrap();
+    if cp.status.success() {
+        assert!(
+            std::fs::read(&copy).unwrap() == f.weights,
+            "cp copy differs"
+        );
+    } else {
+        let err = String::from_utf8_lossy(&cp.stderr);
+        assert!(err.contains("replaced while being copied"), "{err}");
+        assert!(
+            std::fs::read(&copy).map_or(true, |d| d.is_empty()),
+            "no placeholder bytes copied"
+        );
+    }
+    // Copying through a plain read (cp reading from stdin) is byte-exact.
+    let copy2 = f.out().join("copy2.bin");
+    run_ok(
+        f.cmd("sh")
+            .arg("-c")
+            .arg("cp /dev/stdin \"$2\" < \"$1\"")
+            .arg("sh")
+            .arg(&w)
+            .arg(&copy2),
+    );
+    assert!(
+        std::fs::read(&copy2).unwrap() == f.weights,
+        "cp from stdin differs"
+    );
+
+    // Relative to the cwd, and a nested path.
+    let out = run_ok(f.cmd("cat").arg("sub/shard.bin").current_dir(f.model()));
+    assert!(out.stdout == f.shard);
+    let opens = f.opens();
+    assert_eq!(
+        opens.iter().filter(|o| *o == "weights.bin").count(),
+        4,
+        "{opens:?}"
+    );
+    assert!(opens.contains(&"sub/shard.bin".to_string()));
+}
+
+#[test]
+fn python_read_mmap_copyfile_pread_dirfd_fopen_are_byte_exact() {
+    let f = Fixture::new();
+    let script = r#"
+import ctypes, mmap, os, shutil, sys
+model, out = sys.argv[1], sys.argv[2]
+w = os.path.join(model, "weights.bin")
+def put(name, data):
+    with open(os.path.join(out, name), "wb") as fh:
+        fh.write(data)
+with open(w, "rb") as fh:
+    put("read", fh.read())
+with open(w, "rb") as fh:
+    st = os.fstat(fh.fileno())
+    assert st.st_size == os.path.getsize(w), (st.st_size, os.path.getsize(w))
+    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        put("mmap", m[:])
+shutil.copyfile(w, os.path.join(out, "copyfile"))
+fd = os.open(w, os.O_RDONLY | os.O_CLOEXEC)
+size = os.fstat(fd).st_size
+chunks, off = [], 0
+while off < size:
+    b = os.pread(fd, 65536, off)
+    assert b
+    chunks.append(b)
+    off += len(b)
+# A private offset: seeking this fd does not move another one.
+fd2 = os.open(w, os.O_RDONLY)
+os.lseek(fd, 100, os.SEEK_SET)
+assert os.read(fd2, 3) == b"".join(chunks)[:3]
+os.close(fd); os.close(fd2)
+put("pread", b"".join(chunks))
+d = os.open(os.path.join(model, "sub"), os.O_RDONLY | os.O_DIRECTORY)
+fd = os.open("shard.bin", os.O_RDONLY, dir_fd=d)
+put("dirfd", os.read(fd, 1 << 20))
+os.close(fd); os.close(d)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+fp = libc.fopen(w.encode(), b"rbe")
+assert fp, ctypes.get_errno()
+buf = ctypes.create_string_buffer(size)
+n = libc.fread(buf, 1, size, fp)
+libc.fclose(fp)
+put("fopen", buf.raw[:n])
+put("config", open(os.path.join(model, "config.json"), "rb").read())
+"#;
+    python(&f, script, &[&f.model(), &f.out()]);
+    for name in ["read", "mmap", "copyfile", "pread", "fopen"] {
+        let got = std::fs::read(f.out().join(name)).unwrap();
+        assert!(got == f.weights, "{name}: {} bytes differ", got.len());
+    }
+    assert!(std::fs::read(f.out().join("dirfd")).unwrap() == f.shard);
+    assert_eq!(std::fs::read(f.out().join("config")).unwrap(), f.config);
+    let opens = f.opens();
+    assert!(opens.contains(&"config.json".to_string()), "{opens:?}");
+    assert!(opens.contains(&"sub/shard.bin".to_string()), "{opens:?}");
+    assert!(
+        !opens.iter().any(|o| o.is_empty() || o == "sub"),
+        "{opens:?}"
+    );
+}
+
+#[test]
+fn agent_errors_become_errno_without_crash() {
+    let f = Fixture::new();
+    let script = r#"
+import errno, os, sys
+model = sys.argv[1]
+def code(name):
+    try:
+        open(os.path.join(model, name), "rb").read()
+    except OSError as e:
+        return e.errno
+    return 0
+print(code("denied.bin"), code("liar.bin"), code("nofd.bin"))
+"#;
+    let out = python(&f, script, &[&f.model()]);
+    let codes: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(codes, vec![DENIED_ERRNO, libc::EIO, libc::EIO]);
+
+    let out = f
+        .cmd("cat")
+        .arg(f.model().join("denied.bin"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "no placeholder bytes leak out");
+
+    // Log lines went to the path from HELLO, formatted `time level pid message`.
+    let log = std::fs::read_to_string(&f.shared.log_path).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("denied by the fake agent")),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("announced 11 bytes")),
+        "{log}"
+    );
+    for l in &lines {
+        let mut it = l.split(' ');
+        let (ts, level, pid) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        assert!(
+            ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{l}"
+        );
+        assert!(["DEBUG", "INFO", "WARN", "ERROR"].contains(&level), "{l}");
+        assert!(pid.parse::<u32>().is_ok(), "{l}");
+    }
+}
+
+#[test]
+fn missing_agent_gives_eio() {
+    let f = Fixture::new();
+    let script = r#"
+import os, sys
+try:
+    open(os.path.join(sys.argv[1], "weights.bin"), "rb").read()
+    print("opened")
+except OSError as e:
+    print(e.errno)
+print(open(sys.argv[2]).read().strip())
+"#;
+    let out = run_ok(
+        f.cmd("python3")
+            .env("CONNECTOR_UDS_PATH", f.root.path().join("nobody.sock"))
+            .arg("-c")
+            .arg(script)
+            .arg(f.model())
+            .arg(f.root.path().join("outside.txt")),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![libc::EIO.to_string().as_str(), "outside the model dir"]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ERROR"));
+}
+
+#[test]
+fn outside_paths_writes_and_directories_pass_through() {
+    let f = Fixture::new();
+    let script = r#"
+import os, sys
+model, outside = sys.argv[1], sys.argv[2]
+print(open(os.path.join(model, "..", "outside.txt")).read().strip())
+print(open(outside).read().strip())
+with open(os.path.join(model, "new.txt"), "w") as fh:
+    fh.write("written")
+with open(os.path.join(model, "config.json"), "a") as fh:
+    pass
+print(sorted(os.listdir(model)))
+print(sorted(os.listdir(os.path.join(model, "sub"))))
+print(os.path.getsize(os.path.join(model, "weights.bin")))
+"#;
+    let out = python(
+        &f,
+        script,
+        &[&f.model(), &f.root.path().join("outside.txt")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "outside the model dir");
+    assert_eq!(lines[1], "outside the model dir");
+    assert!(lines[2].contains("'new.txt'") && lines[2].contains("'weights.bin'"));
+    assert_eq!(lines[3], "['shard.bin']");
+    assert_eq!(lines[4], WEIGHTS_SIZE.to_string());
+    assert_eq!(
+        std::fs::read_to_string(f.model().join("new.txt")).unwrap(),
+        "written"
+    );
+    assert!(f.opens().is_empty(), "{:?}", f.opens());
+    // The constructor registered and waited for READY.
+    let reqs = f.requests();
+    assert!(
+        reqs[0].starts_with("HELLO ") && reqs[0].ends_with(" 2 python3"),
+        "{reqs:?}"
+    );
+    assert_eq!(reqs[1], "READY");
+}
+
+#[test]
+fn without_enable_connector_behaviour_is_identical() {
+    let f = Fixture::new();
+    let script = r#"
+import hashlib, os, shutil, subprocess, sys
+model, out = sys.argv[1], sys.argv[2]
+h = hashlib.sha256()
+for root, dirs, files in sorted(os.walk(model)):
+    for n in sorted(files):
+        p = os.path.join(root, n)
+        h.update(p.encode()); h.update(open(p, "rb").read())
+print(h.hexdigest())
+print(open("/etc/passwd").read()[:40])
+shutil.copyfile(os.path.join(model, "config.json"), os.path.join(out, "c-" + str(os.getpid())))
+print(subprocess.run(["cat", os.path.join(model, "config.json")], capture_output=True).stdout)
+try:
+    open("/nonexistent/file")
+except OSError as e:
+    print(e.errno)
+"#;
+    let plain = run_ok(
+        Command::new("python3")
+            .env_remove("LD_PRELOAD")
+            .env_remove("ENABLE_CONNECTOR")
+            .arg("-c")
+            .arg(script)
+            .arg(f.model())
+            .arg(f.out()),
+    );
+    let mut hooked_cmd = f.cmd("python3");
+    hooked_cmd.env_remove("ENABLE_CONNECTOR");
+    let hooked = run_ok(hooked_cmd.arg("-c").arg(script).arg(f.model()).arg(f.out()));
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        String::from_utf8_lossy(&hooked.stdout)
+    );
+    assert_eq!(plain.stderr, hooked.stderr);
+    assert!(f.requests().is_empty(), "{:?}", f.requests());
+    // ENABLE_CONNECTOR set to something else is also pass-through.
+    let other = run_ok(
+        f.cmd("python3")
+            .env("ENABLE_CONNECTOR", "yes")
+            .arg("-c")
+            .arg(script)
+            .arg(f.model())
+            .arg(f.out()),
+    );
+    assert_eq!(plain.stdout, other.stdout);
+    assert!(f.requests().is_empty());
+}
+
+#[test]
+fn fork_children_and_threads_read_correctly() {
+    let f = Fixture::new();
+    let script = r#"
+import os, sys, threading
+model, out = sys.argv[1], sys.argv[2]
+w = os.path.join(model, "weights.bin")
+pre = open(w, "rb")          # opened before fork: a real fd the child inherits
+pids = []
+for i in range(3):
+    pid = os.fork()
+    if pid == 0:
+        data = open(w, "rb").read()
+        open(os.path.join(out, "child%d" % i), "wb").write(data)
+        open(os.path.join(out, "inherited%d" % i), "wb").write(os.pread(pre.fileno(), 1 << 30, 0))
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    _, st = os.waitpid(pid, 0)
+    assert st == 0, st
+results = [None] * 8
+def work(i):
+    results[i] = open(w, "rb").read()
+ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+assert all(r == results[0] for r in results)
+open(os.path.join(out, "threads"), "wb").write(results[0])
+print(" ".join(str(p) for p in pids))
+"#;
+    let out = python(&f, script, &[&f.model(), &f.out()]);
+    for i in 0..3 {
+        for name in [format!("child{i}"), format!("inherited{i}")] {
+            assert!(
+                std::fs::read(f.out().join(&name)).unwrap() == f.weights,
+                "{name} differs"
+            );
+        }
+    }
+    assert!(std::fs::read(f.out().join("threads")).unwrap() == f.weights);
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let reqs = f.requests();
+    for pid in &pids {
+        assert!(
+            reqs.iter()
+                .any(|r| r.starts_with(&format!("HELLO {pid} 2 "))),
+            "fork child {pid} said HELLO: {reqs:?}"
+        );
+        assert!(
+            reqs.contains(&format!("OPEN {pid} weights.bin")),
+            "fork child {pid} opened: {reqs:?}"
+        );
+    }
+}
+
+/// A fake agent *binary* (Python) for the spawn path: it records its environment, serves
+/// `weights.bin` from a memfd, PASSes everything else and exits when idle.
+const PY_AGENT: &str = r#"#!/usr/bin/env python3
+import json, os, socket, sys, time
+state = os.environ["FAKE_AGENT_STATE"]
+content = open(os.environ["FAKE_AGENT_CONTENT"], "rb").read()
+json.dump({"argv": sys.argv, "env": dict(os.environ)}, open(os.path.join(state, "agent.json"), "w"))
+open(os.path.join(state, "agent.pid"), "w").write(str(os.getpid()))
+mfd = os.memfd_create("w")
+os.write(mfd, content)
+time.sleep(0.3)   # make the preload wait for the socket
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(os.environ["CONNECTOR_UDS_PATH"])
+srv.listen(64)
+srv.settimeout(20)
+while True:
+    try:
+        c, _ = srv.accept()
+    except socket.timeout:
+        break
+    line = c.makefile("rb").readline().decode().rstrip("\n")
+    with open(os.path.join(state, "requests"), "a") as fh:
+        fh.write(line + "\n")
+    if line.startswith("HELLO"):
+        c.sendall(("OK %d %s\n" % (os.getpid(), os.path.join(state, "agent.log"))).encode())
+    elif line == "READY":
+        c.sendall(b"OK\n")
+    elif line.startswith("OPEN") and line.split(" ", 2)[2] == "weights.bin":
+        socket.send_fds(c, [("FD %d store\n" % len(content)).encode()], [mfd])
+    else:
+        c.sendall(b"PASS\n")
+    c.close()
+"#;
+
+#[test]
+fn main_role_spawns_agent_without_preload_env_and_second_main_is_secondary() {
+    let f = Fixture::new();
+    let state = f.root.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let agent = f.root.path().join("fake-agent.py");
+    std::fs::write(&agent, PY_AGENT).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let content = f.out().join("content.bin");
+    std::fs::write(&content, &f.weights).unwrap();
+    let sock = f.root.path().join("spawned").join("agent.sock");
+    let main = |f: &Fixture| {
+        let mut c = f.cmd("cat");
+        c.env("ENABLE_CONNECTOR", "1")
+            .env("CONNECTOR_UDS_PATH", &sock)
+            .env("OSSC_AGENT_BIN", &agent)
+            .env("FAKE_AGENT_STATE", &state)
+            .env("FAKE_AGENT_CONTENT", &content)
+            .arg(f.model().join("weights.bin"));
+        c
+    };
+    let started = Instant::now();
+    let out = run_ok(&mut main(&f));
+    let pid: i32 = std::fs::read_to_string(state.join("agent.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kill = KillOnDrop(pid);
+    assert!(out.stdout == f.weights, "served through the spawned agent");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    let info = std::fs::read_to_string(state.join("agent.json")).unwrap();
+    assert!(
+        info.contains("\"argv\": [") && info.contains("\"agent\"]"),
+        "{info}"
+    );
+    assert!(!info.contains("\"LD_PRELOAD\""), "{info}");
+    assert!(!info.contains("\"ENABLE_CONNECTOR\""), "{info}");
+    assert!(info.contains("\"FAKE_AGENT_STATE\""), "{info}");
+    // The agent's stdio went to the file next to the socket (created with its directory).
+    assert!(f
+        .root
+        .path()
+        .join("spawned/agent.sock.agent-stdio.log")
+        .exists());
+
+    // A second main process finds the agent alive and works as secondary.
+    let out = run_ok(&mut main(&f));
+    assert!(out.stdout == f.weights);
+    let reqs = std::fs::read_to_string(state.join("requests")).unwrap();
+    let hellos: Vec<&str> = reqs.lines().filter(|l| l.starts_with("HELLO")).collect();
+    assert_eq!(hellos.len(), 2, "{reqs}");
+    assert!(hellos[0].contains(" 1 cat"), "{reqs}");
+    assert!(hellos[1].contains(" 2 cat"), "{reqs}");
+    let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
+    assert!(log.contains("working as secondary"), "{log}");
+    drop(kill);
+}
+
+struct KillOnDrop(i32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling the fake agent this test started.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+    }
+}
+
+/// Child side of the micro-benchmark: `open`+`close` a path in a loop, print ns per pair.
+#[test]
+#[ignore = "run by bench_open_close_overhead in a child process"]
+fn bench_child_open_close_loop() {
+    let Ok(path) = std::env::var("OSSC_BENCH_PATH") else {
+        return;
+    };
+    let iters: u32 = std::env::var("OSSC_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let c = std::ffi::CString::new(path).unwrap();
+    let start = Instant::now();
+    for _ in 0..iters {
+        // SAFETY: valid C string; the fd is closed at once.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: closing the fd we opened.
+        unsafe { libc::close(fd) };
+    }
+    let ns = start.elapsed().as_nanos() / u128::from(iters);
+    println!("OSSC_BENCH ns_per_open_close={ns}");
+}
+
+/// `cargo test -p ossc-preload --test preload -- --ignored bench_open_close --nocapture`
+#[test]
+#[ignore = "micro-benchmark; prints numbers"]
+fn bench_open_close_overhead() {
+    let f = Fixture::new();
+    let exe = std::env::current_exe().unwrap();
+    let run = |label: &str, preload: bool, role: Option<&str>, path: &str, cwd: &Path| {
+        let mut c = Command::new(&exe);
+        c.args([
+            "--ignored",
+            "--exact",
+            "bench_child_open_close_loop",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("OSSC_BENCH_PATH", path)
+        .env("MODEL_DIR", f.model())
+        .env("CONNECTOR_UDS_PATH", f.sock())
+        .env_remove("ENABLE_CONNECTOR")
+        .env_remove("LD_PRELOAD")
+        .current_dir(cwd);
+        if preload {
+            c.env("LD_PRELOAD", preload_so());
+        }
+        if let Some(r) = role {
+            c.env("ENABLE_CONNECTOR", r);
+        }
+        let out = run_ok(&mut c);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ns: u64 = text
+            .lines()
+            .find_map(|l| l.split_once("OSSC_BENCH ns_per_open_close=").map(|x| x.1))
+            .expect("bench output")
+            .trim()
+            .parse()
+            .unwrap();
+        println!("{label:<52} {ns:>6} ns per open+close");
+        ns
+    };
+    let etc = Path::new("/etc");
+    let base = run(
+        "no LD_PRELOAD, /etc/hostname",
+        false,
+        None,
+        "/etc/hostname",
+        etc,
+    );
+    let off = run(
+        "LD_PRELOAD, no ENABLE_CONNECTOR",
+        true,
+        None,
+        "/etc/hostname",
+        etc,
+    );
+    let abs = run(
+        "LD_PRELOAD, role 2, absolute non-model path",
+        true,
+        Some("2"),
+        "/etc/hostname",
+        etc,
+    );
+    let rel = run(
+        "LD_PRELOAD, role 2, relative non-model path",
+        true,
+        Some("2"),
+        "hostname",
+        etc,
+    );
+    assert!(base > 0 && off > 0 && abs > 0 && rel > 0);
+    assert!(f.opens().is_empty());
+}

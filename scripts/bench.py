@@ -1,0 +1,153 @@
+"""Side-by-side benchmarks. Every figure is measured in the same run, with the
+contenders interleaved round by round (the machine is noisy; ratios matter,
+not absolute times). Results go to stdout as a Markdown table and to
+target/bench/<name>.json."""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REL = REPO / "target" / "release"
+OSSC = REL / "ossc"
+RAW = REL / "ossc-raw-get"
+PRELOAD = REL / "libossc_preload.so"
+VENV_BIN = REPO / ".venv" / "bin"
+WORK = Path("/dev/shm/ossc-bench")
+PART = 8 << 20
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(cmd, env=None, **kw):
+    t = time.perf_counter()
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, **kw)
+    return time.perf_counter() - t, out.stdout
+
+
+def ensure_model(size_mb, shards):
+    root = WORK / "root"
+    model = root / "models" / "bench"
+    spec = WORK / "spec.txt"
+    want = f"{size_mb}/{shards}"
+    if not spec.exists() or spec.read_text() != want:
+        shutil.rmtree(WORK, ignore_errors=True)
+        model.parent.mkdir(parents=True)
+        subprocess.run([OSSC, "gen-model", model, "--size-mb", str(size_mb), "--shards", str(shards),
+                        "--manifest", WORK / "manifest.json"], check=True)
+        spec.write_text(want)
+    total = sum(p.stat().st_size for p in model.iterdir())
+    return root, model, total
+
+
+class Store:
+    def __init__(self, root):
+        self.port = free_port()
+        self.proc = subprocess.Popen([OSSC, "serve-store", "--root", root, "--addr", f"127.0.0.1:{self.port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("store did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def connector_env(endpoint, config_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSS_")}
+    env.update({"OSS_ENDPOINT": endpoint, "OSS_ACCESS_KEY_ID": "", "OSS_ACCESS_KEY_SECRET": "",
+                "OSS_REGION": "us-east-1", "OSS_CONNECTOR_CONFIG": str(config_path),
+                "PATH": f"{VENV_BIN}:{os.environ['PATH']}"})
+    env.update(extra)
+    return env
+
+
+def write_config(vcpus, workers):
+    cfg = WORK / "config.json"
+    cfg.write_text(json.dumps({"logLevel": 2, "logPath": str(WORK / "connector.log"),
+                               "auditPath": str(WORK / "audit.log"), "expireTimeSec": 120,
+                               "prefetch": {"vcpus": vcpus, "workers": workers, "partSizeBytes": PART}}))
+    return cfg
+
+
+def report(name, rows, total, notes):
+    out = REPO / "target" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"bytes": total, "rows": rows, "notes": notes}, indent=2))
+    print(f"\n{name}: {total / 1e9:.2f} GB model, median of {len(next(iter(rows.values())))} interleaved rounds")
+    print("| contender | median s | GB/s | all rounds (s) |")
+    print("|---|---|---|---|")
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    for k, v in rows.items():
+        print(f"| {k} | {med[k]:.3f} | {total / med[k] / 1e9:.2f} | {', '.join(f'{x:.2f}' for x in v)} |")
+    for n in notes:
+        print(n)
+    return med
+
+
+def bench_store(args):
+    root, model, total = ensure_model(args.size_mb, args.shards)
+    store = Store(root)
+    cfg = write_config(args.vcpus, args.workers)
+    env = connector_env(store.endpoint, cfg)
+    conc = args.vcpus * args.workers
+    rows = {"raw parallel GET ceiling": [], "ossc cp": [], "s5cmd cp": []}
+    try:
+        for r in range(args.rounds):
+            t, out = timed([RAW, store.endpoint, "models", "bench/", str(PART), str(conc)], env=env)
+            rows["raw parallel GET ceiling"].append(json.loads(out)["seconds"])
+            dest = WORK / "out-ossc"
+            shutil.rmtree(dest, ignore_errors=True)
+            t, out = timed([OSSC, "cp", "s3://models/bench/", dest, "--quiet"], env=env)
+            rows["ossc cp"].append(t)
+            shutil.rmtree(dest, ignore_errors=True)
+            dest = WORK / "out-s5cmd"
+            shutil.rmtree(dest, ignore_errors=True)
+            t, _ = timed([VENV_BIN / "s5cmd", "--endpoint-url", store.endpoint, "--no-sign-request",
+                          "cp", "s3://models/bench/*", f"{dest}/"], env=env)
+            rows["s5cmd cp"].append(t)
+            shutil.rmtree(dest, ignore_errors=True)
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in rows.items()), file=sys.stderr)
+    finally:
+        store.stop()
+    med = report("store", rows, total, [])
+    raw, ossc, s5 = med["raw parallel GET ceiling"], med["ossc cp"], med["s5cmd cp"]
+    print(f"\nossc cp / raw ceiling = {raw / ossc:.2f}x (target >= 0.9x);  ossc cp / s5cmd = {s5 / ossc:.2f}x (target >= 1.3x)")
+    print(f"(ossc: {conc} ranged GETs of {PART >> 20} MiB in flight; raw: the same; s5cmd: its defaults; "
+          f"store: ossc serve-store on loopback from tmpfs; ossc cp times include listing, s5cmd's too)")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("which", choices=["store", "load"])
+    p.add_argument("--size-mb", type=int, default=2048)
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--vcpus", type=int, default=2)
+    p.add_argument("--workers", type=int, default=8)
+    args = p.parse_args()
+    {"store": bench_store, "load": bench_load}[args.which](args)
+
+
+def bench_load(args):
+    raise SystemExit("load benchmark: see below")
+
+
+if __name__ == "__main__":
+    main()

