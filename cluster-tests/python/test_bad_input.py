@@ -117,7 +117,7 @@ def test_store_faults_mid_load_complete_with_exact_bytes(tmp_path, store, model_
         res, out = read_all(node, model_source[2])
         assert res["wrong"] == [] and res["errors"] == {}, res
         assert len(res["ok"]) == len(model_source[1]["files"])
-        assert store.stats()["faults"]["error"] > 0, "faults were not injected"
+        assert store.stats()["faults"]["errors"] > 0, "faults were not injected"
     finally:
         store.set_faults({})
         node.stop_agent()
@@ -133,6 +133,7 @@ def test_object_replaced_mid_download_is_never_spliced(tmp_path, model_source):
         old_sha = model_source[1]["files"][shard]["sha256"]
         # Slow the store so the shard is fetched in many parts while it is replaced.
         s.set_faults({"replace_key": f"m1/{shard}", "bandwidth_bytes_per_sec": 64 << 20})
+        (tmp_path / "n").mkdir()
         node = Node(tmp_path / "n", s, config={"prefetch": {"vcpus": 2, "workers": 4, "partSizeBytes": 1 << 20}})
         code = (
             "import hashlib, os\n"

@@ -135,6 +135,9 @@ if __name__ == "__main__":
     # A second process that wrongly claims main while the first one is alive.
     first = subprocess.Popen([sys.executable, str(script)], env={**node.env, "ENABLE_CONNECTOR": "1"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while not (node.agent_pids() and node.socket.exists()) and time.time() < deadline:
+        time.sleep(0.05)
     second = node.run([sys.executable, str(script)], role="1")
     out, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
@@ -177,11 +180,11 @@ def test_expiry_frees_memory_and_refetches_exact_bytes(tmp_path, store, model_so
         while time.time() < deadline:
             st = node.status()
             f = [x for x in st["files"] if x["path"] == shard][0]
-            if f["resident_bytes"] == 0:
+            if st["bytes_resident"] == 0 and f["state"] != "ready":
                 break
             time.sleep(0.5)
         else:
-            raise AssertionError(f"memory not freed after expiry: {f}")
+            raise AssertionError(f"memory not freed after expiry: {st['bytes_resident']} bytes resident, {f}")
         assert node.python(read, role="2").stdout.decode().strip() == want
         assert store.bytes_served() >= manifest["files"][shard]["size"], "a read after expiry must refetch"
     finally:

@@ -26,7 +26,7 @@
 //!   other parts (the `JoinSet` is dropped) and is returned as is.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, Semaphore};
@@ -74,9 +74,11 @@ impl Default for FetchConfig {
 pub struct FetchProgress {
     /// Bytes of parts that completed successfully.
     pub bytes_done: AtomicU64,
-    /// GET attempts issued (retries included).
+    /// Part GETs the engine issued (its retries included). A client that
+    /// retries internally (like `HttpObjectClient`) counts its own extra
+    /// HTTP requests in its own stats.
     pub requests: AtomicU64,
-    /// GET attempts that were retries.
+    /// Engine-level part retries.
     pub retries: AtomicU64,
 }
 
@@ -143,6 +145,7 @@ impl FetchEngine {
             sink,
             progress,
             retry: self.config.retry,
+            failed: AtomicBool::new(false),
         });
         tracing::debug!(key = %meta.key, size, n_parts, "fetch start");
 
@@ -163,12 +166,22 @@ impl FetchEngine {
                     permit = pending => {
                         acquire = None;
                         let permit = permit.expect("the engine never closes its semaphore");
+                        if job.failed.load(Ordering::Acquire) {
+                            // A part failed for good; its task may not have
+                            // reported yet. Issue nothing more.
+                            break;
+                        }
                         let start = next as u64 * part_size;
                         let range = start..(start + part_size).min(size);
                         let job = job.clone();
                         let index = next;
                         set.spawn(async move {
                             let result = job.fetch_part(range).await;
+                            if result.is_err() {
+                                // Before the permit goes back, so the
+                                // dispatcher cannot issue another part.
+                                job.failed.store(true, Ordering::Release);
+                            }
                             drop(permit);
                             (index, result)
                         });
@@ -217,6 +230,8 @@ struct Job {
     sink: Arc<dyn RangeSink>,
     progress: Arc<FetchProgress>,
     retry: RetryPolicy,
+    /// Set by the first part that fails after its retries.
+    failed: AtomicBool,
 }
 
 impl Job {

@@ -150,9 +150,9 @@ impl HttpObjectClient {
                 "endpoint {endpoint} must be http or https"
             )));
         }
-        let host = endpoint
-            .host_str()
-            .ok_or_else(|| ClientError::InvalidRequest(format!("endpoint {endpoint} has no host")))?;
+        let host = endpoint.host_str().ok_or_else(|| {
+            ClientError::InvalidRequest(format!("endpoint {endpoint} has no host"))
+        })?;
         if settings.bucket.is_empty() {
             return Err(ClientError::InvalidRequest("bucket name is empty".into()));
         }
@@ -267,8 +267,9 @@ impl HttpObjectClient {
         for (name, value) in &all_headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| ClientError::InvalidRequest(format!("header name {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| ClientError::InvalidRequest(format!("header value for {name}: {e}")))?;
+            let value = HeaderValue::from_str(value).map_err(|e| {
+                ClientError::InvalidRequest(format!("header value for {name}: {e}"))
+            })?;
             header_map.insert(name, value);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +337,8 @@ impl HttpObjectClient {
                 .to_string();
         }
         error.status = status;
-        if let Some(date) = header_str(&headers, "date").and_then(|d| httpdate::parse_http_date(d).ok())
+        if let Some(date) =
+            header_str(&headers, "date").and_then(|d| httpdate::parse_http_date(d).ok())
         {
             let local = SystemTime::now();
             let skew_ms = signed_millis(date, local);
@@ -393,7 +395,9 @@ impl HttpObjectClient {
             .await?;
         let headers = response.headers();
         if response.status() != reqwest::StatusCode::OK {
-            return Err(ClientError::BadResponse(format!("HEAD answered {}", response.status())).into());
+            return Err(
+                ClientError::BadResponse(format!("HEAD answered {}", response.status())).into(),
+            );
         }
         let size = header_str(headers, "content-length")
             .and_then(|v| v.parse::<u64>().ok())
@@ -416,16 +420,17 @@ impl HttpObjectClient {
         sink: &dyn RangeSink,
     ) -> Result<GetRangeMeta> {
         let mut headers = vec![
-            ("Range".to_string(), format!("bytes={}-{}", range.start, range.end - 1)),
+            (
+                "Range".to_string(),
+                format!("bytes={}-{}", range.start, range.end - 1),
+            ),
             ("x-oss-range-behavior".to_string(), "standard".to_string()),
             ("Accept-Encoding".to_string(), "identity".to_string()),
         ];
         if let Some(etag) = if_match {
             headers.push(("If-Match".to_string(), format!("\"{etag}\"")));
         }
-        let mut response = self
-            .send(reqwest::Method::GET, key, &[], headers)
-            .await?;
+        let mut response = self.send(reqwest::Method::GET, key, &[], headers).await?;
         let status = response.status();
         let etag = etag_of(response.headers());
         let changed = |found: &str| ClientError::ObjectChanged {
@@ -442,9 +447,8 @@ impl HttpObjectClient {
         let content_length = response.content_length();
         let (start, end, total) = match status {
             reqwest::StatusCode::PARTIAL_CONTENT => {
-                let cr = header_str(response.headers(), "content-range").ok_or_else(|| {
-                    ClientError::BadResponse("206 without Content-Range".into())
-                })?;
+                let cr = header_str(response.headers(), "content-range")
+                    .ok_or_else(|| ClientError::BadResponse("206 without Content-Range".into()))?;
                 parse_content_range(cr).ok_or_else(|| {
                     ClientError::BadResponse(format!("unparseable Content-Range {cr:?}"))
                 })?
@@ -481,7 +485,13 @@ impl HttpObjectClient {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(key, received, expected, "body stream failed: {}", error_chain(&e));
+                    tracing::debug!(
+                        key,
+                        received,
+                        expected,
+                        "body stream failed: {}",
+                        error_chain(&e)
+                    );
                     break;
                 }
             };
@@ -624,7 +634,11 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;
     let (a, b) = span.split_once('-')?;
-    let (a, b, total): (u64, u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?, total.trim().parse().ok()?);
+    let (a, b, total): (u64, u64, u64) = (
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
     (a <= b && b < total).then_some((a, b + 1, total))
 }
 
@@ -721,7 +735,12 @@ fn parse_list(xml: &str) -> Result<ListPage, ClientError> {
             Ok(ObjectMeta {
                 key: decode(&c.key)?,
                 size: c.size,
-                etag: c.etag.as_deref().map(strip_etag).unwrap_or_default().to_string(),
+                etag: c
+                    .etag
+                    .as_deref()
+                    .map(strip_etag)
+                    .unwrap_or_default()
+                    .to_string(),
                 last_modified: c.last_modified.as_deref().and_then(|t| {
                     chrono::DateTime::parse_from_rfc3339(t)
                         .ok()
@@ -766,8 +785,9 @@ mod tests {
         assert_eq!(page.objects[1].etag, "D");
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en="));
 
-        let empty = parse_list("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
-            .unwrap();
+        let empty =
+            parse_list("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
+                .unwrap();
         assert_eq!(empty, ListPage::default());
         assert!(parse_list("<nope").is_err());
     }
@@ -798,7 +818,10 @@ mod tests {
     #[test]
     fn content_range_and_etag_parsing() {
         assert_eq!(parse_content_range("bytes 0-99/200"), Some((0, 100, 200)));
-        assert_eq!(parse_content_range("bytes 199-199/200"), Some((199, 200, 200)));
+        assert_eq!(
+            parse_content_range("bytes 199-199/200"),
+            Some((199, 200, 200))
+        );
         assert_eq!(parse_content_range("bytes 5-4/200"), None);
         assert_eq!(parse_content_range("bytes 0-200/200"), None);
         assert_eq!(parse_content_range("bytes */200"), None);
@@ -829,8 +852,11 @@ mod tests {
 
     #[test]
     fn addressing_styles() {
-        let c = HttpObjectClient::new(&settings(AddressingStyle::Path), HttpClientOptions::default())
-            .unwrap();
+        let c = HttpObjectClient::new(
+            &settings(AddressingStyle::Path),
+            HttpClientOptions::default(),
+        )
+        .unwrap();
         assert_eq!(c.origin, "http://127.0.0.1:9000");
         assert_eq!(c.host, "127.0.0.1:9000");
         assert_eq!(c.path_prefix, "/bkt/");

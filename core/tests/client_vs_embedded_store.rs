@@ -102,7 +102,11 @@ async fn fetch_all(
     part_size: u64,
     max_in_flight: usize,
     retry: RetryPolicy,
-) -> (Result<ossc_core::fetch::FetchedObject, ObjectClientError>, Vec<u8>, Arc<FetchProgress>) {
+) -> (
+    Result<ossc_core::fetch::FetchedObject, ObjectClientError>,
+    Vec<u8>,
+    Arc<FetchProgress>,
+) {
     let meta = client.head(key).await.unwrap();
     let engine = FetchEngine::new(
         client,
@@ -186,7 +190,10 @@ async fn every_operation_anonymous() {
         .get_range("models/a.bin", 0..10, Some("not-the-etag"), &sink)
         .await
         .unwrap_err();
-    assert!(matches!(e, ObjectClientError::Client(ClientError::ObjectChanged { .. })));
+    assert!(matches!(
+        e,
+        ObjectClientError::Client(ClientError::ObjectChanged { .. })
+    ));
 
     // Zero-size objects download through the engine.
     let (r, bytes, _) = fetch_all(c.clone(), "models/empty", MIB, 4, fast_retry(3)).await;
@@ -270,8 +277,15 @@ async fn special_keys_anonymous() {
 async fn signed_requests_all_schemes() {
     let dir = tempfile::tempdir().unwrap();
     let token = creds().with_token("STS-token/with+chars==");
-    let store = special_store(dir.path(), vec![creds(), Credentials::new("OTHER", "s3cr3t")]);
-    for version in [SignatureVersion::OssV1, SignatureVersion::OssV4, SignatureVersion::S3V4] {
+    let store = special_store(
+        dir.path(),
+        vec![creds(), Credentials::new("OTHER", "s3cr3t")],
+    );
+    for version in [
+        SignatureVersion::OssV1,
+        SignatureVersion::OssV4,
+        SignatureVersion::S3V4,
+    ] {
         let c = client_for(&settings(&store, BUCKET, Some(creds()), version));
         check_special_keys(&c, dir.path()).await;
         assert_eq!(c.stats().retries, 0, "{version:?}");
@@ -279,7 +293,12 @@ async fn signed_requests_all_schemes() {
     assert_eq!(store.stats().auth_failures, 0);
 
     // A token the store does not know is rejected, typed, not retried.
-    let c = client_for(&settings(&store, BUCKET, Some(token), SignatureVersion::OssV4));
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(token),
+        SignatureVersion::OssV4,
+    ));
     let e = c.head(SPECIAL_KEYS[0]).await.unwrap_err();
     assert!(e.service_code().is_some(), "{e}");
     assert!(!e.is_retryable());
@@ -290,7 +309,11 @@ async fn wrong_secret_and_missing_bucket_are_typed() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "k", b"data");
     let store = start(dir.path(), vec![creds()], FaultConfig::default());
-    for version in [SignatureVersion::OssV1, SignatureVersion::OssV4, SignatureVersion::S3V4] {
+    for version in [
+        SignatureVersion::OssV1,
+        SignatureVersion::OssV4,
+        SignatureVersion::S3V4,
+    ] {
         let bad = Credentials::new("AKIDEXAMPLE", "wrong-secret");
         let c = client_for(&settings(&store, BUCKET, Some(bad), version));
         let e = c.list_page("", None, 10).await.unwrap_err();
@@ -306,7 +329,11 @@ async fn wrong_secret_and_missing_bucket_are_typed() {
         let e = c.get_range("k", 0..4, None, &sink).await.unwrap_err();
         assert_eq!(e.service_code(), Some("SignatureDoesNotMatch"));
         let e = c.head("k").await.unwrap_err();
-        assert_eq!(e.service_code(), Some("SignatureDoesNotMatch"), "HEAD via x-oss-err");
+        assert_eq!(
+            e.service_code(),
+            Some("SignatureDoesNotMatch"),
+            "HEAD via x-oss-err"
+        );
         assert_eq!(c.stats().requests, 3, "403 is never retried");
 
         let unknown = Credentials::new("NOBODY", "x");
@@ -327,17 +354,28 @@ async fn clock_skew_is_corrected_from_date() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "k", b"data");
     let store = start(dir.path(), vec![creds()], FaultConfig::default());
-    for version in [SignatureVersion::OssV1, SignatureVersion::OssV4, SignatureVersion::S3V4] {
+    for version in [
+        SignatureVersion::OssV1,
+        SignatureVersion::OssV4,
+        SignatureVersion::S3V4,
+    ] {
         let c = client_for(&settings(&store, BUCKET, Some(creds()), version));
         c.set_clock_offset_ms(-40 * 60 * 1000);
         let meta = c.head("k").await.unwrap();
         assert_eq!(meta.size, 4);
-        assert!(c.clock_offset_ms().abs() < 5_000, "offset {}", c.clock_offset_ms());
+        assert!(
+            c.clock_offset_ms().abs() < 5_000,
+            "offset {}",
+            c.clock_offset_ms()
+        );
         assert_eq!(c.stats().retries, 1, "{version:?}");
     }
 }
 
-async fn big_object_store(size: u64, faults: FaultConfig) -> (tempfile::TempDir, RunningStore, Vec<u8>) {
+async fn big_object_store(
+    size: u64,
+    faults: FaultConfig,
+) -> (tempfile::TempDir, RunningStore, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let d = data(size, 42);
     write(dir.path(), "big.bin", &d);
@@ -348,21 +386,41 @@ async fn big_object_store(size: u64, faults: FaultConfig) -> (tempfile::TempDir,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_download_is_byte_exact() {
     let (_dir, store, d) = big_object_store(24 * MIB + 12345, FaultConfig::default()).await;
-    let c = client_for(&settings(&store, BUCKET, Some(creds()), SignatureVersion::OssV4));
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(creds()),
+        SignatureVersion::OssV4,
+    ));
     let (r, bytes, progress) = fetch_all(c.clone(), "big.bin", MIB, 32, fast_retry(5)).await;
     let f = r.unwrap();
     assert!(f.crc64_verified);
     assert_eq!(f.crc64, ossc_core::crc64::crc64(&d));
     assert!(bytes == d, "content differs");
-    assert_eq!(progress.requests.load(std::sync::atomic::Ordering::Relaxed), 25);
-    assert_eq!(progress.bytes_done.load(std::sync::atomic::Ordering::Relaxed), d.len() as u64);
+    assert_eq!(
+        progress.requests.load(std::sync::atomic::Ordering::Relaxed),
+        25
+    );
+    assert_eq!(
+        progress
+            .bytes_done
+            .load(std::sync::atomic::Ordering::Relaxed),
+        d.len() as u64
+    );
     assert_eq!(store.stats().bytes_served, d.len() as u64);
 }
 
 /// Runs a faulted download; it must either be exact or fail typed.
-async fn faulted_download(faults: FaultConfig) -> (Vec<u8>, Vec<u8>, Arc<HttpObjectClient>, RunningStore) {
+async fn faulted_download(
+    faults: FaultConfig,
+) -> (Vec<u8>, Vec<u8>, Arc<HttpObjectClient>, RunningStore) {
     let (_dir, store, d) = big_object_store(6 * MIB + 7, FaultConfig::default()).await;
-    let c = client_for(&settings(&store, BUCKET, Some(creds()), SignatureVersion::S3V4));
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(creds()),
+        SignatureVersion::S3V4,
+    ));
     store.set_faults(faults);
     let (r, bytes, _) = fetch_all(c.clone(), "big.bin", 256 * 1024, 8, fast_retry(10)).await;
     r.unwrap_or_else(|e| panic!("download failed: {e}"));
@@ -401,7 +459,12 @@ async fn resets_and_truncations_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_throttling_fails_typed() {
     let (_dir, store, _) = big_object_store(MIB, FaultConfig::default()).await;
-    let c = client_for(&settings(&store, BUCKET, Some(creds()), SignatureVersion::OssV4));
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(creds()),
+        SignatureVersion::OssV4,
+    ));
     let meta = c.head("big.bin").await.unwrap();
     store.set_faults(FaultConfig {
         error_rate: 1.0,
@@ -416,7 +479,11 @@ async fn persistent_throttling_fails_typed() {
         },
     );
     let e = engine
-        .fetch_object(&meta, Arc::new(VecSink::new()), Arc::new(FetchProgress::default()))
+        .fetch_object(
+            &meta,
+            Arc::new(VecSink::new()),
+            Arc::new(FetchProgress::default()),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.service_code(), Some("DownloadTrafficRateLimitExceeded"));
@@ -427,7 +494,12 @@ async fn persistent_throttling_fails_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_and_bandwidth_are_felt() {
     let (_dir, store, d) = big_object_store(2 * MIB, FaultConfig::default()).await;
-    let c = client_for(&settings(&store, BUCKET, Some(creds()), SignatureVersion::OssV4));
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(creds()),
+        SignatureVersion::OssV4,
+    ));
     store.set_faults(FaultConfig {
         latency_ms: 50,
         ..FaultConfig::default()
@@ -452,18 +524,27 @@ async fn latency_and_bandwidth_are_felt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_object_is_detected_not_spliced() {
     let (_dir, store, _) = big_object_store(4 * MIB, FaultConfig::default()).await;
-    let c = client_for(&settings(&store, BUCKET, Some(creds()), SignatureVersion::OssV1));
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(creds()),
+        SignatureVersion::OssV1,
+    ));
     store.set_faults(FaultConfig {
         replace_key: Some("big.bin".into()),
         ..FaultConfig::default()
     });
-    let (r, _, _) = fetch_all(c.clone(), "big.bin", 256 * 1024, 2, fast_retry(3)).await;
-    eprintln!("STATS {:?} {:?}", store.stats(), r);
-    eprintln!("HEAD2 {:?}", c.head("big.bin").await);
-    let sink = VecSink::new();
-    eprintln!("GET2 {:?}", c.get_range("big.bin", 0..10, Some(r.as_ref().unwrap().etag.as_str()), &sink).await);
+    // One part at a time: the store finishes the rewrite before answering the
+    // first GET, so the second part is the first to see the new version.
+    let (r, _, progress) = fetch_all(c.clone(), "big.bin", 256 * 1024, 1, fast_retry(3)).await;
+    assert_eq!(
+        progress.requests.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
     match r.unwrap_err() {
-        ObjectClientError::Client(ClientError::ObjectChanged { key, .. }) => assert_eq!(key, "big.bin"),
+        ObjectClientError::Client(ClientError::ObjectChanged { key, .. }) => {
+            assert_eq!(key, "big.bin")
+        }
         other => panic!("expected ObjectChanged, got {other}"),
     }
     assert_eq!(store.stats().faults.replacements, 1);
@@ -472,4 +553,101 @@ async fn replaced_object_is_detected_not_spliced() {
     r.unwrap();
     let on_disk = std::fs::read(_dir.path().join(BUCKET).join("big.bin")).unwrap();
     assert!(bytes == on_disk);
+}
+
+/// Throughput of the fetch engine against a raw parallel-GET ceiling (same
+/// part size and concurrency, body drained and dropped, no signing, no sink),
+/// with and without computing the CRC-64 the engine must verify. Run with
+/// `cargo test --release -p ossc-core --test client_vs_embedded_store -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark; run in release with --ignored --nocapture"]
+async fn bench_fetch_vs_raw_parallel_get() {
+    use futures::StreamExt;
+    const SIZE: u64 = 512 * MIB;
+    const PART: u64 = 8 * MIB;
+    const IN_FLIGHT: usize = 16;
+    const ROUNDS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "big.bin", &data(SIZE, 42));
+    let store = start(dir.path(), Vec::new(), FaultConfig::default());
+    let url = format!("{}/{BUCKET}/big.bin", store.endpoint_url());
+    let raw = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let c = anonymous(&store);
+    let meta = c.head("big.bin").await.unwrap();
+    let engine = FetchEngine::new(
+        c.clone(),
+        FetchConfig {
+            part_size: PART,
+            max_in_flight: IN_FLIGHT,
+            retry: fast_retry(3),
+        },
+    );
+    let gib = |d: Duration| SIZE as f64 / d.as_secs_f64() / (1u64 << 30) as f64;
+    let (mut best_raw, mut best_raw_crc, mut best_fetch) = (0f64, 0f64, 0f64);
+    for _ in 0..ROUNDS {
+        for with_crc in [false, true] {
+            let t = Instant::now();
+            let parts = (0..SIZE / PART).map(|i| {
+                let (raw, url) = (raw.clone(), url.clone());
+                async move {
+                    let r = raw
+                        .get(&url)
+                        .header(
+                            "Range",
+                            format!("bytes={}-{}", i * PART, (i + 1) * PART - 1),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 206);
+                    let mut n = 0u64;
+                    let mut hasher = ossc_core::crc64::Crc64Hasher::new();
+                    let mut body = r.bytes_stream();
+                    while let Some(chunk) = body.next().await {
+                        let chunk = chunk.unwrap();
+                        if with_crc {
+                            hasher.update(&chunk);
+                        }
+                        n += chunk.len() as u64;
+                    }
+                    std::hint::black_box(hasher.finish());
+                    n
+                }
+            });
+            let total: u64 = futures::stream::iter(parts)
+                .buffer_unordered(IN_FLIGHT)
+                .fold(0, |a, n| async move { a + n })
+                .await;
+            assert_eq!(total, SIZE);
+            let rate = gib(t.elapsed());
+            if with_crc {
+                best_raw_crc = best_raw_crc.max(rate);
+            } else {
+                best_raw = best_raw.max(rate);
+            }
+        }
+
+        let t = Instant::now();
+        let f = engine
+            .fetch_object(
+                &meta,
+                Arc::new(ossc_core::object_client::DiscardSink),
+                Arc::new(FetchProgress::default()),
+            )
+            .await
+            .unwrap();
+        assert!(f.crc64_verified);
+        best_fetch = best_fetch.max(gib(t.elapsed()));
+    }
+    eprintln!(
+        "raw parallel GET {best_raw:.2} GiB/s, raw + CRC-64 {best_raw_crc:.2} GiB/s, \
+         fetch engine {best_fetch:.2} GiB/s; ratio {:.2} (vs raw + CRC {:.2})",
+        best_fetch / best_raw,
+        best_fetch / best_raw_crc
+    );
 }

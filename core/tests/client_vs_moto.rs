@@ -39,7 +39,11 @@ fn python() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Mem(std::sync::Mutex<Vec<u8>>);
@@ -67,7 +71,14 @@ async fn client_works_against_moto() {
     let port = free_port();
     let _moto = Moto(
         Command::new(&py)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,7 +126,10 @@ async fn client_works_against_moto() {
     // Awkward keys come back decoded.
     let model = list_all(client.as_ref(), "model/").await.unwrap();
     let keys: Vec<&str> = model.iter().map(|o| o.key.as_str()).collect();
-    assert!(keys.contains(&"model/dir with space/plus+sign ü.txt"), "{keys:?}");
+    assert!(
+        keys.contains(&"model/dir with space/plus+sign ü.txt"),
+        "{keys:?}"
+    );
 
     // HEAD and ranged GET.
     for o in &model {
@@ -127,20 +141,39 @@ async fn client_works_against_moto() {
         }
         let sink = Mem(Default::default());
         let end = (want.len() as u64).min(1000);
-        let meta = client.get_range(&o.key, 1..end, Some(&head.etag), &sink).await.unwrap();
+        let meta = client
+            .get_range(&o.key, 1..end, Some(&head.etag), &sink)
+            .await
+            .unwrap();
         assert_eq!(meta.object_size, want.len() as u64);
-        assert_eq!(&sink.0.lock().unwrap()[1..end as usize], &want[1..end as usize]);
+        assert_eq!(
+            &sink.0.lock().unwrap()[1..end as usize],
+            &want[1..end as usize]
+        );
     }
     let missing = client.head("model/nope").await.unwrap_err();
     assert_eq!(missing.service_code(), Some("NoSuchKey"), "{missing}");
 
     // Full parallel download, byte for byte.
-    let engine = FetchEngine::new(client.clone(), FetchConfig { part_size: 1 << 20, max_in_flight: 16, ..FetchConfig::default() });
+    let engine = FetchEngine::new(
+        client.clone(),
+        FetchConfig {
+            part_size: 1 << 20,
+            max_in_flight: 16,
+            ..FetchConfig::default()
+        },
+    );
     let weights = model.iter().find(|o| o.key == "model/weights.bin").unwrap();
     let sink = Arc::new(Mem(Default::default()));
     let progress = Arc::new(FetchProgress::default());
-    let fetched = engine.fetch_object(weights, sink.clone(), progress).await.unwrap();
+    let fetched = engine
+        .fetch_object(weights, sink.clone(), progress)
+        .await
+        .unwrap();
     assert_eq!(fetched.size, weights.size);
     let want = std::fs::read(out.path().join("model/weights.bin")).unwrap();
-    assert!(*sink.0.lock().unwrap() == want, "parallel download differs from the uploaded bytes");
+    assert!(
+        *sink.0.lock().unwrap() == want,
+        "parallel download differs from the uploaded bytes"
+    );
 }

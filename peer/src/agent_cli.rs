@@ -49,7 +49,11 @@ fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) ->
     let settings = cli_support::store_settings(&config, args.oss_path.as_deref())?;
     let model_dir = args
         .model_dir
-        .or_else(|| std::env::var_os("MODEL_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("MODEL_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .context("MODEL_DIR is not set")?;
     let socket = args.socket.unwrap_or_else(cli_support::default_socket);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,17 +94,24 @@ fn init_logging(path: &std::path::Path, level: u8, force_stderr: bool) {
         2 => "warn",
         _ => "error",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn,rustls=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn,rustls=warn"))
+    });
     let file = (!force_stderr)
         .then(|| {
             if let Some(parent) = path.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
-            std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
         })
         .flatten();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     let _ = match file {
         Some(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),

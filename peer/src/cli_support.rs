@@ -88,8 +88,12 @@ pub async fn ls(path: &str) -> Result<()> {
 pub async fn cp(path: &str, dest: &Path, show_progress: bool) -> Result<()> {
     let config = load_config()?;
     let settings = store_settings(&config, Some(path))?;
-    let engine = Arc::new(FetchEngine::new(http_client(&settings)?, fetch_config(&config)));
-    let summary = crate::download::copy_prefix(engine, &settings.prefix, dest, show_progress).await?;
+    let engine = Arc::new(FetchEngine::new(
+        http_client(&settings)?,
+        fetch_config(&config),
+    ));
+    let summary =
+        crate::download::copy_prefix(engine, &settings.prefix, dest, show_progress).await?;
     println!("ossc cp: {summary}");
     Ok(())
 }
@@ -128,7 +132,11 @@ pub async fn serve_store(
         "ossc serve-store: serving {} at {} ({}); stats at {}/_ossc/stats",
         root.display(),
         store.endpoint_url(),
-        if anonymous { "anonymous" } else { "signed requests required" },
+        if anonymous {
+            "anonymous"
+        } else {
+            "signed requests required"
+        },
         store.endpoint_url()
     );
     tokio::signal::ctrl_c().await?;
@@ -148,19 +156,29 @@ pub fn render_status(status: &serde_json::Value) -> String {
     let _ = writeln!(
         out,
         "agent pid {}  model_dir {}  resident {} bytes  memory limit {} bytes",
-        status["pid"], status["model_dir"].as_str().unwrap_or("?"),
-        num(&status["bytes_resident"]), num(&status["memory_limit_bytes"])
+        status["agent_pid"],
+        status["model_dir"].as_str().unwrap_or("?"),
+        num(&status["bytes_resident"]),
+        num(&status["memory_limit"])
     );
     if let Some(src) = status["bytes_by_source"].as_object() {
         let parts: Vec<String> = src.iter().map(|(k, v)| format!("{k} {}", num(v))).collect();
         let _ = writeln!(out, "bytes by source: {}", parts.join(", "));
     }
     if let Some(files) = status["files"].as_array() {
-        let _ = writeln!(out, "{:<48} {:>14} {:>7} {:<10} {:>8} {:>10}", "file", "size", "done", "state", "source", "expires");
+        let _ = writeln!(
+            out,
+            "{:<48} {:>14} {:>7} {:<10} {:>8} {:>10}",
+            "file", "size", "done", "state", "source", "expires"
+        );
         for f in files {
             let size = num(&f["size"]);
             let done = num(&f["bytes_done"]);
-            let pct = if size == 0 { 100.0 } else { done as f64 * 100.0 / size as f64 };
+            let pct = if size == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / size as f64
+            };
             let _ = writeln!(
                 out,
                 "{:<48} {:>14} {:>6.1}% {:<10} {:>8} {:>10}",
@@ -169,7 +187,10 @@ pub fn render_status(status: &serde_json::Value) -> String {
                 pct,
                 f["state"].as_str().unwrap_or("?"),
                 f["source"].as_str().unwrap_or("-"),
-                f["seconds_to_expiry"].as_u64().map(|s| format!("{s}s")).unwrap_or_else(|| "-".into()),
+                f["seconds_to_expiry"]
+                    .as_u64()
+                    .map(|s| format!("{s}s"))
+                    .unwrap_or_else(|| "-".into()),
             );
         }
     }

@@ -73,20 +73,35 @@ pub fn run(args: DemoArgs) -> Result<()> {
         return Ok(());
     }
 
-    let spec = ModelSpec { total_bytes: args.size_mb << 20, shards: args.shards, seed: 42 };
+    let spec = ModelSpec {
+        total_bytes: args.size_mb << 20,
+        shards: args.shards,
+        seed: 42,
+    };
     let store_root = work.join("store");
     let manifest_path = work.join("manifest.json");
     let model_src = store_root.join(DEMO_BUCKET).join(DEMO_PREFIX);
     let spec_path = work.join("spec.json");
     let spec_json = serde_json::to_string(&spec)?;
-    if std::fs::read_to_string(&spec_path).ok().as_deref() != Some(spec_json.as_str()) || !manifest_path.exists() {
-        println!("demo: generating a {} MiB model with {} shards in {}", args.size_mb, args.shards, model_src.display());
+    if std::fs::read_to_string(&spec_path).ok().as_deref() != Some(spec_json.as_str())
+        || !manifest_path.exists()
+    {
+        println!(
+            "demo: generating a {} MiB model with {} shards in {}",
+            args.size_mb,
+            args.shards,
+            model_src.display()
+        );
         let _ = std::fs::remove_dir_all(&store_root);
         let t = Instant::now();
         let m = synthetic_model::generate(&model_src, &spec)?;
         synthetic_model::write_manifest(&manifest_path, &m)?;
         std::fs::write(&spec_path, &spec_json)?;
-        println!("demo: generated {} files in {:.1} s", m.files.len(), t.elapsed().as_secs_f64());
+        println!(
+            "demo: generated {} files in {:.1} s",
+            m.files.len(),
+            t.elapsed().as_secs_f64()
+        );
     }
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -103,7 +118,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
             faults: FaultConfig::default(),
         })
     })?;
-    println!("demo: embedded object store at {} (OSS V4 signatures required)", store.endpoint_url());
+    println!(
+        "demo: embedded object store at {} (OSS V4 signatures required)",
+        store.endpoint_url()
+    );
     let env = [
         ("OSS_ENDPOINT", store.endpoint_url()),
         ("OSS_PATH", format!("oss://{DEMO_BUCKET}/{DEMO_PREFIX}")),
@@ -122,7 +140,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
 fn prepare_workdir(work: &Path) -> Result<()> {
     if work.exists() && !work.join(MARKER).exists() && std::fs::read_dir(work)?.next().is_some() {
-        bail!("{} exists and is not a demo work directory; choose another --workdir", work.display());
+        bail!(
+            "{} exists and is not a demo work directory; choose another --workdir",
+            work.display()
+        );
     }
     std::fs::create_dir_all(work)?;
     std::fs::write(work.join(MARKER), b"")?;
@@ -139,7 +160,10 @@ fn prepare_workdir(work: &Path) -> Result<()> {
         "expireTimeSec": 120,
         "prefetch": {"vcpus": 16, "workers": 16}
     });
-    std::fs::write(work.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    std::fs::write(
+        work.join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
     Ok(())
 }
 
@@ -170,8 +194,12 @@ fn run_consumer(
         .env("OSSC_AGENT_BIN", exe)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     if via == Via::Cp {
-        let oss_path = env.iter().find(|(k, _)| *k == "OSS_PATH").map(|(_, v)| v.clone())
-            .or_else(|| std::env::var("OSS_PATH").ok()).context("OSS_PATH")?;
+        let oss_path = env
+            .iter()
+            .find(|(k, _)| *k == "OSS_PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("OSS_PATH").ok())
+            .context("OSS_PATH")?;
         let status = Command::new(exe)
             .args(["cp", &oss_path])
             .arg(&model_dir)
@@ -198,17 +226,24 @@ fn run_consumer(
         );
     }
     let load: LoadReport = serde_json::from_slice(
-        out.stdout.split(|b| *b == b'\n').find(|l| l.starts_with(b"{")).unwrap_or_default(),
+        out.stdout
+            .split(|b| *b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap_or_default(),
     )
     .context("parsing the consumer's report")?;
     let agent = (via == Via::Preload)
         .then(|| crate::agent::query_status(&socket).ok())
         .flatten();
-    if let Some(pid) = agent.as_ref().and_then(|a| a["pid"].as_i64()) {
+    if let Some(pid) = agent.as_ref().and_then(|a| a["agent_pid"].as_i64()) {
         // SAFETY: plain kill(2) on the agent's pid, which it reported itself.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     }
-    Ok(DemoReport { load, wall_seconds, agent })
+    Ok(DemoReport {
+        load,
+        wall_seconds,
+        agent,
+    })
 }
 
 fn print_summary(r: &DemoReport, stats: Option<&ossc_core::store_server::StoreStats>, work: &Path) {
@@ -223,10 +258,17 @@ fn print_summary(r: &DemoReport, stats: Option<&ossc_core::store_server::StoreSt
         r.load.load_seconds, r.load.load_gbps(), r.load.tensors_verified, r.load.verify_seconds
     );
     if let Some(s) = stats {
-        println!("demo: store served {} object bytes in {} GETs", s.bytes_served, s.requests.get);
+        println!(
+            "demo: store served {} object bytes in {} GETs",
+            s.bytes_served, s.requests.get
+        );
     }
     if let Some(a) = &r.agent {
         println!("demo: agent bytes by source: {}", a["bytes_by_source"]);
     }
-    println!("demo: logs: {} and {}", work.join("connector.log").display(), work.join("audit.log").display());
+    println!(
+        "demo: logs: {} and {}",
+        work.join("connector.log").display(),
+        work.join("audit.log").display()
+    );
 }

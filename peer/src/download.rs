@@ -150,13 +150,17 @@ async fn fetch_one(
     progress: Arc<FetchProgress>,
 ) -> Result<bool> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let tmp = path.with_extension(format!(
         "{}ossc-partial",
-        path.extension().map(|e| format!("{}.", e.to_string_lossy())).unwrap_or_default()
+        path.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
     ));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     file.set_len(meta.size)?;
     let sink: Arc<dyn RangeSink> = Arc::new(file);
     let fetched = match engine.fetch_object(&meta, sink, progress).await {
@@ -176,8 +180,18 @@ mod tests {
 
     #[test]
     fn hostile_keys_never_escape_the_destination() {
-        assert_eq!(local_relative_path("m/a/b.json", "m/").unwrap(), PathBuf::from("a/b.json"));
-        for bad in ["m/../etc/passwd", "m/a/../../x", "m//x", "m/", "m/./x", "m/a\0b"] {
+        assert_eq!(
+            local_relative_path("m/a/b.json", "m/").unwrap(),
+            PathBuf::from("a/b.json")
+        );
+        for bad in [
+            "m/../etc/passwd",
+            "m/a/../../x",
+            "m//x",
+            "m/",
+            "m/./x",
+            "m/a\0b",
+        ] {
             assert!(local_relative_path(bad, "m/").is_err(), "{bad:?} accepted");
         }
     }

@@ -1,9 +1,9 @@
 //! `ossc-peer`: the node agent, the peer layer and the `ossc` command-line tool.
 
-pub mod download;
-pub mod model_reader;
-pub mod synthetic_model;
+pub mod agent;
 pub mod agent_cli;
 pub mod cli_support;
 pub mod demo;
-pub mod agent;
+pub mod download;
+pub mod model_reader;
+pub mod synthetic_model;

@@ -78,7 +78,11 @@ pub fn load_and_verify(dir: &Path, manifest: &ModelManifest) -> Result<LoadRepor
     for (name, digest) in &manifest.files {
         let map = map_and_touch(&dir.join(name))?;
         let len = map.as_ref().map_or(0, |m| m.len() as u64);
-        ensure!(len == digest.size, "{name}: size {len}, expected {}", digest.size);
+        ensure!(
+            len == digest.size,
+            "{name}: size {len}, expected {}",
+            digest.size
+        );
         report.bytes += len;
         report.files += 1;
         maps.push((name, map));
@@ -104,7 +108,10 @@ pub fn load_and_verify(dir: &Path, manifest: &ModelManifest) -> Result<LoadRepor
 fn verify_tensors(name: &str, data: &[u8], manifest: &ModelManifest) -> Result<usize> {
     ensure!(data.len() >= 8, "{name}: too short for safetensors");
     let n = u64::from_le_bytes(data[..8].try_into().expect("8 bytes")) as usize;
-    ensure!(8 + n <= data.len(), "{name}: header length {n} past end of file");
+    ensure!(
+        8 + n <= data.len(),
+        "{name}: header length {n} past end of file"
+    );
     let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&data[8..8 + n]).with_context(|| format!("{name}: header"))?;
     let body = &data[8 + n..];
@@ -118,7 +125,11 @@ fn verify_tensors(name: &str, data: &[u8], manifest: &ModelManifest) -> Result<u
             offs[0].as_u64().context("offset")? as usize,
             offs[1].as_u64().context("offset")? as usize,
         );
-        let want = &manifest.tensors.get(tensor).context("tensor not in manifest")?.sha256;
+        let want = &manifest
+            .tensors
+            .get(tensor)
+            .context("tensor not in manifest")?
+            .sha256;
         ensure!(
             &hex::encode(Sha256::digest(&body[a..b])) == want,
             "{name}: tensor {tensor} has wrong bytes"
@@ -140,14 +151,22 @@ mod tests {
     #[test]
     fn verifies_a_good_model_and_rejects_a_flipped_byte() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ModelSpec { total_bytes: 32 << 20, shards: 2, seed: 1 };
+        let spec = ModelSpec {
+            total_bytes: 32 << 20,
+            shards: 2,
+            seed: 1,
+        };
         let m = generate(dir.path(), &spec).unwrap();
         let r = load_and_verify(dir.path(), &m).unwrap();
         assert_eq!(r.files, m.files.len());
         assert_eq!(r.tensors_verified, m.tensors.len());
         assert_eq!(r.bytes, m.files.values().map(|f| f.size).sum::<u64>());
 
-        let shard = m.files.keys().find(|k| k.ends_with(".safetensors")).unwrap();
+        let shard = m
+            .files
+            .keys()
+            .find(|k| k.ends_with(".safetensors"))
+            .unwrap();
         let path = dir.path().join(shard);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;

@@ -99,9 +99,21 @@ fn plan_tensors(total_bytes: u64) -> Vec<TensorPlan> {
         for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
             out.push(mat(format!("{p}.self_attn.{proj}.weight"), HIDDEN, HIDDEN));
         }
-        out.push(mat(format!("{p}.mlp.gate_proj.weight"), HIDDEN * MLP_MULT, HIDDEN));
-        out.push(mat(format!("{p}.mlp.up_proj.weight"), HIDDEN * MLP_MULT, HIDDEN));
-        out.push(mat(format!("{p}.mlp.down_proj.weight"), HIDDEN, HIDDEN * MLP_MULT));
+        out.push(mat(
+            format!("{p}.mlp.gate_proj.weight"),
+            HIDDEN * MLP_MULT,
+            HIDDEN,
+        ));
+        out.push(mat(
+            format!("{p}.mlp.up_proj.weight"),
+            HIDDEN * MLP_MULT,
+            HIDDEN,
+        ));
+        out.push(mat(
+            format!("{p}.mlp.down_proj.weight"),
+            HIDDEN,
+            HIDDEN * MLP_MULT,
+        ));
         out.push(norm(format!("{p}.input_layernorm.weight")));
         out.push(norm(format!("{p}.post_attention_layernorm.weight")));
     }
@@ -178,7 +190,10 @@ pub fn generate(dir: &Path, spec: &ModelSpec) -> Result<ModelManifest> {
         let current_is_empty = groups.last().is_some_and(Vec::is_empty);
         // Start the next shard when this one is full, or when only just enough
         // tensors are left to give every remaining shard one.
-        if remaining_groups > 0 && !current_is_empty && (acc >= target || remaining_tensors <= remaining_groups) {
+        if remaining_groups > 0
+            && !current_is_empty
+            && (acc >= target || remaining_tensors <= remaining_groups)
+        {
             groups.push(Vec::new());
             acc = 0;
         }
@@ -244,7 +259,10 @@ pub fn generate(dir: &Path, spec: &ModelSpec) -> Result<ModelManifest> {
         );
     }
 
-    let layers = tensors.iter().filter(|t| t.name.ends_with("q_proj.weight")).count();
+    let layers = tensors
+        .iter()
+        .filter(|t| t.name.ends_with("q_proj.weight"))
+        .count();
     let small_files: Vec<(&str, serde_json::Value)> = vec![
         (
             "model.safetensors.index.json",
@@ -328,7 +346,11 @@ mod tests {
             seed: 7,
         };
         let m = generate(dir.path(), &spec).unwrap();
-        let shards: Vec<_> = m.files.keys().filter(|k| k.ends_with(".safetensors")).collect();
+        let shards: Vec<_> = m
+            .files
+            .keys()
+            .filter(|k| k.ends_with(".safetensors"))
+            .collect();
         assert_eq!(shards.len(), 3, "{shards:?}");
         for (name, d) in &m.files {
             let bytes = std::fs::read(dir.path().join(name)).unwrap();
@@ -347,7 +369,10 @@ mod tests {
                 continue;
             }
             let offs = t["data_offsets"].as_array().unwrap();
-            let (a, b) = (offs[0].as_u64().unwrap() as usize, offs[1].as_u64().unwrap() as usize);
+            let (a, b) = (
+                offs[0].as_u64().unwrap() as usize,
+                offs[1].as_u64().unwrap() as usize,
+            );
             let data = &bytes[8 + n + a..8 + n + b];
             assert_eq!(hex::encode(Sha256::digest(data)), m.tensors[name].sha256);
             seen += 1;

@@ -118,6 +118,28 @@ impl TestAgent {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Waits until no OPEN answer still holds a file for its fd hand-over
+    /// (the agent keeps a handle until the client hangs up).
+    async fn wait_handoffs_done(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = self.status().await;
+            let busy = status["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["handoffs"] != 0);
+            if !busy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hand-over never finished: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn stop(self) -> tempfile::TempDir {
         self.stop.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), self.task)
@@ -306,10 +328,12 @@ async fn mirror_then_serve_over_the_socket() {
     );
 
     // Rejected keys, unknown paths, paths outside MODEL_DIR.
-    let (resp, fd) = agent.request("OPEN 1 dup").await;
+    let (resp, fd) = agent.request("OPEN 1 ctl%01.bin").await;
     assert!(fd.is_none());
     assert!(resp.starts_with("ERR 2 "), "{resp}");
-    assert!(resp.contains("models/qwen/dup"), "names the key: {resp}");
+    assert!(resp.contains("models/qwen/ctl"), "names the key: {resp}");
+    // `dup` is both a file key (rejected) and a directory: the directory wins.
+    assert_eq!(agent.request("OPEN 1 dup").await.0, "PASS");
     assert_eq!(agent.request("OPEN 1 not-an-object.txt").await.0, "PASS");
     assert_eq!(agent.request("OPEN 1 sub").await.0, "PASS");
     assert_eq!(agent.request("OPEN 1 ../outside").await.0, "PASS");
@@ -623,6 +647,7 @@ async fn memory_cap_evicts_unreferenced_files_and_never_serves_wrong_bytes() {
     let (resp, got) = agent.open_bytes("f1.bin").await;
     assert_eq!(resp, "FD 100000 cache");
     assert_eq!(got.unwrap(), files[0]);
+    agent.wait_handoffs_done().await;
     let (resp, f3) = agent.request("OPEN 1 f3.bin").await;
     assert!(resp.starts_with("FD 100000 "), "{resp}");
     let f3 = f3.unwrap();
@@ -630,6 +655,7 @@ async fn memory_cap_evicts_unreferenced_files_and_never_serves_wrong_bytes() {
 
     // f3 stays referenced (we hold its fd): opening f1 again must evict f2
     // (never opened, but unreferenced) and not f3.
+    agent.wait_handoffs_done().await;
     let (resp, got) = agent.open_bytes("f1.bin").await;
     assert_eq!(resp, "FD 100000 store");
     assert_eq!(got.unwrap(), files[0]);

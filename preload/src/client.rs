@@ -340,12 +340,9 @@ pub fn open_model_file(rel: &[u8], flags: libc::c_int) -> Result<Opened, libc::c
             let Some(fd) = fd else {
                 return Err(fail("FD reply without an attached fd", libc::EPROTO));
             };
-            // SAFETY: stat64 is plain old data; fstat64 fills it for a valid fd.
-            let mut st: libc::stat64 = unsafe { zeroed() };
-            // SAFETY: `fd` is a valid fd we own; `st` is a valid out-pointer.
-            if unsafe { libc::fstat64(fd.as_raw_fd(), &mut st) } != 0 {
-                return Err(fail("fstat of received fd failed", state::errno()));
-            }
+            // The raw system call: `fstat` is hooked in this library.
+            let st = crate::real::sys_fstatat_fd(fd.as_raw_fd())
+                .map_err(|e| fail("fstat of received fd failed", e))?;
             if st.st_size as u64 != size {
                 plog!(
                     Level::Error,

@@ -4,8 +4,9 @@
 //! and, for anything that is not a read-only open below MODEL_DIR, returns
 //! [`Decision::Pass`] after a few atomic loads; the real function is then called with the
 //! caller's exact arguments. Matching opens are answered with a *real* kernel fd re-opened
-//! from the agent's memfd, so every later call (read, mmap, fstat, sendfile, dup, fork) works
-//! natively without more hooks. A fixed three-argument `open` signature is used: on x86-64 and
+//! from the agent's memfd, so every later call (read, mmap, sendfile, dup, fork) works
+//! natively without more hooks; only the fd-stat calls are hooked too ([`crate::stat_hooks`]),
+//! so that `fstat(fd)` reports the same `(st_dev, st_ino)` as `stat(path)`. A fixed three-argument `open` signature is used: on x86-64 and
 //! aarch64 SysV the variadic `mode` travels in the same register, and it is only forwarded when
 //! `O_CREAT`/`O_TMPFILE` says it is meaningful.
 
@@ -15,6 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use libc::{c_char, c_int, mode_t, FILE};
 
 use crate::client::{self, Opened};
+use crate::fdtrack;
 use crate::path::{self, PathBuffer};
 use crate::real;
 use crate::state::{self, ReentryGuard};
@@ -64,6 +66,7 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
         return Decision::Pass;
     }
     let saved = state::errno();
+    let path_ptr = path;
     // SAFETY: caller guarantees a valid C string.
     let path = unsafe { CStr::from_ptr(path) }.to_bytes();
     let mut buf = PathBuffer::new();
@@ -82,6 +85,12 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
         Ok(Err(e)) => Decision::Fail(e),
         Err(_) => Decision::Fail(libc::EIO),
     };
+    if let Decision::Fd(fd) = decision {
+        // `stat(path)` names the placeholder, `fstat(fd)` the memfd: remember both so the
+        // stat hooks can make them agree.
+        // SAFETY: `path_ptr` is the caller's valid C string.
+        unsafe { fdtrack::record_open(fd, dirfd, path_ptr) };
+    }
     if !matches!(decision, Decision::Fail(_)) {
         state::set_errno(saved);
     }
@@ -276,6 +285,7 @@ unsafe fn fopen_common(
             let fp = unsafe { libc::fdopen(fd, mode) };
             if fp.is_null() {
                 let e = state::errno();
+                fdtrack::forget(fd);
                 // SAFETY: the fd is ours and was not adopted by a FILE.
                 unsafe { libc::close(fd) };
                 state::set_errno(e);

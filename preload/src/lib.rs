@@ -12,15 +12,19 @@
 //!
 //! Modules: [`state`] (configuration, re-entry guard), [`path`] (normalisation, matching),
 //! [`proto`] (line protocol), [`client`] (socket requests), [`spawn`] (starting the agent),
-//! [`hooks`] (exported entry points), [`log`], [`real`] (the next definitions of the hooks).
+//! [`hooks`] (exported `open` entry points), [`stat_hooks`] (exported fd-stat entry points that
+//! report the placeholder's identity for served fds, see [`fdtrack`]), [`log`], [`real`] (the
+//! next definitions of the hooks).
 
 pub mod client;
+pub mod fdtrack;
 pub mod hooks;
 pub mod log;
 pub mod path;
 pub mod proto;
 pub mod real;
 pub mod spawn;
+pub mod stat_hooks;
 pub mod state;
 
 use crate::log::{Bytes, Level};

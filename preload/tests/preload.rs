@@ -333,6 +333,15 @@ fn cdylib_exports_hooks_and_version() {
             "__openat64_2",
             "fopen",
             "fopen64",
+            "fstat",
+            "fstat64",
+            "__fxstat",
+            "__fxstat64",
+            "fstatat",
+            "fstatat64",
+            "__fxstatat",
+            "__fxstatat64",
+            "statx",
         ] {
             assert!(
                 syms.lines().any(|l| l.split_whitespace().last() == Some(s)
@@ -367,24 +376,21 @@ fn cat_sha256sum_and_cp_are_byte_exact() {
     };
     assert_eq!(digest(&hooked), digest(&reference));
 
-    // cp compares the (dev, ino) of its earlier stat(2) of the path (the placeholder) with
-    // fstat(2) of the opened fd (the agent's memfd). Without stat hooks that check fails and
-    // cp refuses the file; what must never happen is a copy with wrong bytes.
+    // cp compares the (dev, ino) of its stat(2) of the path (the placeholder) with fstat(2) of
+    // the opened fd (the agent's memfd); the stat hooks make them agree, so cp copies.
     let copy = f.out().join("copy.bin");
-    let cp = f.cmd("cp").arg(&w).arg(&copy).output().unwrap();
-    if cp.status.success() {
-        assert!(
-            std::fs::read(&copy).unwrap() == f.weights,
-            "cp copy differs"
-        );
-    } else {
-        let err = String::from_utf8_lossy(&cp.stderr);
-        assert!(err.contains("replaced while being copied"), "{err}");
-        assert!(
-            std::fs::read(&copy).map_or(true, |d| d.is_empty()),
-            "no placeholder bytes copied"
-        );
-    }
+    run_ok(f.cmd("cp").arg(&w).arg(&copy));
+    assert!(
+        std::fs::read(&copy).unwrap() == f.weights,
+        "cp copy differs"
+    );
+    // cp -a (lstat, fstatat) as well.
+    let copy_a = f.out().join("copy-a.bin");
+    run_ok(f.cmd("cp").arg("-a").arg(&w).arg(&copy_a));
+    assert!(
+        std::fs::read(&copy_a).unwrap() == f.weights,
+        "cp -a copy differs"
+    );
     // Copying through a plain read (cp reading from stdin) is byte-exact.
     let copy2 = f.out().join("copy2.bin");
     run_ok(
@@ -406,7 +412,7 @@ fn cat_sha256sum_and_cp_are_byte_exact() {
     let opens = f.opens();
     assert_eq!(
         opens.iter().filter(|o| *o == "weights.bin").count(),
-        4,
+        5,
         "{opens:?}"
     );
     assert!(opens.contains(&"sub/shard.bin".to_string()));
@@ -475,6 +481,195 @@ put("config", open(os.path.join(model, "config.json"), "rb").read())
         !opens.iter().any(|o| o.is_empty() || o == "sub"),
         "{opens:?}"
     );
+}
+
+#[test]
+fn fstat_of_a_served_fd_reports_the_placeholder_identity() {
+    let f = Fixture::new();
+    let script = r#"
+import os, sys
+model, outside = sys.argv[1], sys.argv[2]
+w = os.path.join(model, "weights.bin")
+s = os.path.join(model, "sub", "shard.bin")
+ps, ss, os_ = os.stat(w), os.stat(s), os.stat(outside)
+ident = lambda st: (st.st_dev, st.st_ino)
+fd = os.open(w, os.O_RDONLY)
+# Served from the agent's memfd, not the placeholder...
+print("memfd", os.readlink("/proc/self/fd/%d" % fd).startswith("/memfd:"))
+print("first-bytes-served", os.pread(fd, 16, 0) != bytes(16))
+# ...but fstat (fstat64 in CPython) agrees with stat(path).
+fs = os.fstat(fd)
+print("fstat", ident(fs) == ident(ps), fs.st_size == ps.st_size)
+print("stat-of-fd", ident(os.stat(fd)) == ident(ps))
+with open(w, "rb") as fh:
+    print("file-object", ident(os.fstat(fh.fileno())) == ident(ps))
+# A closed fd number reused for a real file reports that file.
+os.close(fd)
+fd2 = os.open(outside, os.O_RDONLY)
+print("reused-real", fd2 == fd, ident(os.fstat(fd2)) == ident(os_))
+os.close(fd2)
+# Reused for another served file: that file's placeholder.
+fd3 = os.open(s, os.O_RDONLY)
+print("reused-served", fd3 == fd, ident(os.fstat(fd3)) == ident(ss))
+os.close(fd3)
+"#;
+    let out = python(
+        &f,
+        script,
+        &[&f.model(), &f.root.path().join("outside.txt")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![
+            "memfd True",
+            "first-bytes-served True",
+            "fstat True True",
+            "stat-of-fd True",
+            "file-object True",
+            "reused-real True True",
+            "reused-served True True",
+        ],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opens = f.opens();
+    assert_eq!(
+        opens.iter().filter(|o| *o == "weights.bin").count(),
+        2,
+        "{opens:?}"
+    );
+}
+
+/// A C program calling every fd-stat entry point, the glibc < 2.33 `__fxstat*` ABI included.
+/// Prints `<call> placeholder|other|error` per call: `placeholder` when the result's
+/// `(dev, ino)` equals that of `stat(argv[1])`, or of `stat(argv[2])` for the `reused-` lines
+/// (argv[2] is opened after closing the first fd, so it gets the same number).
+const STAT_PROBE_C: &str = r#"
+#define _GNU_SOURCE
+#define _LARGEFILE64_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+extern int __fxstat(int, int, struct stat *);
+extern int __fxstat64(int, int, struct stat64 *);
+extern int __fxstatat(int, int, const char *, struct stat *, int);
+extern int __fxstatat64(int, int, const char *, struct stat64 *, int);
+#if defined(__x86_64__)
+#define VER 1
+#else
+#define VER 0
+#endif
+
+static struct stat want;
+static void report(const char *what, int r, unsigned long long dev, unsigned long long ino) {
+    printf("%s %s\n", what, r != 0 ? "error"
+           : (dev == want.st_dev && ino == want.st_ino) ? "placeholder" : "other");
+}
+#define R(what, call, buf) do { int r_ = (call); report(what, r_, (buf).st_dev, (buf).st_ino); } while (0)
+#define RX(what, call) do { int r_ = (call);     report(what, r_, makedev(sx.stx_dev_major, sx.stx_dev_minor), sx.stx_ino); } while (0)
+
+int main(int argc, char **argv) {
+    struct stat st;
+    struct stat64 st64;
+    struct statx sx;
+    if (argc != 3 || stat(argv[1], &want) != 0) return 2;
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) return 3;
+    R("raw-syscall", (int)syscall(SYS_fstat, fd, &st), st);
+    R("fstat", fstat(fd, &st), st);
+    printf("size %d\n", st.st_size == want.st_size);
+    R("fstat64", fstat64(fd, &st64), st64);
+    R("__fxstat", __fxstat(VER, fd, &st), st);
+    R("__fxstat64", __fxstat64(VER, fd, &st64), st64);
+    R("fstatat", fstatat(fd, "", &st, AT_EMPTY_PATH), st);
+    R("fstatat64", fstatat64(fd, "", &st64, AT_EMPTY_PATH), st64);
+    R("__fxstatat", __fxstatat(VER, fd, "", &st, AT_EMPTY_PATH), st);
+    R("__fxstatat64", __fxstatat64(VER, fd, "", &st64, AT_EMPTY_PATH), st64);
+    RX("statx", statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx));
+    printf("statx-size %d\n", sx.stx_size == (unsigned long long)want.st_size);
+    RX("statx-path", statx(AT_FDCWD, argv[1], 0, STATX_BASIC_STATS, &sx));
+    close(fd);
+    if (stat(argv[2], &want) != 0) return 4;
+    int fd2 = open(argv[2], O_RDONLY);
+    printf("reused %d\n", fd2 == fd);
+    R("reused-fstat", fstat(fd2, &st), st);
+    R("reused-__fxstat64", __fxstat64(VER, fd2, &st64), st64);
+    R("reused-fstatat", fstatat(fd2, "", &st, AT_EMPTY_PATH), st);
+    RX("reused-statx", statx(fd2, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx));
+    return 0;
+}
+"#;
+
+#[test]
+fn every_fd_stat_entry_point_reports_the_placeholder_identity() {
+    let f = Fixture::new();
+    let src = f.out().join("stat_probe.c");
+    let bin = f.out().join("stat_probe");
+    std::fs::write(&src, STAT_PROBE_C).unwrap();
+    let cc = match Command::new("cc").arg("-o").arg(&bin).arg(&src).output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("no C compiler ({e}); fd-stat ABI probe skipped");
+            return;
+        }
+    };
+    assert!(
+        cc.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let w = f.model().join("weights.bin");
+    let outside = f.root.path().join("outside.txt");
+    let lines = |out: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let calls = [
+        "fstat",
+        "fstat64",
+        "__fxstat",
+        "__fxstat64",
+        "fstatat",
+        "fstatat64",
+        "__fxstatat",
+        "__fxstatat64",
+        "statx",
+        "statx-path",
+    ];
+    let expected = |raw: &str| -> Vec<String> {
+        let mut v = vec![format!("raw-syscall {raw}")];
+        for c in calls {
+            v.push(format!("{c} placeholder"));
+            if c == "fstat" {
+                v.push("size 1".into());
+            }
+            if c == "statx" {
+                v.push("statx-size 1".into());
+            }
+        }
+        v.push("reused 1".into());
+        for c in ["fstat", "__fxstat64", "fstatat", "statx"] {
+            v.push(format!("reused-{c} placeholder"));
+        }
+        v
+    };
+    // Served: the raw system call shows the memfd; every libc entry point the placeholder.
+    let hooked = run_ok(f.cmd(bin.to_str().unwrap()).arg(&w).arg(&outside));
+    assert_eq!(lines(&hooked), expected("other"));
+    assert_eq!(f.opens(), vec!["weights.bin".to_string()]);
+    // Without ENABLE_CONNECTOR the placeholder itself is opened: identical answers everywhere.
+    let mut off = f.cmd(bin.to_str().unwrap());
+    off.env_remove("ENABLE_CONNECTOR");
+    let plain = run_ok(off.arg(&w).arg(&outside));
+    assert_eq!(lines(&plain), expected("placeholder"));
+    assert_eq!(f.opens().len(), 1, "no OPEN without ENABLE_CONNECTOR");
 }
 
 #[test]
@@ -620,6 +815,14 @@ print(h.hexdigest())
 print(open("/etc/passwd").read()[:40])
 shutil.copyfile(os.path.join(model, "config.json"), os.path.join(out, "c-" + str(os.getpid())))
 print(subprocess.run(["cat", os.path.join(model, "config.json")], capture_output=True).stdout)
+w = os.path.join(model, "weights.bin")
+fd = os.open(w, os.O_RDONLY)
+fs, ps = os.fstat(fd), os.stat(w)
+print(fs.st_dev, fs.st_ino, fs.st_size, fs.st_mode, ps.st_dev, ps.st_ino, os.pread(fd, 8, 0))
+os.close(fd)
+fd = os.open("/etc/passwd", os.O_RDONLY)
+print(os.fstat(fd).st_ino == os.stat("/etc/passwd").st_ino)
+os.close(fd)
 try:
     open("/nonexistent/file")
 except OSError as e:

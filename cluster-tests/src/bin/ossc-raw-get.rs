@@ -18,7 +18,10 @@ use ossc_core::store_url::AddressingStyle;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() == 6, "usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY");
+    anyhow::ensure!(
+        args.len() == 6,
+        "usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY"
+    );
     let (endpoint, bucket, prefix) = (&args[1], &args[2], &args[3]);
     let part: u64 = args[4].parse()?;
     let concurrency: usize = args[5].parse()?;
@@ -71,7 +74,9 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .buffer_unordered(concurrency)
-        .fold(Ok(0u64), |acc: anyhow::Result<u64>, r| async move { Ok(acc? + r?) })
+        .fold(Ok(0u64), |acc: anyhow::Result<u64>, r| async move {
+            Ok(acc? + r?)
+        })
         .await?;
     let secs = start.elapsed().as_secs_f64();
     println!(

@@ -50,8 +50,9 @@ pub enum Fault {
     /// Return a transport error (connection reset, timeout) without calling
     /// the inner client.
     Transport(String),
-    /// `Get` only: deliver the first `after` bytes of the range into the
-    /// sink, then fail with [`ClientError::Truncated`].
+    /// `Get` only: deliver the first `after` bytes of the range (at most
+    /// its length minus one, so the body really is short) into the sink,
+    /// then fail with [`ClientError::Truncated`].
     Truncate { after: u64 },
     /// `Get` only: deliver the range with the byte at this absolute object
     /// offset bit-flipped (if it lies inside the range), and a range CRC

@@ -138,6 +138,9 @@ pub struct FileStatus {
     pub bytes_done: u64,
     pub source: Option<Source>,
     pub waiting_for_memory: bool,
+    /// OPEN answers still handing this file's fd over (it cannot be released
+    /// until they finish).
+    pub handoffs: usize,
     pub error: Option<String>,
     /// RFC 3339 time of the last OPEN.
     pub last_use: Option<String>,
@@ -663,6 +666,10 @@ impl Cache {
                     FileState::Ready { source, .. } => (f.meta.size, Some(*source), None),
                     FileState::Failed { error, .. } => (0, None, Some(error.clone())),
                 };
+                let handoffs = match &inner.state {
+                    FileState::Ready { memfd, .. } => Arc::strong_count(memfd) - 1,
+                    _ => 0,
+                };
                 let seconds_to_expiry = match inner.state {
                     FileState::Ready { .. } => LargeFile::last_use(&inner)
                         .map(|t| (t + self.expire).saturating_duration_since(now).as_secs()),
@@ -676,6 +683,7 @@ impl Cache {
                     bytes_done,
                     source,
                     waiting_for_memory: inner.waiting_for_memory,
+                    handoffs,
                     error,
                     last_use: inner.last_open_wall.map(|t| {
                         chrono::DateTime::<chrono::Utc>::from(t)

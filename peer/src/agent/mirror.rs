@@ -193,7 +193,12 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
         ..Default::default()
     };
     for (key, reason) in &plan.rejected {
-        if let Some(rel) = key.strip_prefix(params.prefix) {
+        // A rejected file key whose path is a directory of the mirror stays a
+        // plain directory (PASS), not an error.
+        if let Some(rel) = key
+            .strip_prefix(params.prefix)
+            .filter(|r| !plan.dirs.contains(*r))
+        {
             catalog.entries.insert(
                 rel.to_string(),
                 Entry::Rejected {

@@ -8,7 +8,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ossc", version, about = "Fast, transparent model loading from OSS / S3")]
+#[command(
+    name = "ossc",
+    version,
+    about = "Fast, transparent model loading from OSS / S3"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,15 +97,36 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::GenModel { dir, size_mb, shards, seed, manifest } => {
-            let spec = ossc_peer::synthetic_model::ModelSpec { total_bytes: size_mb << 20, shards, seed };
+        Command::GenModel {
+            dir,
+            size_mb,
+            shards,
+            seed,
+            manifest,
+        } => {
+            let spec = ossc_peer::synthetic_model::ModelSpec {
+                total_bytes: size_mb << 20,
+                shards,
+                seed,
+            };
             let m = ossc_peer::synthetic_model::generate(&dir, &spec)?;
             ossc_peer::synthetic_model::write_manifest(&manifest, &m)?;
             let bytes: u64 = m.files.values().map(|f| f.size).sum();
-            println!("generated {} files, {} tensors, {} bytes in {}", m.files.len(), m.tensors.len(), bytes, dir.display());
+            println!(
+                "generated {} files, {} tensors, {} bytes in {}",
+                m.files.len(),
+                m.tensors.len(),
+                bytes,
+                dir.display()
+            );
             Ok(())
         }
-        Command::LoadModel { dir, manifest, no_manifest: _, json } => {
+        Command::LoadModel {
+            dir,
+            manifest,
+            no_manifest: _,
+            json,
+        } => {
             let r = match manifest {
                 Some(manifest) => {
                     let m = ossc_peer::synthetic_model::read_manifest(&manifest)?;
@@ -119,7 +144,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::ServeStore { root, addr, access_key_id, access_key_secret, region, faults } => {
+        Command::ServeStore {
+            root,
+            addr,
+            access_key_id,
+            access_key_secret,
+            region,
+            faults,
+        } => {
             ossc_peer::cli_support::init_logging_stderr();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(ossc_peer::cli_support::serve_store(
@@ -137,7 +169,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Cp { path, dest, quiet } => {
             ossc_peer::cli_support::init_logging_stderr();
-            tokio::runtime::Runtime::new()?.block_on(ossc_peer::cli_support::cp(&path, &dest, !quiet))
+            tokio::runtime::Runtime::new()?
+                .block_on(ossc_peer::cli_support::cp(&path, &dest, !quiet))
         }
         Command::Demo(args) => ossc_peer::demo::run(args),
         Command::Agent(args) => ossc_peer::agent_cli::run(args),
