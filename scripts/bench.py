@@ -53,7 +53,8 @@ def ensure_model(size_mb, shards):
 class Store:
     def __init__(self, root):
         self.port = free_port()
-        self.proc = subprocess.Popen([OSSC, "serve-store", "--root", root, "--addr", f"127.0.0.1:{self.port}"],
+        self.proc = subprocess.Popen([OSSC, "serve-store", "--root", root, "--addr", f"127.0.0.1:{self.port}",
+                                      "--range-behavior", "s3"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.endpoint = f"http://127.0.0.1:{self.port}"
         for _ in range(200):

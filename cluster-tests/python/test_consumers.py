@@ -174,6 +174,10 @@ def test_expiry_frees_memory_and_refetches_exact_bytes(tmp_path, store, model_so
         shard = big_files(manifest)[0]
         want = manifest["files"][shard]["sha256"]
         read = f"import hashlib,os; print(hashlib.sha256(open(os.path.join(os.environ['MODEL_DIR'], {shard!r}),'rb').read()).hexdigest())"
+        # A registered process keeps the agent alive (it idle-exits expireTimeSec after its
+        # last client), so what we observe is the file's memory expiring, not the agent exiting.
+        keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                  env={**node.env, "ENABLE_CONNECTOR": "1"})
         assert node.python(read).stdout.decode().strip() == want
         store.reset()
         deadline = time.time() + 30
@@ -187,5 +191,6 @@ def test_expiry_frees_memory_and_refetches_exact_bytes(tmp_path, store, model_so
             raise AssertionError(f"memory not freed after expiry: {st['bytes_resident']} bytes resident, {f}")
         assert node.python(read, role="2").stdout.decode().strip() == want
         assert store.bytes_served() >= manifest["files"][shard]["size"], "a read after expiry must refetch"
+        keeper.kill()
     finally:
         node.stop_agent()

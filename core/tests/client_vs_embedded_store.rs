@@ -50,6 +50,8 @@ fn start(root: &Path, credentials: Vec<Credentials>, faults: FaultConfig) -> Run
         credentials,
         region: REGION.into(),
         faults,
+
+        range_behavior: Default::default(),
     })
     .unwrap()
 }

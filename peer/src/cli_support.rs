@@ -12,7 +12,7 @@ use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::http_client::{HttpClientOptions, HttpObjectClient};
 use ossc_core::object_client::{list_all, ObjectClient};
 use ossc_core::sign::Credentials;
-use ossc_core::store_server::{EmbeddedStore, FaultConfig, StoreServerConfig};
+use ossc_core::store_server::{EmbeddedStore, FaultConfig, RangeBehavior, StoreServerConfig};
 
 /// The agent socket when `CONNECTOR_UDS_PATH` is unset (the preload library uses the same).
 pub const DEFAULT_SOCKET: &str = "/tmp/oss-connector/connector.sock";
@@ -105,7 +105,13 @@ pub async fn serve_store(
     access_key_secret: Option<String>,
     region: String,
     faults: Option<String>,
+    range_behavior: &str,
 ) -> Result<()> {
+    let range_behavior = match range_behavior {
+        "oss" => RangeBehavior::Oss,
+        "s3" => RangeBehavior::S3,
+        other => anyhow::bail!("--range-behavior must be oss or s3, not {other:?}"),
+    };
     let credentials = match (access_key_id, access_key_secret) {
         (Some(id), Some(secret)) if !id.is_empty() => vec![Credentials {
             access_key_id: id,
@@ -126,6 +132,7 @@ pub async fn serve_store(
         credentials,
         region,
         faults,
+        range_behavior,
     })
     .with_context(|| format!("starting the store on {addr}"))?;
     eprintln!(

@@ -116,6 +116,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             }],
             region: DEMO_REGION.into(),
             faults: FaultConfig::default(),
+
+            range_behavior: Default::default(),
         })
     })?;
     println!(

@@ -124,6 +124,38 @@ fn open_raw(path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> libc::c_int 
     unsafe { sys_openat(libc::AT_FDCWD, path.as_ptr(), flags | libc::O_CLOEXEC, mode) }
 }
 
+/// Most agent start-up failures (a malformed config.json, a missing OSS_PATH)
+/// are printed by the agent on stderr just before it exits: quote the last
+/// line of its stdio file so the application's log says why.
+fn agent_last_words(socket: &[u8]) -> String {
+    /// How much of the file's end is read.
+    const TAIL: usize = 2048;
+    let mut name = socket.to_vec();
+    name.extend_from_slice(AGENT_STDIO_SUFFIX.as_bytes());
+    let Ok(c) = CString::new(name) else {
+        return String::from("(no agent output)");
+    };
+    let fd = open_raw(&c, libc::O_RDONLY, 0);
+    if fd < 0 {
+        return String::from("(no agent output)");
+    }
+    let mut buf = vec![0u8; TAIL];
+    // SAFETY: `fd` is open; lseek/pread/close on it with a buffer we own.
+    let n = unsafe {
+        let size = libc::lseek(fd, 0, libc::SEEK_END);
+        let start = (size - TAIL as libc::off_t).max(0);
+        let n = libc::pread(fd, buf.as_mut_ptr().cast(), TAIL, start);
+        libc::close(fd);
+        n
+    };
+    let text = String::from_utf8_lossy(&buf[..n.max(0) as usize]).into_owned();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| String::from("(no agent output)"))
+}
+
 /// File for the agent's stdout/stderr: `<socket>.agent-stdio.log` (creating the socket's
 /// directory if needed), else `/dev/null`.
 fn open_stdio_file(socket: &[u8]) -> libc::c_int {
@@ -290,9 +322,11 @@ pub fn start_agent_and_connect() -> Result<crate::client::Conn, String> {
                     exited_at = Some(Instant::now());
                 }
                 if exited_at.is_some_and(|t| t.elapsed() >= AGENT_EXITED_GRACE) {
+                    let socket = state::SOCKET_PATH.get().unwrap_or_default();
                     return Err(format!(
-                        "the agent (pid {pid}) exited before accepting connections (last connect errno {e}); see {}{AGENT_STDIO_SUFFIX}",
-                        Bytes(state::SOCKET_PATH.get().unwrap_or_default())
+                        "the agent (pid {pid}) exited before accepting connections (last connect errno {e}): {}; see {}{AGENT_STDIO_SUFFIX}",
+                        agent_last_words(socket),
+                        Bytes(socket)
                     ));
                 }
                 if Instant::now() >= deadline {

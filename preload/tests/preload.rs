@@ -3,8 +3,8 @@
 //! Design decision: the real agent is not needed. A small UDS server thread in this test binary
 //! implements the agent side of the protocol (memfd contents for some paths, PASS for real
 //! files, ERR for others) and records every request; real programs (`cat`, `sha256sum`, `cp`,
-//! `python3`) run as children with `LD_PRELOAD` pointing at the cdylib that cargo builds next
-//! to this test executable. MODEL_DIR holds size-exact *zero-filled* placeholders, like the
+//! `tar`, `python3`, a small C program) run as children with `LD_PRELOAD` pointing at the
+//! cdylib that cargo builds next to this test executable. MODEL_DIR holds size-exact *zero-filled* placeholders, like the
 //! agent's mirror, so any request that wrongly passes through shows up as wrong bytes.
 //! This binary deliberately does not link the `ossc_preload` rlib, so its own libc calls are
 //! not hooked.
@@ -391,6 +391,29 @@ fn cat_sha256sum_and_cp_are_byte_exact() {
         std::fs::read(&copy_a).unwrap() == f.weights,
         "cp -a copy differs"
     );
+    // tar also compares what it stat'ed with what it opened.
+    let tarball = f.out().join("w.tar");
+    run_ok(
+        f.cmd("tar")
+            .arg("cf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(f.model())
+            .arg("weights.bin"),
+    );
+    let untar = f.out().join("untar");
+    std::fs::create_dir_all(&untar).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&untar),
+    );
+    assert!(
+        std::fs::read(untar.join("weights.bin")).unwrap() == f.weights,
+        "tar round trip differs"
+    );
     // Copying through a plain read (cp reading from stdin) is byte-exact.
     let copy2 = f.out().join("copy2.bin");
     run_ok(
@@ -412,7 +435,7 @@ fn cat_sha256sum_and_cp_are_byte_exact() {
     let opens = f.opens();
     assert_eq!(
         opens.iter().filter(|o| *o == "weights.bin").count(),
-        5,
+        6,
         "{opens:?}"
     );
     assert!(opens.contains(&"sub/shard.bin".to_string()));

@@ -43,6 +43,24 @@ pub struct StoreServerConfig {
     /// Faults injected from the first request on.
     #[serde(default)]
     pub faults: FaultConfig,
+    /// How a range that does not fit the object is answered when the client
+    /// did not send `x-oss-range-behavior: standard`.
+    #[serde(default)]
+    pub range_behavior: RangeBehavior,
+}
+
+/// OSS and S3 disagree on out-of-bounds ranges: OSS (by default) answers
+/// `bytes=0-2000` on a 1000-byte object with 200 and the whole object; S3
+/// clamps it to a 206 of the bytes that exist. Clients written for S3 (the AWS
+/// SDKs' downloaders, s5cmd) ask for past-the-end last parts and need `S3`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangeBehavior {
+    /// OSS's default behaviour (the faithful default).
+    #[default]
+    Oss,
+    /// S3's behaviour: always as if `x-oss-range-behavior: standard` were sent.
+    S3,
 }
 
 /// Faults injected into object GETs.

@@ -8,6 +8,8 @@
 //! real bytes went out, exactly where a flaky network would cut.
 
 use std::convert::Infallible;
+
+use super::RangeBehavior;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -528,8 +530,9 @@ async fn get_object(
             .expect("valid response"));
     }
 
-    let standard = header_str(headers, "x-oss-range-behavior")
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("standard"));
+    let standard = state.range_behavior == RangeBehavior::S3
+        || header_str(headers, "x-oss-range-behavior")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("standard"));
     let range = match header_str(headers, "range").map(|r| resolve_range(r, size, standard)) {
         None | Some(RangeOutcome::Whole) => None,
         Some(RangeOutcome::Partial(a, z)) => Some((a, z)),

@@ -51,7 +51,8 @@ use hyper_util::rt::TokioIo;
 use tokio::task::{AbortHandle, JoinSet};
 
 pub use config::{
-    FaultConfig, StoreServerConfig, DEFAULT_FAULT_CODE, DEFAULT_FAULT_STATUS, DEFAULT_REGION,
+    FaultConfig, RangeBehavior, StoreServerConfig, DEFAULT_FAULT_CODE, DEFAULT_FAULT_STATUS,
+    DEFAULT_REGION,
 };
 pub use stats::{FaultCounts, RequestCounts, StoreStats};
 
@@ -120,6 +121,7 @@ impl ApiError {
 pub(crate) struct State {
     root: PathBuf,
     region: String,
+    range_behavior: RangeBehavior,
     credentials: Vec<Credentials>,
     files: FileCache,
     counters: Counters,
@@ -181,6 +183,7 @@ impl EmbeddedStore {
         let state = Arc::new(State {
             root: config.root,
             region: config.region,
+            range_behavior: config.range_behavior,
             credentials: config.credentials,
             files: FileCache::default(),
             counters: Counters::default(),

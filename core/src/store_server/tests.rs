@@ -41,6 +41,10 @@ struct Fixture {
 
 impl Fixture {
     fn start(credentials: Vec<Credentials>) -> Self {
+        Self::start_with(credentials, RangeBehavior::Oss)
+    }
+
+    fn start_with(credentials: Vec<Credentials>, range_behavior: RangeBehavior) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         put_file(&root, &format!("{BUCKET}/{OBJ}"), &pattern(OBJ_LEN, 0));
@@ -50,6 +54,7 @@ impl Fixture {
             credentials,
             region: REGION.to_string(),
             faults: FaultConfig::default(),
+            range_behavior,
         })
         .unwrap();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -209,6 +214,34 @@ async fn path_style_and_virtual_hosted_serve_the_same_object() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &want[..]);
+}
+
+#[tokio::test]
+async fn s3_range_behavior_clamps_past_the_end_ranges() {
+    // What the AWS SDK downloaders (s5cmd) rely on: a last part that asks for
+    // more than exists gets the bytes that exist, as a 206.
+    let oss = Fixture::start(Vec::new());
+    let s3 = Fixture::start_with(Vec::new(), RangeBehavior::S3);
+    let path = format!("/{BUCKET}/{OBJ}");
+    let end = OBJ_LEN as u64 + 5000;
+    let range = format!("bytes=100-{end}");
+    let r = oss.get_with(&path, &[("range", &range)]).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "OSS answers an out-of-bounds range with the whole object"
+    );
+    assert_eq!(r.bytes().await.unwrap().len(), OBJ_LEN);
+    let r = s3.get_with(&path, &[("range", &range)]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 100-{}/{OBJ_LEN}", OBJ_LEN - 1)
+    );
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &pattern(OBJ_LEN, 0)[100..]
+    );
 }
 
 #[tokio::test]
@@ -1220,6 +1253,8 @@ async fn start_rejects_a_missing_root_and_shutdown_stops_serving() {
         credentials: vec![],
         region: REGION.into(),
         faults: FaultConfig::default(),
+
+        range_behavior: Default::default(),
     });
     assert_eq!(missing.err().unwrap().kind(), std::io::ErrorKind::NotFound);
 

@@ -46,6 +46,9 @@ enum Command {
         /// Fault injection, as the JSON of FaultConfig (also settable at runtime: PUT /_ossc/faults).
         #[arg(long)]
         faults: Option<String>,
+        /// Out-of-bounds ranges: `oss` (whole object, OSS's default) or `s3` (clamped 206, for S3 clients such as s5cmd).
+        #[arg(long, default_value = "oss")]
+        range_behavior: String,
     },
     /// Generate a synthetic sharded safetensors model (for tests and benchmarks).
     GenModel {
@@ -151,6 +154,7 @@ fn run(cli: Cli) -> Result<()> {
             access_key_secret,
             region,
             faults,
+            range_behavior,
         } => {
             ossc_peer::cli_support::init_logging_stderr();
             let runtime = tokio::runtime::Runtime::new()?;
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
                 access_key_secret,
                 region,
                 faults,
+                &range_behavior,
             ))
         }
         Command::Ls { path } => {
