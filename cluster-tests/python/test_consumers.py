@@ -194,3 +194,45 @@ def test_expiry_frees_memory_and_refetches_exact_bytes(tmp_path, store, model_so
         keeper.kill()
     finally:
         node.stop_agent()
+
+
+def test_status_metrics_and_metadata_without_the_hook(tmp_path, store, model_source):
+    import urllib.request
+    from conftest import free_port
+
+    _, manifest, _ = model_source
+    port = free_port()
+    node = Node(tmp_path, store, OSS_CONNECTOR_METRICS_LISTEN=f"127.0.0.1:{port}")
+    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              env={**node.env, "ENABLE_CONNECTOR": "1"})
+    try:
+        shard = big_files(manifest)[0]
+        read = f"import os; open(os.path.join(os.environ['MODEL_DIR'], {shard!r}), 'rb').read()"
+        node.python(read, role="2")
+        # A person's view of the agent.
+        human = subprocess.run([OSSC_BIN, "status", "--socket", node.socket], capture_output=True, text=True,
+                               check=True).stdout
+        assert "bytes by source" in human and shard in human, human
+        # Prometheus.
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        store_bytes = [l for l in body.splitlines() if l.startswith('ossc_bytes_total{source="store"}')]
+        assert store_bytes and int(store_bytes[0].split()[-1]) >= manifest["files"][shard]["size"], body
+        # Metadata works for a process WITHOUT the hook: the tree is real.
+        code = f"""
+import json, os, pathlib
+d = pathlib.Path({str(node.model_dir)!r})
+m = json.load(open({str(model_source[2])!r}))
+assert os.path.isdir(d)
+names = sorted(p.name for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+assert names == sorted(m["files"]), names
+for n, f in m["files"].items():
+    assert os.path.getsize(d / n) == f["size"], n
+    assert os.path.realpath(d / n) == str((d / n).resolve())
+assert sorted(p.name for p in d.glob("*.safetensors")) == sorted(n for n in m["files"] if n.endswith(".safetensors"))
+print("ok")
+"""
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "ok"
+    finally:
+        keeper.kill()
+        node.stop_agent()

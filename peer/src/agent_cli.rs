@@ -26,6 +26,9 @@ pub struct AgentArgs {
     /// Log to stderr instead of logPath.
     #[arg(long)]
     pub log_stderr: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "OSS_CONNECTOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
@@ -61,6 +64,14 @@ fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) ->
         .thread_name("ossc-agent")
         .build()?;
     runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::prometheus::serve(addr, socket).await {
+                    tracing::error!("metrics endpoint stopped: {e:#}");
+                }
+            });
+        }
         let client = cli_support::http_client(&settings)?;
         let mut opts = AgentOptions::new(&socket, &model_dir, settings.prefix.clone(), client);
         opts.fetch = cli_support::fetch_config(&config);

@@ -6,4 +6,5 @@ pub mod cli_support;
 pub mod demo;
 pub mod download;
 pub mod model_reader;
+pub mod prometheus;
 pub mod synthetic_model;

@@ -3,7 +3,11 @@
 //! discarded and no client logic (no signing, no CRC, no retries, no writes).
 //! Whatever `ossc cp` reaches relative to this is the cost of its logic.
 //!
-//! usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY
+//! With WRITE_DIR, every body byte is also written (pwrite) into a file of
+//! the object's size under that directory: the ceiling for a client that must
+//! store what it downloads (`ossc cp`), still without any client logic.
+//!
+//! usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY [WRITE_DIR]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,12 +41,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let lister = HttpObjectClient::new(&settings, HttpClientOptions::default())?;
     let objects = list_all(&lister as &dyn ObjectClient, prefix).await?;
+    let start = Instant::now();
     let mut ranges = Vec::new();
     for o in &objects {
+        let file = match &write_dir {
+            Some(dir) => {
+                let path = dir.join(o.key.replace('/', "_"));
+                let f = std::fs::File::create(&path)?;
+                f.set_len(o.size)?;
+                Some(Arc::new(f))
+            }
+            None => None,
+        };
         let mut off = 0;
         while off < o.size {
             let end = (off + part).min(o.size);
-            ranges.push((o.key.clone(), off, end));
+            ranges.push((o.key.clone(), off, end, file.clone()));
             off = end;
         }
     }
@@ -52,9 +66,8 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let base = endpoint.trim_end_matches('/').to_string();
     let bucket = Arc::new(bucket.clone());
-    let start = Instant::now();
     let bytes: u64 = futures::stream::iter(ranges)
-        .map(|(key, a, b)| {
+        .map(|(key, a, b, file)| {
             let http = http.clone();
             let url = format!("{base}/{bucket}/{key}");
             async move {
@@ -67,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
                 let mut n = 0u64;
                 let mut body = resp.bytes_stream();
                 while let Some(chunk) = body.next().await {
-                    n += chunk?.len() as u64;
+                    let chunk = chunk?;
+                    if let Some(f) = &file {
+                        std::os::unix::fs::FileExt::write_all_at(f.as_ref(), &chunk, a + n)?;
+                    }
+                    n += chunk.len() as u64;
                 }
                 anyhow::ensure!(n == b - a, "short body");
                 Ok::<u64, anyhow::Error>(n)

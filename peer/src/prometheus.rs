@@ -1,0 +1,221 @@
+//! Prometheus exposition of the node agent's state.
+//!
+//! Design: the exporter reads the agent's own `STATUS` over its Unix socket
+//! and renders it as Prometheus text format (version 0.0.4). The agent's
+//! internals stay private, and the same numbers feed `ossc status` and
+//! `/metrics`, so the two can never disagree. It is off by default: several
+//! agents may run side by side on one node (`CONNECTOR_UDS_PATH`), and each
+//! needs its own port. Enable it with `ossc agent --metrics-listen ADDR` or
+//! `OSS_CONNECTOR_METRICS_LISTEN=ADDR`.
+//! Metric names are documented constants in [`render`].
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+/// Renders an agent STATUS document as Prometheus text.
+pub fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let by_source = ["store", "peer", "local"]
+        .iter()
+        .map(|s| {
+            (
+                format!("{{source=\"{s}\"}}"),
+                num(&status["bytes_by_source"][s]),
+            )
+        })
+        .collect();
+    metric(
+        "ossc_bytes_total",
+        "counter",
+        "Bytes of model data obtained, by source (store: object store, peer: other agents, local: served from this node).",
+        by_source,
+    );
+    metric(
+        "ossc_bytes_resident",
+        "gauge",
+        "Bytes of model data held in node memory.",
+        vec![(String::new(), num(&status["bytes_resident"]))],
+    );
+    metric(
+        "ossc_memory_limit_bytes",
+        "gauge",
+        "The agent's memory cap for cached data.",
+        vec![(String::new(), num(&status["memory_limit"]))],
+    );
+    let m = &status["metrics"];
+    for (key, name, help) in [
+        ("opens", "ossc_opens_total", "Opens handled by the agent."),
+        (
+            "opens_fd",
+            "ossc_opens_served_total",
+            "Opens answered with a memory-backed fd.",
+        ),
+        (
+            "opens_pass",
+            "ossc_opens_passthrough_total",
+            "Opens of real (small) files passed through.",
+        ),
+        (
+            "opens_err",
+            "ossc_opens_failed_total",
+            "Opens answered with an error.",
+        ),
+        ("fetches", "ossc_fetches_total", "Object fetches started."),
+        (
+            "fetch_errors",
+            "ossc_fetch_errors_total",
+            "Object fetches that failed.",
+        ),
+        (
+            "evictions",
+            "ossc_evictions_total",
+            "Files released to stay under the memory cap.",
+        ),
+        (
+            "expirations",
+            "ossc_expirations_total",
+            "Files released after expireTimeSec without use.",
+        ),
+    ] {
+        metric(name, "counter", help, vec![(String::new(), num(&m[key]))]);
+    }
+    let files = status["files"].as_array().cloned().unwrap_or_default();
+    let mut by_state: std::collections::BTreeMap<String, u64> = Default::default();
+    for f in &files {
+        *by_state
+            .entry(f["state"].as_str().unwrap_or("unknown").to_string())
+            .or_default() += 1;
+    }
+    metric(
+        "ossc_files",
+        "gauge",
+        "Large files known to the agent, by state.",
+        by_state
+            .into_iter()
+            .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n))
+            .collect(),
+    );
+    metric(
+        "ossc_file_bytes_done",
+        "gauge",
+        "Bytes of each large file fetched so far.",
+        files
+            .iter()
+            .map(|f| {
+                (
+                    format!(
+                        "{{path=\"{}\"}}",
+                        escape_label(f["path"].as_str().unwrap_or(""))
+                    ),
+                    num(&f["bytes_done"]),
+                )
+            })
+            .collect(),
+    );
+    let pids = status["registered_pids"]
+        .as_object()
+        .map_or(0, |o| o.len() as u64);
+    metric(
+        "ossc_registered_processes",
+        "gauge",
+        "Processes registered with the agent.",
+        vec![(String::new(), pids)],
+    );
+    out
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `addr` until the process exits.
+pub async fn serve(addr: SocketAddr, socket: PathBuf) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+    tracing::info!(%addr, "Prometheus metrics at /metrics");
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics") {
+                match tokio::task::spawn_blocking(move || crate::agent::query_status(&socket)).await
+                {
+                    Ok(Ok(s)) => ("200 OK", render(&s)),
+                    Ok(Err(e)) => (
+                        "503 Service Unavailable",
+                        format!("agent status unavailable: {e:#}\n"),
+                    ),
+                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+                }
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_status_as_prometheus_text() {
+        let status = serde_json::json!({
+            "bytes_by_source": {"store": 100, "peer": 20, "local": 3},
+            "bytes_resident": 64, "memory_limit": 1000,
+            "metrics": {"opens": 5, "opens_fd": 2, "opens_pass": 3, "opens_err": 0, "fetches": 2,
+                        "fetch_errors": 1, "evictions": 0, "expirations": 4},
+            "files": [{"path": "a\"b.safetensors", "state": "ready", "bytes_done": 64},
+                      {"path": "c.safetensors", "state": "fetching", "bytes_done": 7}],
+            "registered_pids": {"10": {}, "11": {}},
+        });
+        let text = render(&status);
+        for line in [
+            "ossc_bytes_total{source=\"store\"} 100",
+            "ossc_bytes_total{source=\"peer\"} 20",
+            "ossc_bytes_resident 64",
+            "ossc_memory_limit_bytes 1000",
+            "ossc_fetch_errors_total 1",
+            "ossc_expirations_total 4",
+            "ossc_files{state=\"ready\"} 1",
+            "ossc_files{state=\"fetching\"} 1",
+            "ossc_file_bytes_done{path=\"a\\\"b.safetensors\"} 64",
+            "ossc_registered_processes 2",
+            "# TYPE ossc_bytes_total counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Every sample line is `name{labels} value` or `name value`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "bad sample {l:?}");
+        }
+    }
+}
