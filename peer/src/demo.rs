@@ -266,7 +266,12 @@ fn print_summary(r: &DemoReport, stats: Option<&ossc_core::store_server::StoreSt
         );
     }
     if let Some(a) = &r.agent {
-        println!("demo: agent bytes by source: {}", a["bytes_by_source"]);
+        let b = &a["bytes_by_source"];
+        println!(
+            "demo: bytes by source: store {} (fetched from the object store), peer {} (from other nodes), \
+             local {} (opens served from node memory that was already prefetched)",
+            b["store"], b["peer"], b["local"]
+        );
     }
     println!(
         "demo: logs: {} and {}",

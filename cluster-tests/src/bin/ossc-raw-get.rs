@@ -23,9 +23,10 @@ use ossc_core::store_url::AddressingStyle;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
-        args.len() == 6,
-        "usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY"
+        args.len() == 6 || args.len() == 7,
+        "usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY [WRITE_DIR]"
     );
+    let write_dir = args.get(6).map(std::path::PathBuf::from);
     let (endpoint, bucket, prefix) = (&args[1], &args[2], &args[3]);
     let part: u64 = args[4].parse()?;
     let concurrency: usize = args[5].parse()?;
