@@ -31,8 +31,8 @@ export OSSC_BIN="$PWD/target/debug/ossc"
 export OSSC_PRELOAD_LIB="$PWD/target/debug/libossc_preload.so"
 
 section "rust tests"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/rust-tests.log
-rust_rc=${PIPESTATUS[0]}
+rust_rc=0
+cargo test --workspace --no-fail-fast 2>&1 | tee target/rust-tests.log || rust_rc=$?
 
 section "python consumer tests"
 py_rc=0

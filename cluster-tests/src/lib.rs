@@ -1,1 +1,10 @@
+//! Cross-process and cross-host test support for ossc.
+//!
+//! - [`netns`]: real multi-host clusters from Linux network namespaces (a
+//!   bridge in its own switch namespace, veth links with `tc tbf` caps).
+//! - [`ossc_cluster`]: ossc on such a cluster — `ossc serve-store` on the store
+//!   host, consumers under `libossc_preload.so` (and their node agents) on the
+//!   node hosts, the store's egress counter.
 
+pub mod netns;
+pub mod ossc_cluster;

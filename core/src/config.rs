@@ -162,6 +162,26 @@ pub struct ConnectorConfig {
     pub cache_small_file_bytes: u64,
     /// `store.*` (ossc extension).
     pub store: StoreConfig,
+    /// `peer.*` (ossc extension): the peer layer; env vars override it.
+    pub peer: PeerConfig,
+}
+
+/// The `peer` section (ossc extension). Each key has an environment variable
+/// that wins over it (see `ossc_peer::swarm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// `peer.peers`: `host:port` entries (`OSS_CONNECTOR_PEERS`).
+    pub peers: Vec<String>,
+    /// `peer.listen`: `ip:port` (`OSS_CONNECTOR_PEER_LISTEN`).
+    pub listen: Option<String>,
+    /// `peer.advertise`: the address peers know this node by
+    /// (`OSS_CONNECTOR_PEER_ADVERTISE`).
+    pub advertise: Option<String>,
+    /// `peer.secretFile`: file holding the cluster secret
+    /// (`OSS_CONNECTOR_CLUSTER_SECRET` gives the secret itself).
+    pub secret_file: Option<PathBuf>,
+    /// `peer.chunkSizeBytes`.
+    pub chunk_size_bytes: Option<u64>,
 }
 
 impl Default for ConnectorConfig {
@@ -177,6 +197,7 @@ impl Default for ConnectorConfig {
             cache_memory_limit_bytes: DEFAULT_CACHE_MEMORY_LIMIT_BYTES,
             cache_small_file_bytes: DEFAULT_SMALL_FILE_BYTES,
             store: StoreConfig::default(),
+            peer: PeerConfig::default(),
         }
     }
 }
@@ -338,10 +359,18 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "prefetch",
     "cache",
     "store",
+    "peer",
 ];
 const PREFETCH_KEYS: &[&str] = &["vcpus", "workers", "partSizeBytes"];
 const CACHE_KEYS: &[&str] = &["memoryLimitBytes", "smallFileBytes"];
 const STORE_KEYS: &[&str] = &["endpoint", "region", "signatureVersion", "addressingStyle"];
+const PEER_KEYS: &[&str] = &[
+    "peers",
+    "listen",
+    "advertise",
+    "secretFile",
+    "chunkSizeBytes",
+];
 
 type Object = serde_json::Map<String, Value>;
 
@@ -480,6 +509,47 @@ impl Walker<'_> {
                 config.store.addressing_style = text
                     .parse()
                     .map_err(|_| self.invalid(v, "store.addressingStyle", expected))?;
+            }
+        }
+        if let Some(v) = root.get("peer") {
+            let peer = self.object(v, "peer")?;
+            self.warn_unknown(peer, "peer.", PEER_KEYS);
+            if let Some(v) = peer.get("peers") {
+                let expected = "an array of \"host:port\" strings";
+                let items = v
+                    .as_array()
+                    .ok_or_else(|| self.wrong_type(v, "peer.peers", expected))?;
+                config.peer.peers = items
+                    .iter()
+                    .map(|item| self.non_empty_string(item, "peer.peers", expected))
+                    .collect::<Result<_, _>>()?;
+            }
+            if let Some(v) = peer.get("listen") {
+                config.peer.listen = Some(self.non_empty_string(
+                    v,
+                    "peer.listen",
+                    "an ip:port such as \"0.0.0.0:7468\"",
+                )?);
+            }
+            if let Some(v) = peer.get("advertise") {
+                config.peer.advertise =
+                    Some(self.non_empty_string(v, "peer.advertise", "a host:port")?);
+            }
+            if let Some(v) = peer.get("secretFile") {
+                config.peer.secret_file = Some(PathBuf::from(self.non_empty_string(
+                    v,
+                    "peer.secretFile",
+                    "a file path",
+                )?));
+            }
+            if let Some(v) = peer.get("chunkSizeBytes") {
+                config.peer.chunk_size_bytes = Some(self.integer(
+                    v,
+                    "peer.chunkSizeBytes",
+                    1 << 20,
+                    1 << 30,
+                    "an integer number of bytes from 1048576 (1 MiB) to 1073741824 (1 GiB)",
+                )?);
             }
         }
         Ok(config)
@@ -841,6 +911,25 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn peer_section_is_parsed_and_checked() {
+        let c = parse(
+            r#"{"peer": {"peers": ["10.0.0.1:7468", "peers.ns.svc:7468"], "listen": "0.0.0.0:7000",
+                 "advertise": "10.0.0.1:7000", "secretFile": "/etc/ossc/secret", "chunkSizeBytes": 8388608}}"#,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let p = c.config.peer;
+        assert_eq!(p.peers, ["10.0.0.1:7468", "peers.ns.svc:7468"]);
+        assert_eq!(p.listen.as_deref(), Some("0.0.0.0:7000"));
+        assert_eq!(p.advertise.as_deref(), Some("10.0.0.1:7000"));
+        assert_eq!(p.secret_file, Some(PathBuf::from("/etc/ossc/secret")));
+        assert_eq!(p.chunk_size_bytes, Some(8 << 20));
+        assert_eq!(parse("{}").unwrap().config.peer, PeerConfig::default());
+        assert!(err(r#"{"peer": {"peers": "a:1"}}"#).contains("peer.peers"));
+        assert!(err(r#"{"peer": {"chunkSizeBytes": 5}}"#).contains("peer.chunkSizeBytes"));
     }
 
     #[test]

@@ -133,22 +133,93 @@ impl FetchEngine {
         progress: Arc<FetchProgress>,
     ) -> Result<FetchedObject, ObjectClientError> {
         let size = meta.size;
-        let part_size = self.config.part_size;
-        let n_parts = usize::try_from(size.div_ceil(part_size))
-            .map_err(|_| ClientError::InvalidRequest(format!("object too large: {size}")))?;
-        let job = Arc::new(Job {
+        let job = self.job(meta, sink, progress);
+        tracing::debug!(key = %meta.key, size, "fetch start");
+        let parts = self.run_parts(&job, 0..size).await?;
+        let result = job.finish(meta, &parts);
+        match &result {
+            Ok(f) => {
+                tracing::debug!(key = %meta.key, size, verified = f.crc64_verified, "fetch done")
+            }
+            Err(e) => tracing::debug!(key = %meta.key, "fetch failed: {e}"),
+        }
+        result
+    }
+
+    /// Fetches `range` of `meta.key` (pinned to `meta.etag`) into `sink` at
+    /// absolute offsets, as parts under the same engine-wide in-flight limit
+    /// and FIFO order as [`FetchEngine::fetch_object`]. Returns the CRC-64 of
+    /// exactly that range (combined from the parts) and the whole-object CRC-64
+    /// header if the store sent one. Used by the peer layer, which fetches an
+    /// object's chunks separately.
+    pub async fn fetch_range(
+        &self,
+        meta: &ObjectMeta,
+        range: Range<u64>,
+        sink: Arc<dyn RangeSink>,
+        progress: Arc<FetchProgress>,
+    ) -> Result<RangeFetched, ObjectClientError> {
+        if range.start > range.end || range.end > meta.size {
+            return Err(ClientError::InvalidRequest(format!(
+                "range {range:?} outside object {} of {} bytes",
+                meta.key, meta.size
+            ))
+            .into());
+        }
+        let job = self.job(meta, sink, progress);
+        let parts = self.run_parts(&job, range.clone()).await?;
+        let parts: Vec<&GetRangeMeta> = parts
+            .iter()
+            .map(|p| p.as_ref().expect("every part recorded"))
+            .collect();
+        let mut crc = 0u64;
+        let mut offset = range.start;
+        for p in &parts {
+            let len = self.config.part_size.min(range.end - offset);
+            crc = crc64::combine(crc, p.range_crc64, len);
+            offset += len;
+        }
+        Ok(RangeFetched {
+            crc64: crc,
+            etag: parts
+                .first()
+                .map(|p| p.etag.clone())
+                .unwrap_or_else(|| meta.etag.clone()),
+            object_crc64: parts.iter().find_map(|p| p.object_crc64),
+        })
+    }
+
+    fn job(
+        &self,
+        meta: &ObjectMeta,
+        sink: Arc<dyn RangeSink>,
+        progress: Arc<FetchProgress>,
+    ) -> Arc<Job> {
+        Arc::new(Job {
             client: self.client.clone(),
             key: meta.key.clone(),
             pin: (!meta.etag.is_empty()).then(|| meta.etag.clone()),
-            size,
-            part_size,
+            size: meta.size,
+            part_size: self.config.part_size,
             sink,
             progress,
             retry: self.config.retry,
             failed: AtomicBool::new(false),
-        });
-        tracing::debug!(key = %meta.key, size, n_parts, "fetch start");
+        })
+    }
 
+    /// Issues the parts of `range` (part boundaries at `range.start + k ×
+    /// part_size`) under the permits, in FIFO order across calls, and waits
+    /// for all of them. The first failure aborts the rest.
+    async fn run_parts(
+        &self,
+        job: &Arc<Job>,
+        range: Range<u64>,
+    ) -> Result<Vec<Option<GetRangeMeta>>, ObjectClientError> {
+        let part_size = job.part_size;
+        let len = range.end - range.start;
+        let n_parts = usize::try_from(len.div_ceil(part_size))
+            .map_err(|_| ClientError::InvalidRequest(format!("range too large: {len}")))?;
         let mut parts: Vec<Option<GetRangeMeta>> = vec![None; n_parts];
         let mut set: JoinSet<(usize, Result<GetRangeMeta, ObjectClientError>)> = JoinSet::new();
         {
@@ -171,12 +242,12 @@ impl FetchEngine {
                             // reported yet. Issue nothing more.
                             break;
                         }
-                        let start = next as u64 * part_size;
-                        let range = start..(start + part_size).min(size);
+                        let start = range.start + next as u64 * part_size;
+                        let part = start..(start + part_size).min(range.end);
                         let job = job.clone();
                         let index = next;
                         set.spawn(async move {
-                            let result = job.fetch_part(range).await;
+                            let result = job.fetch_part(part).await;
                             if result.is_err() {
                                 // Before the permit goes back, so the
                                 // dispatcher cannot issue another part.
@@ -193,15 +264,19 @@ impl FetchEngine {
         while let Some(joined) = set.join_next().await {
             record(&mut parts, joined)?;
         }
-        let result = job.finish(meta, &parts);
-        match &result {
-            Ok(f) => {
-                tracing::debug!(key = %meta.key, size, verified = f.crc64_verified, "fetch done")
-            }
-            Err(e) => tracing::debug!(key = %meta.key, "fetch failed: {e}"),
-        }
-        result
+        Ok(parts)
     }
+}
+
+/// What [`FetchEngine::fetch_range`] learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeFetched {
+    /// CRC-64/XZ of exactly the bytes of the range.
+    pub crc64: u64,
+    /// The ETag the store reported (the pinned one when pinned).
+    pub etag: String,
+    /// The store's whole-object CRC-64 header, if sent.
+    pub object_crc64: Option<u64>,
 }
 
 /// Stores one finished part, or returns its error (which aborts the rest).
@@ -422,6 +497,45 @@ mod tests {
                 .collect();
             assert_eq!(ranges, expected, "size {size}");
         }
+    }
+
+    #[tokio::test]
+    async fn fetch_range_writes_only_its_range_and_returns_its_crc() {
+        let mock = Arc::new(MockObjectClient::new("b").with_chunk_size(100));
+        let size = 9 * PART + 11;
+        let d = data(size, 21);
+        mock.put_object("obj", d.clone());
+        let meta = mock.head("obj").await.unwrap();
+        let engine = FetchEngine::new(mock.clone(), config(4));
+        for range in [0..1, PART / 2..3 * PART + 7, 5 * PART..size, 0..size] {
+            mock.reset_stats();
+            let sink = Arc::new(VecSink::with_len(size as usize));
+            let progress = Arc::new(FetchProgress::default());
+            let got = engine
+                .fetch_range(&meta, range.clone(), sink.clone(), progress.clone())
+                .await
+                .unwrap();
+            let (s, e) = (range.start as usize, range.end as usize);
+            assert_eq!(got.crc64, crate::crc64::crc64(&d[s..e]), "{range:?}");
+            assert_eq!(got.object_crc64, Some(crate::crc64::crc64(&d)));
+            assert_eq!(got.etag, meta.etag);
+            let out = sink.contents();
+            assert_eq!(&out[s..e], &d[s..e]);
+            assert!(out[..s].iter().chain(&out[e..]).all(|b| *b == 0));
+            assert_eq!(mock.bytes_served(), range.end - range.start);
+            assert_eq!(
+                progress.bytes_done.load(Ordering::Relaxed),
+                range.end - range.start
+            );
+        }
+        let sink = Arc::new(VecSink::with_len(size as usize));
+        let past_end = engine
+            .fetch_range(&meta, 0..size + 1, sink, Arc::default())
+            .await;
+        assert!(matches!(
+            past_end,
+            Err(ObjectClientError::Client(ClientError::InvalidRequest(_)))
+        ));
     }
 
     #[tokio::test]

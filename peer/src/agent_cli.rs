@@ -50,6 +50,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
 
 fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) -> Result<()> {
     let settings = cli_support::store_settings(&config, args.oss_path.as_deref())?;
+    // Peer layer (OSS_CONNECTOR_PEERS …): a configuration error stops the
+    // agent here, before any socket exists, with the reason in the log.
+    let swarm = crate::swarm::SwarmConfig::resolve(&|k| std::env::var(k).ok(), &config.peer)?;
     let model_dir = args
         .model_dir
         .or_else(|| {
@@ -82,6 +85,15 @@ fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) ->
         opts.log_path = config.log_path.clone();
         opts.idle_exit = !args.daemon;
         opts.handle_signals = true;
+        if let Some(swarm) = &swarm {
+            tracing::info!(
+                peers = ?swarm.peers,
+                listen = %swarm.listen,
+                chunk_size = swarm.chunk_size,
+                "peer layer configured"
+            );
+        }
+        opts.swarm = swarm;
         tracing::info!(
             socket = %socket.display(),
             model_dir = %model_dir.display(),

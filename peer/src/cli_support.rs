@@ -172,6 +172,25 @@ pub fn render_status(status: &serde_json::Value) -> String {
         let parts: Vec<String> = src.iter().map(|(k, v)| format!("{k} {}", num(v))).collect();
         let _ = writeln!(out, "bytes by source: {}", parts.join(", "));
     }
+    if let Some(peers) = status["peers"].as_object() {
+        let alive = peers["alive"].as_array().map_or(0, |a| a.len());
+        let _ = writeln!(
+            out,
+            "peer layer: this node {}  alive {alive} (itself included)",
+            peers["self"].as_str().unwrap_or("?")
+        );
+        for p in peers["peers"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  peer {:<24} {:<5} sent {} bytes  received {} bytes  failures {}",
+                p["id"].as_str().unwrap_or("?"),
+                if p["alive"] == true { "alive" } else { "dead" },
+                num(&p["bytes_sent"]),
+                num(&p["bytes_received"]),
+                num(&p["failures"])
+            );
+        }
+    }
     if let Some(files) = status["files"].as_array() {
         let _ = writeln!(
             out,
@@ -202,4 +221,38 @@ pub fn render_status(status: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_rendering_shows_the_peer_set_and_traffic() {
+        let status = serde_json::json!({
+            "agent_pid": 7,
+            "model_dir": "/m",
+            "bytes_resident": 10,
+            "memory_limit": 20,
+            "bytes_by_source": {"store": 4, "peer": 6, "local": 0},
+            "peers": {
+                "self": "10.0.0.1:7468",
+                "alive": ["10.0.0.1:7468", "10.0.0.2:7468"],
+                "peers": [{"id": "10.0.0.2:7468", "alive": true, "bytes_sent": 5,
+                           "bytes_received": 6, "failures": 0}]
+            },
+            "files": []
+        });
+        let text = render_status(&status);
+        assert!(
+            text.contains("peer layer: this node 10.0.0.1:7468  alive 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peer 10.0.0.2:7468            alive sent 5 bytes  received 6 bytes"),
+            "{text}"
+        );
+        let alone = render_status(&serde_json::json!({"peers": null, "files": []}));
+        assert!(!alone.contains("peer layer"), "{alone}");
+    }
 }

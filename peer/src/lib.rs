@@ -7,4 +7,5 @@ pub mod demo;
 pub mod download;
 pub mod model_reader;
 pub mod prometheus;
+pub mod swarm;
 pub mod synthetic_model;

@@ -226,20 +226,29 @@ mod tests {
 
     #[test]
     fn concurrent_readers_never_see_a_torn_record() {
+        // The reader decides when to stop (after a fixed number of reads), so
+        // the check does not depend on how the two threads are scheduled.
+        const READS: u32 = 200_000;
         let fd = 4200;
         let other = FileId { dev: 3, ino: 5 };
         record(fd, SERVED, PLACEHOLDER);
-        let writer = std::thread::spawn(move || {
-            for i in 0..20_000u64 {
-                if i % 2 == 0 {
-                    record(fd, other, other);
-                } else {
-                    record(fd, SERVED, PLACEHOLDER);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if i % 2 == 0 {
+                        record(fd, other, other);
+                    } else {
+                        record(fd, SERVED, PLACEHOLDER);
+                    }
+                    i += 1;
                 }
-            }
-        });
+            })
+        };
         let mut seen = 0u32;
-        while !writer.is_finished() {
+        for _ in 0..READS {
             if let Some((served, placeholder)) = slot(fd).unwrap().read() {
                 let consistent = (served == SERVED && placeholder == PLACEHOLDER)
                     || (served == other && placeholder == other);
@@ -247,8 +256,10 @@ mod tests {
                 seen += 1;
             }
         }
+        stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
-        assert!(seen > 0);
+        // A read only fails while a write is in progress; most must succeed.
+        assert!(seen > 0, "no consistent read in {READS} attempts");
     }
 
     #[test]

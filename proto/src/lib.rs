@@ -25,6 +25,7 @@ mod tests {
                 chunk_size: 16 << 20,
                 index: 7,
             }),
+            wait_ms: 10_000,
         };
         let bytes = req.encode_to_vec();
         let back = ChunkRequest::decode(bytes.as_slice()).unwrap();

@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use ossc_core::fetch::{FetchEngine, FetchProgress};
-use ossc_core::object_client::{ObjectClientError, ObjectMeta, RangeSink};
+use ossc_core::fetch::FetchProgress;
+use ossc_core::object_client::{ObjectClientError, ObjectMeta};
 use tokio::sync::{watch, Notify};
 
+use super::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
 use super::metrics::Metrics;
 use super::procscan;
 use super::protocol::Source;
@@ -198,7 +199,7 @@ pub struct OpenError {
 pub struct Cache {
     files: Vec<Arc<LargeFile>>,
     by_path: HashMap<String, Arc<LargeFile>>,
-    engine: Arc<FetchEngine>,
+    fetcher: Arc<dyn ObjectFetcher>,
     budget: Budget,
     metrics: Arc<Metrics>,
     expire: Duration,
@@ -210,7 +211,7 @@ impl Cache {
     /// `files` in prefetch order; `memory_limit` in bytes (already resolved).
     pub fn new(
         files: Vec<Arc<LargeFile>>,
-        engine: Arc<FetchEngine>,
+        fetcher: Arc<dyn ObjectFetcher>,
         memory_limit: u64,
         prefetch_window: u64,
         expire: Duration,
@@ -223,7 +224,7 @@ impl Cache {
         Cache {
             files,
             by_path,
-            engine,
+            fetcher,
             budget: Budget {
                 limit: memory_limit,
                 state: Mutex::default(),
@@ -294,14 +295,24 @@ impl Cache {
             let mut inner = file.lock();
             inner.waiting_for_memory = false;
             match result {
-                Ok(memfd) => {
-                    Metrics::add(&self.metrics.bytes_store, file.meta.size);
+                Ok((memfd, outcome)) => {
+                    Metrics::add(&self.metrics.bytes_store, outcome.bytes_store);
+                    Metrics::add(&self.metrics.bytes_peer, outcome.bytes_peer);
                     let secs = started.elapsed().as_secs_f64();
-                    tracing::debug!(key = %file.meta.key, bytes = file.meta.size, secs, "object in memory");
-                    inner.state = FileState::Ready {
-                        memfd,
-                        source: Source::Store,
+                    tracing::debug!(
+                        key = %file.meta.key,
+                        bytes = file.meta.size,
+                        bytes_store = outcome.bytes_store,
+                        bytes_peer = outcome.bytes_peer,
+                        secs,
+                        "object in memory"
+                    );
+                    let source = if outcome.mostly_from_peers() {
+                        Source::Peer
+                    } else {
+                        Source::Store
                     };
+                    inner.state = FileState::Ready { memfd, source };
                     inner.ready_at = Some(Instant::now());
                     inner.opened_since_ready = false;
                 }
@@ -324,7 +335,7 @@ impl Cache {
         file: &LargeFile,
         progress: Arc<FetchProgress>,
         ticket: u64,
-    ) -> Result<Arc<Memfd>, OpenError> {
+    ) -> Result<(Arc<Memfd>, FetchOutcome), OpenError> {
         let reserved = self.reserve(file, ticket).await;
         {
             let mut st = self.budget.lock();
@@ -341,16 +352,17 @@ impl Cache {
                 message: format!("creating memory file for {}: {e}", file.meta.key),
             })?);
             Metrics::add(&self.metrics.fetches, 1);
-            let sink: Arc<dyn RangeSink> = memfd.clone();
-            self.engine
-                .fetch_object(&file.meta, sink, progress)
+            let target: Arc<dyn ChunkTarget> = memfd.clone();
+            let outcome = self
+                .fetcher
+                .fetch(&file.meta, target, progress)
                 .await
                 .map_err(|e| fetch_error(&file.meta.key, &e))?;
             memfd.seal().map_err(|e| OpenError {
                 errno: libc::EIO,
                 message: format!("sealing memory file for {}: {e}", file.meta.key),
             })?;
-            Ok(memfd)
+            Ok((memfd, outcome))
         }
         .await;
         if result.is_err() {

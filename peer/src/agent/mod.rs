@@ -12,12 +12,15 @@
 //!
 //! Module map: [`keys`] (key validation, natural sort), [`mirror`] (MODEL_DIR
 //! and its manifest), [`cache`] (memfds, state machine, memory cap, expiry),
+//! [`fetcher`] (where large objects' bytes come from: the store, or the peer
+//! layer in `crate::swarm`),
 //! [`order`] (prefetch order), [`server`] (the socket), [`sys`] (memfd,
 //! flock, SCM_RIGHTS), [`procscan`] (`/proc` references), [`audit`],
 //! [`metrics`], [`protocol`].
 
 pub mod audit;
 pub mod cache;
+pub mod fetcher;
 pub mod keys;
 pub mod metrics;
 pub mod mirror;
@@ -39,6 +42,7 @@ use ossc_core::object_client::{self, ObjectClient};
 use tokio::sync::watch;
 
 use cache::{Cache, LargeFile};
+use fetcher::{ObjectFetcher, StoreFetcher};
 use metrics::Metrics;
 use mirror::{Catalog, Entry, MirrorParams};
 
@@ -86,6 +90,13 @@ pub struct AgentOptions {
     pub handle_signals: bool,
     /// Stop when this becomes `true` (tests, embedding).
     pub shutdown: Option<watch::Receiver<bool>>,
+    /// Where large objects come from. `None`: the peer layer when `swarm` is
+    /// set, else the store alone ([`StoreFetcher`], today's behaviour).
+    pub fetcher: Option<Arc<dyn ObjectFetcher>>,
+    /// The peer layer (`OSS_CONNECTOR_PEERS` …): when set (and `fetcher` is
+    /// not), `run_agent` starts the chunk server and heartbeats and fetches
+    /// through a `SwarmFetcher`.
+    pub swarm: Option<crate::swarm::SwarmConfig>,
 }
 
 impl AgentOptions {
@@ -109,6 +120,8 @@ impl AgentOptions {
             idle_exit: true,
             handle_signals: false,
             shutdown: None,
+            fetcher: None,
+            swarm: None,
         }
     }
 }
@@ -148,6 +161,7 @@ struct Agent {
     prefetch_window: u64,
     idle_exit: bool,
     engine: Arc<FetchEngine>,
+    fetcher: Arc<dyn ObjectFetcher>,
     mirror: watch::Sender<MirrorState>,
     metrics: Arc<Metrics>,
     audit: audit::AuditLog,
@@ -175,6 +189,32 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         tracing::info!(socket = %socket_path.display(), "another agent serves this socket; exiting");
         return Ok(());
     };
+    let memory_limit = if opts.memory_limit_bytes == 0 {
+        auto_memory_limit()
+    } else {
+        opts.memory_limit_bytes
+    };
+    let prefix = normalize_prefix(&opts.prefix);
+    let prefetch_window = (opts.fetch.max_in_flight as u64)
+        .saturating_mul(opts.fetch.part_size)
+        .saturating_mul(cache::PREFETCH_WINDOW_FACTOR);
+    let bucket = opts.client.bucket().to_string();
+    let engine = Arc::new(FetchEngine::new(opts.client.clone(), opts.fetch));
+    // The peer layer starts before the socket exists, so a failure (port in
+    // use, bad peer list) leaves no socket behind.
+    let mut swarm = None;
+    let fetcher: Arc<dyn ObjectFetcher> = match (opts.fetcher, opts.swarm) {
+        (Some(f), _) => f,
+        (None, Some(config)) => {
+            let s = crate::swarm::Swarm::start(config, engine.clone(), bucket.clone())
+                .await
+                .context("starting the peer layer")?;
+            let f = s.fetcher();
+            swarm = Some(s);
+            f
+        }
+        (None, None) => Arc::new(StoreFetcher::new(engine.clone())),
+    };
     // We hold the lock: any socket file left is stale.
     match std::fs::remove_file(&socket_path) {
         Ok(()) => tracing::info!(socket = %socket_path.display(), "removed stale socket"),
@@ -187,17 +227,6 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     let listener = tokio::net::UnixListener::bind(&socket_path)
         .with_context(|| format!("binding {}", socket_path.display()))?;
 
-    let memory_limit = if opts.memory_limit_bytes == 0 {
-        auto_memory_limit()
-    } else {
-        opts.memory_limit_bytes
-    };
-    let prefix = normalize_prefix(&opts.prefix);
-    let prefetch_window = (opts.fetch.max_in_flight as u64)
-        .saturating_mul(opts.fetch.part_size)
-        .saturating_mul(cache::PREFETCH_WINDOW_FACTOR);
-    let bucket = opts.client.bucket().to_string();
-    let engine = Arc::new(FetchEngine::new(opts.client.clone(), opts.fetch));
     let audit = audit::AuditLog::open(opts.audit_path.as_deref()).unwrap_or_else(|e| {
         tracing::warn!(path = ?opts.audit_path, error = %e, "audit log unavailable; OPENs are not audited");
         audit::AuditLog::open(None).expect("a disabled audit log cannot fail")
@@ -215,6 +244,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         prefetch_window,
         idle_exit: opts.idle_exit,
         engine,
+        fetcher,
         mirror: watch::channel(MirrorState::Mirroring).0,
         metrics: Arc::new(Metrics::default()),
         audit,
@@ -262,6 +292,9 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     let result = server::accept_loop(agent.clone(), listener).await;
     mirror_task.abort();
     maintenance_task.abort();
+    if let Some(s) = swarm {
+        s.shutdown().await;
+    }
     if let Err(e) = std::fs::remove_file(&socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket failed");
     }
@@ -407,7 +440,7 @@ impl Agent {
         }
         let cache = Arc::new(Cache::new(
             files.clone(),
-            self.engine.clone(),
+            self.fetcher.clone(),
             self.memory_limit,
             self.prefetch_window,
             self.expire,
@@ -560,6 +593,7 @@ impl Agent {
                 "local": metrics.bytes_local,
             },
             "metrics": metrics,
+            "peers": self.fetcher.status(),
             "registered_pids": pids,
         })
     }

@@ -87,6 +87,20 @@ impl Memfd {
     pub fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+
+    /// `pread` of exactly `buf.len()` bytes at `offset` (allowed after sealing).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("read past end of {} ({} bytes)", self.name, self.size),
+            ));
+        }
+        self.file.read_exact_at(buf, offset)
+    }
 }
 
 impl RangeSink for Memfd {

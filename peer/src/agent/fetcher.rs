@@ -1,0 +1,182 @@
+//! How the cache gets an object's bytes: the [`ObjectFetcher`] seam.
+//!
+//! Design decision: the cache only knows "fill this target with this object
+//! version and tell me where the bytes came from". The default
+//! [`StoreFetcher`] is exactly the fetch engine (same parts, same FIFO order,
+//! same checks), so an agent without peers behaves as before. The peer layer
+//! (`crate::swarm::SwarmFetcher`) implements the same trait; it needs to read
+//! back what it wrote (to serve chunks it holds to peers), hence
+//! [`ChunkTarget`] = [`RangeSink`] + positional read. The memfd supports
+//! `pread` even after it is sealed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ossc_core::fetch::{FetchEngine, FetchProgress, FetchedObject};
+use ossc_core::object_client::{ObjectClientError, ObjectMeta, RangeSink};
+
+use super::sys::Memfd;
+
+/// A destination that can also be read back at absolute offsets.
+pub trait ChunkTarget: RangeSink {
+    /// Fills `buf` from `offset`; an error if the range is not inside.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl ChunkTarget for Memfd {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        Memfd::read_at(self, offset, buf)
+    }
+}
+
+/// What a fetch delivered and where from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOutcome {
+    pub fetched: FetchedObject,
+    /// Bytes that came from the object store (refetches included).
+    pub bytes_store: u64,
+    /// Bytes that came from peers and were kept (verified).
+    pub bytes_peer: u64,
+    /// `bytes_peer` per peer id.
+    pub by_peer: BTreeMap<String, u64>,
+}
+
+impl FetchOutcome {
+    /// "peer" when most bytes came from peers, else "store".
+    pub fn mostly_from_peers(&self) -> bool {
+        self.bytes_peer > self.bytes_store
+    }
+}
+
+/// Fills a target with one object version, verified.
+#[async_trait]
+pub trait ObjectFetcher: Send + Sync {
+    async fn fetch(
+        &self,
+        meta: &ObjectMeta,
+        target: Arc<dyn ChunkTarget>,
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchOutcome, ObjectClientError>;
+
+    /// A JSON section for STATUS (`peers`), if this fetcher has one.
+    fn status(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// The default: everything from the store through the fetch engine.
+pub struct StoreFetcher {
+    engine: Arc<FetchEngine>,
+}
+
+impl StoreFetcher {
+    pub fn new(engine: Arc<FetchEngine>) -> StoreFetcher {
+        StoreFetcher { engine }
+    }
+}
+
+#[async_trait]
+impl ObjectFetcher for StoreFetcher {
+    async fn fetch(
+        &self,
+        meta: &ObjectMeta,
+        target: Arc<dyn ChunkTarget>,
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchOutcome, ObjectClientError> {
+        let sink: Arc<dyn RangeSink> = target;
+        let fetched = self.engine.fetch_object(meta, sink, progress).await?;
+        Ok(FetchOutcome {
+            bytes_store: fetched.size,
+            fetched,
+            bytes_peer: 0,
+            by_peer: BTreeMap::new(),
+        })
+    }
+}
+
+/// An in-memory [`ChunkTarget`] (tests and tools).
+#[derive(Debug)]
+pub struct VecTarget {
+    data: std::sync::Mutex<Vec<u8>>,
+}
+
+impl VecTarget {
+    pub fn with_len(len: usize) -> VecTarget {
+        VecTarget {
+            data: std::sync::Mutex::new(vec![0; len]),
+        }
+    }
+
+    pub fn contents(&self) -> Vec<u8> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl RangeSink for VecTarget {
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut v = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let end = start
+            .checked_add(data.len())
+            .filter(|e| *e <= v.len())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "past end"))?;
+        v[start..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl ChunkTarget for VecTarget {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let v = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|e| *e <= v.len())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "past end"))?;
+        buf.copy_from_slice(&v[start..end]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ossc_core::fetch::FetchConfig;
+    use ossc_core::object_client::mock::MockObjectClient;
+    use ossc_core::object_client::ObjectClient;
+
+    #[tokio::test]
+    async fn store_fetcher_is_the_engine_and_counts_store_bytes() {
+        let mock = Arc::new(MockObjectClient::new("b"));
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        mock.put_object("k", data.clone());
+        let meta = mock.head("k").await.unwrap();
+        let engine = Arc::new(FetchEngine::new(mock.clone(), FetchConfig::default()));
+        let target = Arc::new(VecTarget::with_len(data.len()));
+        let out = StoreFetcher::new(engine)
+            .fetch(&meta, target.clone(), Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(target.contents(), data);
+        assert_eq!(out.bytes_store, data.len() as u64);
+        assert_eq!(out.bytes_peer, 0);
+        assert!(out.fetched.crc64_verified);
+        assert!(!out.mostly_from_peers());
+        let mut back = vec![0u8; 10];
+        target.read_at(5, &mut back).unwrap();
+        assert_eq!(back, data[5..15]);
+        assert!(target.read_at(data.len() as u64 - 1, &mut back).is_err());
+    }
+
+    #[test]
+    fn memfd_reads_back_what_was_written_even_when_sealed() {
+        let m = Memfd::create("t", 8).unwrap();
+        m.write_at(2, b"abc").unwrap();
+        m.seal().unwrap();
+        let mut b = [0u8; 4];
+        ChunkTarget::read_at(&m, 1, &mut b).unwrap();
+        assert_eq!(&b, b"\0abc");
+        assert!(ChunkTarget::read_at(&m, 6, &mut b).is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! The peer layer ("swarm"): agents of a multi-node job split each object's
+//! chunks by consistent hashing, fetch only their own chunks from the store
+//! and pull the rest from the owning peer over gRPC (issue 4, first slice).
+//!
+//! Design decisions:
+//! - **Chunks of [`DEFAULT_CHUNK_SIZE`] = 16 MiB** (`peer.chunkSizeBytes`):
+//!   two store parts of 8 MiB, so an owner's chunk arrives with the store's
+//!   normal parallelism; large enough that per-chunk RPC, hashing and
+//!   bookkeeping are negligible (a 1 GB shard is ~60 chunks), small enough to
+//!   spread a single shard over many nodes. Dragonfly's rule (length / 500,
+//!   power of two, 4–64 MiB) gives 16 MiB for shards of 4–8 GB, the common
+//!   size of safetensors shards. Not yet tuned by measurement.
+//! - **Membership** ([`peer_set`]): static list / DNS + 1 s heartbeats, dead
+//!   after 3 s. **Ownership** ([`ring`]): rendezvous hashing over alive ids.
+//! - **Transport**: gRPC server streaming (tonic), frames ≤ 1 MiB
+//!   ([`chunk_server`]). QUIC is not built yet.
+//! - **Security** ([`auth`], [`tls`]): every RPC carries an HMAC-SHA256 tag
+//!   under the cluster secret, and traffic is mutual TLS under a CA derived
+//!   from the same secret; without a secret the peer layer refuses to start.
+//!   `OSS_CONNECTOR_PEER_TLS=0` turns TLS off (HMAC only: authenticated but
+//!   readable on the wire) for measurements on trusted networks.
+//! - **Integrity** ([`swarm_fetcher`]): per-chunk CRC-64 recorded by the node
+//!   that fetched from the store, whole-object CRC-64 against the store; any
+//!   failure falls back to the store. A load never fails because a peer did.
+//!
+//! Configuration (env wins over the config file's `peer` object):
+//! `OSS_CONNECTOR_PEERS` / `peer.peers`, `OSS_CONNECTOR_PEER_LISTEN` /
+//! `peer.listen` (default [`DEFAULT_LISTEN`]), `OSS_CONNECTOR_PEER_ADVERTISE`
+//! / `peer.advertise`, `OSS_CONNECTOR_CLUSTER_SECRET` / `peer.secretFile`,
+//! `peer.chunkSizeBytes`, `OSS_CONNECTOR_PEER_TLS` (default on); fault
+//! injection for tests:
+//! `OSSC_FAULT_PEER_CORRUPT=1`.
+
+pub mod auth;
+pub mod chunk_book;
+pub mod chunk_server;
+pub mod peer_set;
+pub mod ring;
+pub mod swarm_fetcher;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ossc_core::fetch::FetchEngine;
+use ossc_proto::v1::peer_control_server::PeerControlServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use auth::ClusterSecret;
+pub use chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion};
+pub use chunk_server::ChunkServer;
+pub use peer_set::{MembershipTiming, PeerSet};
+pub use swarm_fetcher::{PullSettings, SwarmFetcher};
+
+use crate::agent::fetcher::ObjectFetcher;
+
+/// Chunk size (see the module docs for why 16 MiB).
+pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;
+/// Bounds of `peer.chunkSizeBytes`: at least one 1 MiB frame, at most 1 GiB.
+pub const MIN_CHUNK_SIZE: u64 = 1 << 20;
+pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
+/// Default port of the peer service (not registered with IANA; unused by
+/// common cluster software).
+pub const DEFAULT_PORT: u16 = 7468;
+/// Default listen address: every interface, [`DEFAULT_PORT`].
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7468";
+/// How long shutdown waits for in-flight chunk streams.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Environment variable names of the peer layer.
+pub mod env {
+    pub const PEERS: &str = "OSS_CONNECTOR_PEERS";
+    pub const LISTEN: &str = "OSS_CONNECTOR_PEER_LISTEN";
+    pub const ADVERTISE: &str = "OSS_CONNECTOR_PEER_ADVERTISE";
+    pub const SECRET: &str = "OSS_CONNECTOR_CLUSTER_SECRET";
+    /// `0` disables TLS on peer traffic (default: on).
+    pub const TLS: &str = "OSS_CONNECTOR_PEER_TLS";
+    /// `1`: serve corrupted chunks (fault injection for cluster tests).
+    pub const FAULT_CORRUPT: &str = "OSSC_FAULT_PEER_CORRUPT";
+}
+
+/// Everything the peer layer needs.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// `host:port` entries (a name may resolve to several peers).
+    pub peers: Vec<String>,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub secret: ClusterSecret,
+    pub chunk_size: u64,
+    pub pull_concurrency: usize,
+    pub peer_wait: Duration,
+    pub timing: MembershipTiming,
+    /// Mutual TLS under the secret-derived CA (default true).
+    pub tls: bool,
+    /// Fault injection: serve corrupted chunks.
+    pub corrupt_served_chunks: bool,
+}
+
+/// Why the peer layer cannot be configured or started.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("peers are configured ({peers}) but no cluster secret: set OSS_CONNECTOR_CLUSTER_SECRET or peer.secretFile (the peer layer refuses to run unauthenticated)")]
+    NoSecret { peers: String },
+    #[error("cluster secret: {0}")]
+    BadSecret(String),
+    #[error("reading peer.secretFile {path}: {source}")]
+    SecretFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid peer listen address {0:?} (expected ip:port)")]
+    BadListen(String),
+    #[error("peer.chunkSizeBytes {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
+    BadChunkSize(u64),
+    #[error(transparent)]
+    Membership(#[from] peer_set::MembershipError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("binding the peer service on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl SwarmConfig {
+    /// From the environment (`lookup`) and the config file's `peer` section;
+    /// `Ok(None)` when no peers are configured (the agent runs alone).
+    pub fn resolve(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        file: &ossc_core::config::PeerConfig,
+    ) -> Result<Option<SwarmConfig>, SwarmError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let peers: Vec<String> = match get(env::PEERS) {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => file.peers.clone(),
+        };
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        let secret = match (get(env::SECRET), &file.secret_file) {
+            (Some(s), _) => ClusterSecret::new(s.as_bytes()).map_err(SwarmError::BadSecret)?,
+            (None, Some(path)) => {
+                let bytes = std::fs::read(path).map_err(|source| SwarmError::SecretFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                ClusterSecret::new(&bytes).map_err(SwarmError::BadSecret)?
+            }
+            (None, None) => {
+                return Err(SwarmError::NoSecret {
+                    peers: peers.join(","),
+                })
+            }
+        };
+        let listen_text = get(env::LISTEN)
+            .or_else(|| file.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_text
+            .trim()
+            .parse()
+            .map_err(|_| SwarmError::BadListen(listen_text.clone()))?;
+        let chunk_size = file.chunk_size_bytes.unwrap_or(DEFAULT_CHUNK_SIZE);
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(SwarmError::BadChunkSize(chunk_size));
+        }
+        Ok(Some(SwarmConfig {
+            peers,
+            listen,
+            advertise: get(env::ADVERTISE).or_else(|| file.advertise.clone()),
+            secret,
+            chunk_size,
+            pull_concurrency: swarm_fetcher::DEFAULT_PULL_CONCURRENCY,
+            peer_wait: swarm_fetcher::DEFAULT_PEER_WAIT,
+            timing: MembershipTiming::default(),
+            tls: get(env::TLS).is_none_or(|v| v.trim() != "0"),
+            corrupt_served_chunks: get(env::FAULT_CORRUPT).is_some_and(|v| v.trim() == "1"),
+        }))
+    }
+}
+
+/// A running peer layer: chunk server, heartbeats and the fetcher.
+pub struct Swarm {
+    fetcher: Arc<SwarmFetcher>,
+    server: Arc<ChunkServer>,
+    peers: Arc<PeerSet>,
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    serve_task: JoinHandle<()>,
+    heartbeat_task: JoinHandle<()>,
+}
+
+impl Swarm {
+    /// Binds `config.listen` and starts.
+    pub async fn start(
+        config: SwarmConfig,
+        engine: Arc<FetchEngine>,
+        bucket: String,
+    ) -> Result<Swarm, SwarmError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| SwarmError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Swarm::start_with_listener(config, listener, engine, bucket).await
+    }
+
+    /// Starts on an already bound listener (tests bind port 0 first).
+    pub async fn start_with_listener(
+        config: SwarmConfig,
+        listener: TcpListener,
+        engine: Arc<FetchEngine>,
+        bucket: String,
+    ) -> Result<Swarm, SwarmError> {
+        let local_addr = listener.local_addr().map_err(|source| SwarmError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let listed = peer_set::resolve(&config.peers).await?;
+        let me = peer_set::identify_self(
+            &listed,
+            &config.peers,
+            local_addr,
+            config.advertise.as_deref(),
+        )
+        .await?;
+        let tls = if config.tls {
+            Some(Arc::new(tls::PeerTls::new(
+                &config.secret,
+                &me.to_string(),
+            )?))
+        } else {
+            None
+        };
+        let peers = Arc::new(PeerSet::new(
+            me,
+            &listed,
+            config.peers.clone(),
+            config.secret.clone(),
+            config.timing,
+            tls.clone(),
+        ));
+        let books = Arc::new(BookRegistry::default());
+        let server = Arc::new(ChunkServer::new(books.clone(), peers.clone()));
+        server.inject_corruption(config.corrupt_served_chunks);
+        if config.corrupt_served_chunks {
+            tracing::warn!("fault injection: this node serves corrupted chunks to peers");
+        }
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let service = PeerControlServer::from_arc(server.clone());
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &tls {
+            builder = builder
+                .tls_config(t.server_config())
+                .map_err(|e| tls::TlsSetupError::from_display(&e))?;
+        }
+        let serve_task = tokio::spawn(async move {
+            let result = builder
+                .initial_stream_window_size(peer_set::STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(peer_set::CONNECTION_WINDOW_BYTES)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "peer service stopped");
+            }
+        });
+        let heartbeat_task = tokio::spawn(peers.clone().heartbeat_loop());
+        let fetcher = Arc::new(SwarmFetcher::new(
+            engine,
+            peers.clone(),
+            books,
+            bucket,
+            PullSettings {
+                chunk_size: config.chunk_size,
+                pull_concurrency: config.pull_concurrency,
+                peer_wait: config.peer_wait,
+            },
+        ));
+        tracing::info!(
+            node = %peers.self_id(),
+            listen = %local_addr,
+            peers = ?config.peers,
+            chunk_size = config.chunk_size,
+            tls = config.tls,
+            "peer layer started"
+        );
+        Ok(Swarm {
+            fetcher,
+            server,
+            peers,
+            local_addr,
+            stop: Some(stop_tx),
+            serve_task,
+            heartbeat_task,
+        })
+    }
+
+    pub fn fetcher(&self) -> Arc<dyn ObjectFetcher> {
+        self.fetcher.clone()
+    }
+
+    pub fn swarm_fetcher(&self) -> &Arc<SwarmFetcher> {
+        &self.fetcher
+    }
+
+    pub fn server(&self) -> &Arc<ChunkServer> {
+        &self.server
+    }
+
+    pub fn peers(&self) -> &Arc<PeerSet> {
+        &self.peers
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops serving (refusing new requests at once) and heartbeating.
+    pub async fn shutdown(mut self) {
+        self.server.stop();
+        self.heartbeat_task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serve_task)
+            .await
+            .is_err()
+        {
+            self.serve_task.abort();
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        self.server.stop();
+        self.heartbeat_task.abort();
+        self.serve_task.abort();
+    }
+}

@@ -1,0 +1,466 @@
+//! Membership: who the peers are, who is alive, and traffic per peer.
+//!
+//! Design decision: a static list (or DNS names resolving to several
+//! addresses, re-resolved every [`RESOLVE_INTERVAL`] so late joiners behind a
+//! headless Service appear) plus heartbeats: every [`HEARTBEAT_INTERVAL`] this
+//! node sends an authenticated `Hello` to each peer; a peer is alive while its
+//! last good answer (or its last good Hello to us) is younger than
+//! [`DEAD_AFTER`]. There is no agreement protocol: views may differ for up to
+//! `DEAD_AFTER`, which costs at most a timed-out pull and a store fallback,
+//! never wrong bytes. A node's id is the `ip:port` peers reach it at, so every
+//! node computes the same ring from the same list.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ossc_proto::v1::peer_control_client::PeerControlClient;
+use ossc_proto::v1::HelloRequest;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::auth::ClusterSecret;
+use super::tls::PeerTls;
+
+/// Heartbeat period (issue 4: failure detection with bounded delay).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A peer with no good exchange for this long is dead: three missed
+/// heartbeats, so one lost packet or a GC-like pause does not evict a peer.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// Timeout of one Hello (a heartbeat must not outlive its period).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(1);
+/// TCP connect timeout to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often DNS names in the peer list are resolved again.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+/// HTTP/2 stream window for chunk streams: 8 MiB, so one stream can keep a
+/// 10 Gbit/s link with ~5 ms RTT busy (the 64 KiB default caps it near
+/// 100 Mbit/s at that RTT).
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// HTTP/2 connection window: room for several concurrent chunk streams.
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+
+/// Start-up grace: fetches in the first 5 s of the peer layer wait until the
+/// listed peers answer (or the 5 s pass), so agents started a few seconds
+/// apart (the same job launching on N nodes) split the first objects too.
+/// A listed peer that is down at start costs the first fetches this once.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(5);
+/// Poll period while waiting for peers at start-up.
+const STARTUP_POLL: Duration = Duration::from_millis(20);
+
+/// gRPC path of Hello (signed into the auth tag).
+pub const HELLO_METHOD: &str = "/ossc.v1.PeerControl/Hello";
+
+/// One remote peer.
+pub struct Peer {
+    pub id: String,
+    pub addr: SocketAddr,
+    client: PeerControlClient<Channel>,
+    last_ok: Mutex<Option<Instant>>,
+    /// Bytes this node served to the peer.
+    pub bytes_sent: AtomicU64,
+    /// Verified bytes this node received from the peer.
+    pub bytes_received: AtomicU64,
+    /// Failed heartbeats and pulls.
+    pub failures: AtomicU64,
+    was_alive: AtomicBool,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, tls: Option<&PeerTls>) -> Peer {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).expect("an ip:port is a valid URI");
+        if let Some(t) = tls {
+            endpoint = endpoint
+                .tls_config(t.client_config())
+                .expect("a client TLS config built from our own PEMs is valid");
+        }
+        let endpoint = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+        Peer {
+            id: addr.to_string(),
+            addr,
+            client: PeerControlClient::new(endpoint.connect_lazy()),
+            last_ok: Mutex::new(None),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            was_alive: AtomicBool::new(false),
+        }
+    }
+
+    /// A client for this peer (cheap clone of a shared HTTP/2 connection).
+    pub fn client(&self) -> PeerControlClient<Channel> {
+        self.client.clone()
+    }
+
+    fn last_ok(&self) -> Option<Instant> {
+        *self.last_ok.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mark_ok(&self) {
+        *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn is_alive(&self, dead_after: Duration) -> bool {
+        self.last_ok().is_some_and(|t| t.elapsed() < dead_after)
+    }
+}
+
+/// Timing of membership (defaults: the documented consts; tests shorten them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipTiming {
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+    pub hello_timeout: Duration,
+    /// Start-up grace for the first fetches ([`PeerSet::wait_for_startup`]).
+    pub startup_wait: Duration,
+}
+
+impl Default for MembershipTiming {
+    fn default() -> Self {
+        MembershipTiming {
+            heartbeat: HEARTBEAT_INTERVAL,
+            dead_after: DEAD_AFTER,
+            hello_timeout: HELLO_TIMEOUT,
+            startup_wait: STARTUP_WAIT,
+        }
+    }
+}
+
+/// Errors finding peers or this node among them.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("peer list entry {entry:?} is not host:port: {reason}")]
+    BadEntry { entry: String, reason: String },
+    #[error("this node is not in the peer list {list:?} (listening on {listen}); set OSS_CONNECTOR_PEER_ADVERTISE to the address peers know it by")]
+    SelfNotListed {
+        list: Vec<String>,
+        listen: SocketAddr,
+    },
+    #[error("several peer list entries {0:?} are local addresses on this node's port; set OSS_CONNECTOR_PEER_ADVERTISE to the one peers know it by")]
+    SelfAmbiguous(Vec<String>),
+}
+
+/// Resolves `host:port` entries (a name may yield several addresses).
+pub async fn resolve(entries: &[String]) -> Result<Vec<SocketAddr>, MembershipError> {
+    let mut out = Vec::new();
+    for e in entries {
+        if let Ok(a) = e.parse::<SocketAddr>() {
+            out.push(a);
+            continue;
+        }
+        if e.rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
+            return Err(MembershipError::BadEntry {
+                entry: e.clone(),
+                reason: "missing or invalid port".into(),
+            });
+        }
+        match tokio::net::lookup_host(e.as_str()).await {
+            Ok(addrs) => out.extend(addrs),
+            // A name that does not resolve yet (a Service without ready pods)
+            // is not fatal: it is tried again every RESOLVE_INTERVAL.
+            Err(err) => {
+                tracing::warn!(entry = %e, error = %err, "peer name does not resolve (yet)")
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// True when `ip` is an address of this host (binding to it succeeds).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// This node's id: `advertise` if given, else the one listed address that is
+/// local and on the listening port.
+pub async fn identify_self(
+    listed: &[SocketAddr],
+    entries: &[String],
+    listen: SocketAddr,
+    advertise: Option<&str>,
+) -> Result<SocketAddr, MembershipError> {
+    if let Some(a) = advertise {
+        let found = resolve(&[a.to_string()]).await?;
+        return found
+            .first()
+            .copied()
+            .ok_or_else(|| MembershipError::BadEntry {
+                entry: a.to_string(),
+                reason: "does not resolve".into(),
+            });
+    }
+    let mine: Vec<SocketAddr> = listed
+        .iter()
+        .copied()
+        .filter(|a| a.port() == listen.port())
+        .filter(|a| {
+            if listen.ip().is_unspecified() {
+                is_local(a.ip())
+            } else {
+                a.ip() == listen.ip()
+            }
+        })
+        .collect();
+    match mine.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(MembershipError::SelfNotListed {
+            list: entries.to_vec(),
+            listen,
+        }),
+        many => Err(MembershipError::SelfAmbiguous(
+            many.iter().map(|a| a.to_string()).collect(),
+        )),
+    }
+}
+
+/// The peers of this node.
+pub struct PeerSet {
+    self_id: String,
+    secret: ClusterSecret,
+    entries: Vec<String>,
+    timing: MembershipTiming,
+    peers: RwLock<BTreeMap<String, Arc<Peer>>>,
+    /// Becomes true once every known peer has answered or failed once.
+    first_round: watch::Sender<bool>,
+    created: Instant,
+    tls: Option<Arc<PeerTls>>,
+}
+
+impl PeerSet {
+    pub fn new(
+        self_addr: SocketAddr,
+        listed: &[SocketAddr],
+        entries: Vec<String>,
+        secret: ClusterSecret,
+        timing: MembershipTiming,
+        tls: Option<Arc<PeerTls>>,
+    ) -> PeerSet {
+        let set = PeerSet {
+            self_id: self_addr.to_string(),
+            secret,
+            entries,
+            timing,
+            peers: RwLock::default(),
+            first_round: watch::channel(false).0,
+            created: Instant::now(),
+            tls,
+        };
+        set.add(listed);
+        set
+    }
+
+    fn add(&self, addrs: &[SocketAddr]) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        for a in addrs {
+            let id = a.to_string();
+            if id != self.self_id && !peers.contains_key(&id) {
+                tracing::info!(peer = %id, "peer added");
+                peers.insert(id, Arc::new(Peer::new(*a, self.tls.as_deref())));
+            }
+        }
+    }
+
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    pub fn peer(&self, id: &str) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// This node plus every alive peer, sorted.
+    pub fn alive_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .all()
+            .iter()
+            .filter(|p| p.is_alive(self.timing.dead_after))
+            .map(|p| p.id.clone())
+            .collect();
+        ids.push(self.self_id.clone());
+        ids.sort();
+        ids
+    }
+
+    pub fn is_alive(&self, id: &str) -> bool {
+        id == self.self_id
+            || self
+                .peer(id)
+                .is_some_and(|p| p.is_alive(self.timing.dead_after))
+    }
+
+    /// A listed peer sent us a valid Hello: it is alive too.
+    pub fn note_seen(&self, id: &str) {
+        if let Some(p) = self.peer(id) {
+            p.mark_ok();
+        }
+    }
+
+    /// Start-up grace: until `startup_wait` after this set was created,
+    /// waits for the first heartbeat round and then for every listed peer to
+    /// be alive, so nodes started a moment apart do not each fetch
+    /// everything. Later calls return at once.
+    pub async fn wait_for_startup(&self) {
+        let until = self.created + self.timing.startup_wait;
+        let mut rx = self.first_round.subscribe();
+        let _ = tokio::time::timeout_at(until.into(), rx.wait_for(|done| *done)).await;
+        while Instant::now() < until
+            && self
+                .all()
+                .iter()
+                .any(|p| !p.is_alive(self.timing.dead_after))
+        {
+            tokio::time::sleep(STARTUP_POLL).await;
+        }
+    }
+
+    /// Heartbeats forever (abort the task to stop).
+    pub async fn heartbeat_loop(self: Arc<Self>) {
+        let names = self
+            .entries
+            .iter()
+            .any(|e| e.parse::<SocketAddr>().is_err());
+        let mut last_resolve = Instant::now();
+        let mut ticker = tokio::time::interval(self.timing.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if names && last_resolve.elapsed() >= RESOLVE_INTERVAL {
+                last_resolve = Instant::now();
+                if let Ok(addrs) = resolve(&self.entries).await {
+                    self.add(&addrs);
+                }
+            }
+            let round: Vec<_> = self
+                .all()
+                .into_iter()
+                .map(|p| {
+                    let set = self.clone();
+                    tokio::spawn(async move { set.hello(&p).await })
+                })
+                .collect();
+            for h in round {
+                let _ = h.await;
+            }
+            self.first_round.send_replace(true);
+        }
+    }
+
+    async fn hello(&self, peer: &Peer) {
+        let mut req = tonic::Request::new(HelloRequest {
+            node_id: self.self_id.clone(),
+            control_addr: self.self_id.clone(),
+            ..Default::default()
+        });
+        self.secret
+            .sign(req.metadata_mut(), &self.self_id, HELLO_METHOD);
+        let mut client = peer.client();
+        let result = tokio::time::timeout(self.timing.hello_timeout, client.hello(req)).await;
+        match result {
+            Ok(Ok(_)) => {
+                peer.mark_ok();
+                if !peer.was_alive.swap(true, Ordering::Relaxed) {
+                    tracing::info!(peer = %peer.id, "peer alive");
+                }
+            }
+            Ok(Err(status)) => self.hello_failed(peer, &status.to_string()),
+            Err(_) => self.hello_failed(peer, "timed out"),
+        }
+    }
+
+    fn hello_failed(&self, peer: &Peer, why: &str) {
+        peer.failures.fetch_add(1, Ordering::Relaxed);
+        if !peer.is_alive(self.timing.dead_after) && peer.was_alive.swap(false, Ordering::Relaxed) {
+            tracing::warn!(peer = %peer.id, error = why, "peer dead (no heartbeat answer)");
+        } else {
+            tracing::debug!(peer = %peer.id, error = why, "heartbeat failed");
+        }
+    }
+
+    /// The `peers` section of STATUS.
+    pub fn status_json(&self) -> serde_json::Value {
+        let peers: Vec<serde_json::Value> = self
+            .all()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id,
+                    "alive": p.is_alive(self.timing.dead_after),
+                    "last_seen_ms": p.last_ok().map(|t| t.elapsed().as_millis() as u64),
+                    "bytes_sent": p.bytes_sent.load(Ordering::Relaxed),
+                    "bytes_received": p.bytes_received.load(Ordering::Relaxed),
+                    "failures": p.failures.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "self": self.self_id,
+            "tls": self.tls.is_some(),
+            "alive": self.alive_ids(),
+            "peers": peers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_resolve_and_self_is_found_by_local_address_and_port() {
+        let entries: Vec<String> = ["127.0.0.1:7001", "127.0.0.1:7002", "localhost:7003"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let listed = resolve(&entries).await.unwrap();
+        assert!(listed.contains(&"127.0.0.1:7001".parse().unwrap()));
+        assert!(listed.contains(&"127.0.0.1:7003".parse().unwrap()));
+        let listen: SocketAddr = "0.0.0.0:7002".parse().unwrap();
+        let me = identify_self(&listed, &entries, listen, None)
+            .await
+            .unwrap();
+        assert_eq!(me, "127.0.0.1:7002".parse().unwrap());
+        // 192.0.2.0/24 (TEST-NET-1) is never local.
+        let remote: Vec<SocketAddr> = vec!["192.0.2.1:7002".parse().unwrap()];
+        assert!(matches!(
+            identify_self(&remote, &entries, listen, None).await,
+            Err(MembershipError::SelfNotListed { .. })
+        ));
+        let adv = identify_self(&remote, &entries, listen, Some("192.0.2.1:7002"))
+            .await
+            .unwrap();
+        assert_eq!(adv, remote[0]);
+        assert!(matches!(
+            resolve(&["nohostport".to_string()]).await,
+            Err(MembershipError::BadEntry { .. })
+        ));
+    }
+}

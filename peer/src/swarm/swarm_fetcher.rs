@@ -1,0 +1,852 @@
+//! The peer-assisted [`ObjectFetcher`]: own chunks from the store, the rest
+//! from their owners, every byte verified.
+//!
+//! Design decisions:
+//! - Each chunk's owner is computed by rendezvous hashing over the alive set
+//!   ([`super::ring`]) when its task starts. Own chunks (and chunks of dead
+//!   owners) go through the fetch engine ([`FetchEngine::fetch_range`]: same
+//!   in-flight limit, FIFO and If-Match pinning as a plain fetch). Others are
+//!   pulled with `FetchChunk` under a *separate* semaphore
+//!   ([`DEFAULT_PULL_CONCURRENCY`]), so pulls waiting for an owner never hold
+//!   store slots and never starve own fetches — which is also why the swarm
+//!   cannot deadlock: every owner fetches its own chunks unconditionally.
+//! - A pulled chunk is written into the target, its CRC-64 computed while
+//!   receiving and compared with the CRC the owner recorded from the store.
+//!   Only then is it recorded in this node's [`ChunkBook`] (so it may be
+//!   served on). On NOT_FOUND, error, stall, timeout or CRC mismatch the chunk
+//!   is fetched from the store and a warning names the peer; NOT_FOUND also
+//!   sends the rest of that object's chunks for that peer to the store.
+//! - At the end the chunk CRCs are combined and compared with the store's
+//!   whole-object CRC-64 (the listing's, a store part's header, or a HEAD).
+//!   On mismatch every peer-sourced chunk is refetched from the store and the
+//!   check repeated; the target is not handed out before this passes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ossc_core::crc64::{self, Crc64Hasher};
+use ossc_core::fetch::{FetchEngine, FetchProgress, FetchedObject};
+use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta, RangeSink};
+use ossc_proto::v1;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion};
+use super::chunk_server::FETCH_CHUNK_METHOD;
+use super::peer_set::{Peer, PeerSet};
+use super::ring;
+use crate::agent::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
+
+/// Concurrent pulls per node. 16 × 16 MiB = 256 MiB in flight, enough to fill
+/// a 100 Gbit/s link at a few ms RTT; separate from the store's limit.
+pub const DEFAULT_PULL_CONCURRENCY: usize = 16;
+/// How long an owner may take to come to hold a chunk it is fetching itself
+/// (sent as `wait_ms`). 10 s: an owner's own 16 MiB chunk arrives in well
+/// under a second at any usable store rate; beyond this the store is cheaper
+/// than waiting.
+pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(10);
+/// Extra time over the wait for the owner's first answer to arrive.
+pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
+/// A chunk stream that delivers no frame for this long is abandoned.
+pub const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Knobs of the fetcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullSettings {
+    pub chunk_size: u64,
+    pub pull_concurrency: usize,
+    pub peer_wait: Duration,
+}
+
+/// Where one chunk came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChunkSource {
+    Store { object_crc64: Option<u64> },
+    Peer(String),
+}
+
+struct ChunkDone {
+    index: u64,
+    crc: u64,
+    source: ChunkSource,
+    /// Store bytes spent on this chunk (a failed pull's fallback included).
+    store_bytes: u64,
+}
+
+/// Why a pull did not deliver.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error("peer does not hold this object version")]
+    NotFound,
+    #[error("{0}")]
+    Failed(String),
+}
+
+struct Shared {
+    engine: Arc<FetchEngine>,
+    peers: Arc<PeerSet>,
+    books: Arc<BookRegistry>,
+    bucket: String,
+    settings: PullSettings,
+    pulls: Semaphore,
+}
+
+/// See the module docs.
+pub struct SwarmFetcher {
+    shared: Arc<Shared>,
+}
+
+impl SwarmFetcher {
+    pub fn new(
+        engine: Arc<FetchEngine>,
+        peers: Arc<PeerSet>,
+        books: Arc<BookRegistry>,
+        bucket: String,
+        settings: PullSettings,
+    ) -> SwarmFetcher {
+        let settings = PullSettings {
+            chunk_size: settings.chunk_size.max(1),
+            pull_concurrency: settings.pull_concurrency.max(1),
+            ..settings
+        };
+        SwarmFetcher {
+            shared: Arc::new(Shared {
+                engine,
+                peers,
+                books,
+                bucket,
+                pulls: Semaphore::new(settings.pull_concurrency),
+                settings,
+            }),
+        }
+    }
+
+    pub fn peers(&self) -> &Arc<PeerSet> {
+        &self.shared.peers
+    }
+}
+
+#[async_trait]
+impl ObjectFetcher for SwarmFetcher {
+    async fn fetch(
+        &self,
+        meta: &ObjectMeta,
+        target: Arc<dyn ChunkTarget>,
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchOutcome, ObjectClientError> {
+        let s = &self.shared;
+        if meta.etag.is_empty() || meta.size == 0 {
+            // Without an ETag there is no version to agree on: store only.
+            let sink: Arc<dyn RangeSink> = target;
+            let fetched = s.engine.fetch_object(meta, sink, progress).await?;
+            return Ok(FetchOutcome {
+                bytes_store: fetched.size,
+                fetched,
+                bytes_peer: 0,
+                by_peer: BTreeMap::new(),
+            });
+        }
+        s.peers.wait_for_startup().await;
+        let version = ObjectVersion {
+            bucket: s.bucket.clone(),
+            key: meta.key.clone(),
+            etag: meta.etag.clone(),
+            size: meta.size,
+        };
+        let book = s.books.open(version, s.settings.chunk_size, &target);
+        let result = s.clone().fetch_chunks(meta, &book, target, progress).await;
+        if result.is_err() {
+            s.books.remove(&book);
+        }
+        result
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let mut v = self.shared.peers.status_json();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("chunk_size".into(), self.shared.settings.chunk_size.into());
+            o.insert("objects_held".into(), self.shared.books.len().into());
+        }
+        Some(v)
+    }
+}
+
+impl Shared {
+    async fn fetch_chunks(
+        self: Arc<Self>,
+        meta: &ObjectMeta,
+        book: &Arc<ChunkBook>,
+        target: Arc<dyn ChunkTarget>,
+        progress: Arc<FetchProgress>,
+    ) -> Result<FetchOutcome, ObjectClientError> {
+        let n = book.n_chunks();
+        let meta = Arc::new(meta.clone());
+        let refused: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut set: JoinSet<Result<ChunkDone, ObjectClientError>> = JoinSet::new();
+        for index in 0..n {
+            let (me, meta, book, target, progress, refused) = (
+                self.clone(),
+                meta.clone(),
+                book.clone(),
+                target.clone(),
+                progress.clone(),
+                refused.clone(),
+            );
+            set.spawn(async move {
+                me.fetch_chunk(&meta, &book, index, target, progress, &refused)
+                    .await
+            });
+        }
+        let mut done: Vec<Option<ChunkDone>> = (0..n).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let c = match joined {
+                Ok(r) => r?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => {
+                    return Err(
+                        ClientError::BadResponse(format!("chunk task cancelled: {e}")).into(),
+                    )
+                }
+            };
+            let i = c.index as usize;
+            done[i] = Some(c);
+        }
+        let mut chunks: Vec<ChunkDone> = done
+            .into_iter()
+            .map(|c| c.expect("every chunk recorded"))
+            .collect();
+        let mut crc = combined(&chunks, book);
+        let mut expected = meta.crc64.or_else(|| {
+            chunks.iter().find_map(|c| match c.source {
+                ChunkSource::Store { object_crc64 } => object_crc64,
+                ChunkSource::Peer(_) => None,
+            })
+        });
+        let from_peers = chunks
+            .iter()
+            .any(|c| matches!(c.source, ChunkSource::Peer(_)));
+        if expected.is_none() && from_peers {
+            // All bytes came from peers: ask the store what the CRC must be.
+            if let Ok(head) = self.engine.client().head(&meta.key).await {
+                if head.etag == meta.etag && head.size == meta.size {
+                    expected = head.crc64;
+                }
+            }
+        }
+        if expected.is_some_and(|e| e != crc) && from_peers {
+            let suspects: Vec<String> = chunks
+                .iter()
+                .filter_map(|c| match &c.source {
+                    ChunkSource::Peer(p) => Some(p.clone()),
+                    ChunkSource::Store { .. } => None,
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            tracing::warn!(
+                key = %meta.key,
+                peers = ?suspects,
+                expected = format!("{:#018x}", expected.unwrap_or(0)),
+                actual = format!("{crc:#018x}"),
+                "whole-object CRC-64 mismatch; refetching every peer chunk from the store"
+            );
+            for c in chunks
+                .iter_mut()
+                .filter(|c| matches!(c.source, ChunkSource::Peer(_)))
+            {
+                book.forget(c.index);
+                let range = book.range(c.index);
+                let got = self
+                    .engine
+                    .fetch_range(&meta, range.clone(), target.clone(), progress.clone())
+                    .await?;
+                c.crc = got.crc64;
+                c.store_bytes += range.end - range.start;
+                c.source = ChunkSource::Store {
+                    object_crc64: got.object_crc64,
+                };
+                book.record(c.index, c.crc);
+            }
+            crc = combined(&chunks, book);
+        }
+        if let Some(e) = expected.filter(|e| *e != crc) {
+            return Err(ClientError::Crc64Mismatch {
+                key: meta.key.clone(),
+                expected: e,
+                actual: crc,
+            }
+            .into());
+        }
+        let mut by_peer = BTreeMap::new();
+        let mut bytes_peer = 0;
+        let mut bytes_store = 0;
+        for c in &chunks {
+            bytes_store += c.store_bytes;
+            if let ChunkSource::Peer(p) = &c.source {
+                let r = book.range(c.index);
+                *by_peer.entry(p.clone()).or_insert(0) += r.end - r.start;
+                bytes_peer += r.end - r.start;
+            }
+        }
+        Ok(FetchOutcome {
+            fetched: FetchedObject {
+                size: meta.size,
+                etag: meta.etag.clone(),
+                crc64: crc,
+                crc64_verified: expected.is_some(),
+            },
+            bytes_store,
+            bytes_peer,
+            by_peer,
+        })
+    }
+
+    async fn fetch_chunk(
+        &self,
+        meta: &ObjectMeta,
+        book: &ChunkBook,
+        index: u64,
+        target: Arc<dyn ChunkTarget>,
+        progress: Arc<FetchProgress>,
+        refused: &Mutex<HashSet<String>>,
+    ) -> Result<ChunkDone, ObjectClientError> {
+        let id = ChunkId {
+            object: book.version.clone(),
+            index,
+        };
+        let range = book.range(index);
+        let len = range.end - range.start;
+        let alive = self.peers.alive_ids();
+        let owner = ring::owner(alive.iter().map(String::as_str), &id)
+            .unwrap_or(self.peers.self_id())
+            .to_string();
+        let skip = refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&owner);
+        if owner != self.peers.self_id() && !skip {
+            if let Some(peer) = self.peers.peer(&owner) {
+                match self.pull(&peer, &id, range.clone(), &*target).await {
+                    Ok(crc) => {
+                        book.record(index, crc);
+                        peer.bytes_received.fetch_add(len, Ordering::Relaxed);
+                        progress.bytes_done.fetch_add(len, Ordering::Relaxed);
+                        return Ok(ChunkDone {
+                            index,
+                            crc,
+                            source: ChunkSource::Peer(owner),
+                            store_bytes: 0,
+                        });
+                    }
+                    Err(PullError::NotFound) => {
+                        tracing::info!(peer = %owner, key = %meta.key, "peer does not hold this object; its chunks come from the store");
+                        refused
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(owner.clone());
+                    }
+                    Err(e) => {
+                        peer.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %owner, key = %meta.key, chunk = index, error = %e, "pull from peer failed; fetching the chunk from the store");
+                    }
+                }
+            }
+        }
+        let got = self
+            .engine
+            .fetch_range(meta, range, target, progress)
+            .await?;
+        book.record(index, got.crc64);
+        Ok(ChunkDone {
+            index,
+            crc: got.crc64,
+            source: ChunkSource::Store {
+                object_crc64: got.object_crc64,
+            },
+            store_bytes: len,
+        })
+    }
+
+    /// Pulls chunk `id` (`range` of the object) from `peer` into `target`;
+    /// returns its verified CRC-64.
+    async fn pull(
+        &self,
+        peer: &Peer,
+        id: &ChunkId,
+        range: Range<u64>,
+        target: &dyn ChunkTarget,
+    ) -> Result<u64, PullError> {
+        let _permit = self
+            .pulls
+            .acquire()
+            .await
+            .map_err(|_| PullError::Failed("pull limiter closed".into()))?;
+        let wait = self.settings.peer_wait;
+        let mut req = tonic::Request::new(v1::ChunkRequest {
+            chunk: Some(v1::ChunkId {
+                object: Some(v1::ObjectVersion {
+                    bucket: id.object.bucket.clone(),
+                    key: id.object.key.clone(),
+                    etag: id.object.etag.clone(),
+                    size: id.object.size,
+                }),
+                chunk_size: self.settings.chunk_size,
+                index: id.index,
+            }),
+            wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        });
+        self.peers
+            .secret()
+            .sign(req.metadata_mut(), self.peers.self_id(), FETCH_CHUNK_METHOD);
+        let mut client = peer.client();
+        let resp = tokio::time::timeout(wait + RESPONSE_MARGIN, client.fetch_chunk(req))
+            .await
+            .map_err(|_| PullError::Failed(format!("no answer within {wait:?}")))?
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => PullError::NotFound,
+                _ => PullError::Failed(format!("{}: {}", s.code(), s.message())),
+            })?;
+        let mut stream = resp.into_inner();
+        let len = range.end - range.start;
+        let mut pos = 0u64;
+        let mut claimed: Option<u64> = None;
+        let mut hasher = Crc64Hasher::new();
+        loop {
+            let frame = tokio::time::timeout(FRAME_STALL_TIMEOUT, stream.message())
+                .await
+                .map_err(|_| PullError::Failed("chunk stream stalled".into()))?
+                .map_err(|s| PullError::Failed(format!("{}: {}", s.code(), s.message())))?;
+            let Some(frame) = frame else { break };
+            let n = frame.data.len() as u64;
+            if frame.offset != pos || pos + n > len {
+                return Err(PullError::Failed(format!(
+                    "frame at {} (+{n}) does not fit chunk at {pos} of {len}",
+                    frame.offset
+                )));
+            }
+            if *claimed.get_or_insert(frame.crc64) != frame.crc64 {
+                return Err(PullError::Failed("frames disagree on the chunk CRC".into()));
+            }
+            hasher.update(&frame.data);
+            target
+                .write_at(range.start + pos, &frame.data)
+                .map_err(|e| PullError::Failed(format!("writing chunk: {e}")))?;
+            pos += n;
+        }
+        if pos != len {
+            return Err(PullError::Failed(format!(
+                "chunk truncated at {pos} of {len}"
+            )));
+        }
+        let actual = hasher.finish();
+        match claimed {
+            Some(c) if c == actual => Ok(actual),
+            Some(c) => Err(PullError::Failed(format!(
+                "chunk CRC-64 mismatch: peer recorded {c:#018x}, data has {actual:#018x}"
+            ))),
+            None => Err(PullError::Failed("empty chunk stream".into())),
+        }
+    }
+}
+
+/// The object's CRC-64 from its chunks' CRCs, in order.
+fn combined(chunks: &[ChunkDone], book: &ChunkBook) -> u64 {
+    chunks.iter().fold(0u64, |acc, c| {
+        let r = book.range(c.index);
+        crc64::combine(acc, c.crc, r.end - r.start)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fetcher::{StoreFetcher, VecTarget};
+    use crate::agent::sys::Memfd;
+    use crate::swarm::{MembershipTiming, Swarm, SwarmConfig};
+    use ossc_core::fetch::FetchConfig;
+    use ossc_core::object_client::mock::MockObjectClient;
+    use ossc_core::object_client::ObjectClient;
+    use tokio::net::TcpListener;
+
+    const CHUNK: u64 = 64 * 1024;
+    const SECRET: &[u8] = b"test-cluster-secret-0123456789";
+
+    fn data(n: u64, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn config(peers: &[String], me: SocketAddrText, secret: &[u8], tls: bool) -> SwarmConfig {
+        SwarmConfig {
+            peers: peers.to_vec(),
+            listen: me.0.parse().unwrap(),
+            advertise: None,
+            secret: ClusterSecretText(secret).into(),
+            chunk_size: CHUNK,
+            pull_concurrency: 4,
+            peer_wait: Duration::from_secs(3),
+            timing: MembershipTiming {
+                heartbeat: Duration::from_millis(100),
+                dead_after: Duration::from_millis(400),
+                hello_timeout: Duration::from_millis(300),
+                startup_wait: Duration::from_millis(500),
+            },
+            tls,
+            corrupt_served_chunks: false,
+        }
+    }
+
+    struct SocketAddrText(String);
+    struct ClusterSecretText<'a>(&'a [u8]);
+    impl From<ClusterSecretText<'_>> for crate::swarm::ClusterSecret {
+        fn from(s: ClusterSecretText<'_>) -> Self {
+            crate::swarm::ClusterSecret::new(s.0).unwrap()
+        }
+    }
+
+    fn engine(client: Arc<dyn ObjectClient>) -> Arc<FetchEngine> {
+        Arc::new(FetchEngine::new(
+            client,
+            FetchConfig {
+                part_size: CHUNK / 2,
+                max_in_flight: 8,
+                ..FetchConfig::default()
+            },
+        ))
+    }
+
+    /// `clients.len()` nodes on 127.0.0.1 with TLS, all listed; `secrets[i]`
+    /// per node.
+    async fn cluster(clients: Vec<Arc<dyn ObjectClient>>, secrets: &[&[u8]]) -> Vec<Swarm> {
+        cluster_tls(clients, secrets, true).await
+    }
+
+    async fn cluster_tls(
+        clients: Vec<Arc<dyn ObjectClient>>,
+        secrets: &[&[u8]],
+        tls: bool,
+    ) -> Vec<Swarm> {
+        let mut listeners = Vec::new();
+        for _ in &clients {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let peers: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (l, c)) in listeners.into_iter().zip(clients).enumerate() {
+            let cfg = config(&peers, SocketAddrText(peers[i].clone()), secrets[i], tls);
+            nodes.push(
+                Swarm::start_with_listener(cfg, l, engine(c), "b".into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        nodes
+    }
+
+    async fn wait_alive(nodes: &[Swarm], n: usize) {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while nodes.iter().any(|s| s.peers().alive_ids().len() != n) {
+            assert!(
+                std::time::Instant::now() < until,
+                "peers never became alive"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn fetch_all(
+        nodes: &[&Swarm],
+        meta: &ObjectMeta,
+    ) -> Vec<(Result<FetchOutcome, ObjectClientError>, Vec<u8>)> {
+        let each: Vec<(&Swarm, ObjectMeta)> = nodes.iter().map(|n| (*n, meta.clone())).collect();
+        fetch_each(&each).await
+    }
+
+    /// Each node fetches its `ObjectMeta` concurrently.
+    async fn fetch_each(
+        nodes: &[(&Swarm, ObjectMeta)],
+    ) -> Vec<(Result<FetchOutcome, ObjectClientError>, Vec<u8>)> {
+        // Every target stays alive until all nodes finish, as in the agent's
+        // cache (a node serves chunks only while it holds the object).
+        let futs = nodes.iter().map(|(s, meta)| {
+            let f = s.fetcher();
+            let meta = meta.clone();
+            async move {
+                let memfd = Arc::new(Memfd::create(&meta.key, meta.size).unwrap());
+                let target: Arc<dyn ChunkTarget> = memfd.clone();
+                let r = f.fetch(&meta, target, Arc::default()).await;
+                (r, memfd)
+            }
+        });
+        let done = futures::future::join_all(futs).await;
+        done.into_iter()
+            .map(|(r, memfd)| {
+                let mut out = vec![0u8; memfd.size() as usize];
+                memfd.read_at(0, &mut out).unwrap();
+                (r, out)
+            })
+            .collect()
+    }
+
+    fn mock_with(size: u64, seed: u64) -> (Arc<MockObjectClient>, Vec<u8>) {
+        let mock = Arc::new(MockObjectClient::new("b"));
+        let d = data(size, seed);
+        mock.put_object("model/shard-1.safetensors", d.clone());
+        (mock, d)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn three_nodes_get_exact_bytes_for_about_one_object_of_store_egress() {
+        let size = 40 * CHUNK + 1234;
+        let (mock, d) = mock_with(size, 1);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        // Without peers: every node pulls the whole object from the store.
+        for _ in 0..3 {
+            let t = Arc::new(VecTarget::with_len(size as usize));
+            StoreFetcher::new(engine(mock.clone()))
+                .fetch(&meta, t.clone(), Arc::default())
+                .await
+                .unwrap();
+            assert_eq!(t.contents(), d);
+        }
+        assert_eq!(mock.bytes_served(), 3 * size);
+        mock.reset_stats();
+
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let nodes = cluster(clients, &[SECRET, SECRET, SECRET]).await;
+        wait_alive(&nodes, 3).await;
+        let refs: Vec<&Swarm> = nodes.iter().collect();
+        let results = fetch_all(&refs, &meta).await;
+        let mut store_total = 0;
+        for (r, out) in results {
+            let o = r.unwrap();
+            assert_eq!(out, d);
+            assert!(o.fetched.crc64_verified);
+            assert_eq!(o.fetched.crc64, ossc_core::crc64::crc64(&d));
+            assert_eq!(o.bytes_store + o.bytes_peer, size);
+            assert!(o.bytes_peer > size / 3, "{o:?}");
+            assert_eq!(o.by_peer.values().sum::<u64>(), o.bytes_peer);
+            store_total += o.bytes_store;
+        }
+        let served = mock.bytes_served();
+        assert_eq!(served, store_total);
+        assert!(served * 10 <= size * 11, "store served {served} for {size}");
+        // Traffic per peer is visible in the status section.
+        let status = nodes[0].swarm_fetcher().status().unwrap();
+        assert_eq!(status["alive"].as_array().unwrap().len(), 3);
+        let sent: u64 = status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["bytes_sent"].as_u64().unwrap())
+            .sum();
+        assert!(sent > 0, "{status}");
+        for n in nodes {
+            n.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_node_with_the_wrong_secret_gets_nothing_and_injects_nothing() {
+        // Without TLS the HMAC refuses it (UNAUTHENTICATED); with TLS it
+        // cannot even complete a handshake.
+        wrong_secret_case(false).await;
+        wrong_secret_case(true).await;
+    }
+
+    async fn wrong_secret_case(tls: bool) {
+        let size = 12 * CHUNK + 5;
+        let (mock, d) = mock_with(size, 2);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let wrong: &[u8] = b"not-the-cluster-secret-at-all";
+        let nodes = cluster_tls(clients, &[SECRET, SECRET, wrong], tls).await;
+        wait_alive(&nodes[..2], 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            nodes[2].peers().alive_ids().len(),
+            1,
+            "intruder sees no one"
+        );
+        assert_eq!(
+            nodes[0].peers().alive_ids().len(),
+            2,
+            "members ignore intruder"
+        );
+
+        // A direct FetchChunk signed with the wrong secret is refused.
+        let good = nodes[0].peers().self_id().to_string();
+        let intruder = nodes[2].peers();
+        let peer = intruder.peer(&good).unwrap();
+        let mut req = tonic::Request::new(v1::ChunkRequest {
+            chunk: Some(v1::ChunkId {
+                object: Some(v1::ObjectVersion {
+                    bucket: "b".into(),
+                    key: meta.key.clone(),
+                    etag: meta.etag.clone(),
+                    size,
+                }),
+                chunk_size: CHUNK,
+                index: 0,
+            }),
+            wait_ms: 0,
+        });
+        intruder
+            .secret()
+            .sign(req.metadata_mut(), intruder.self_id(), FETCH_CHUNK_METHOD);
+        let status = peer.client().fetch_chunk(req).await.unwrap_err();
+        let refused = if tls {
+            tonic::Code::Unavailable // the TLS handshake fails
+        } else {
+            tonic::Code::Unauthenticated
+        };
+        assert_eq!(status.code(), refused, "{status}");
+        // Unsigned requests too.
+        let unsigned = tonic::Request::new(v1::HelloRequest::default());
+        let status = peer.client().hello(unsigned).await.unwrap_err();
+        assert_eq!(status.code(), refused, "{status}");
+
+        let results = fetch_all(&[&nodes[0], &nodes[1], &nodes[2]], &meta).await;
+        for (i, (r, out)) in results.into_iter().enumerate() {
+            let o = r.unwrap();
+            assert_eq!(out, d, "node {i}");
+            if i == 2 {
+                assert_eq!(o.bytes_peer, 0);
+                assert_eq!(o.bytes_store, size);
+            }
+        }
+        for n in &nodes[..2] {
+            let st = n.swarm_fetcher().status().unwrap();
+            for p in st["peers"].as_array().unwrap() {
+                if p["id"] == intruder.self_id() {
+                    assert_eq!(p["bytes_sent"], 0, "{st}");
+                    assert_eq!(p["bytes_received"], 0, "{st}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn corrupted_chunks_from_a_peer_are_detected_and_bypassed() {
+        let size = 16 * CHUNK + 77;
+        let (mock, d) = mock_with(size, 3);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let nodes = cluster(vec![mock.clone(), mock.clone()], &[SECRET, SECRET]).await;
+        wait_alive(&nodes, 2).await;
+        nodes[1].server().inject_corruption(true);
+        let results = fetch_all(&[&nodes[0], &nodes[1]], &meta).await;
+        let (r0, out0) = &results[0];
+        let o0 = r0.as_ref().unwrap();
+        assert_eq!(*out0, d);
+        assert_eq!(o0.bytes_peer, 0, "no corrupted chunk may be kept");
+        assert_eq!(o0.bytes_store, size);
+        let (r1, out1) = &results[1];
+        assert_eq!(*out1, d);
+        assert!(r1.as_ref().unwrap().bytes_peer > 0);
+        let st = nodes[0].swarm_fetcher().status().unwrap();
+        let failures: u64 = st["peers"][0]["failures"].as_u64().unwrap();
+        assert!(failures > 0, "{st}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn bad_bytes_behind_a_consistent_chunk_crc_are_caught_end_to_end() {
+        let size = 16 * CHUNK + 9;
+        let (mock, d) = mock_with(size, 4);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        // Node 1 sees an inconsistent store (same ETag, one byte different,
+        // no CRC header): it records chunk CRCs that match its bad bytes, so
+        // only node 0's whole-object check against its store can catch them.
+        let bad_store = Arc::new(MockObjectClient::new("b").with_crc64_headers(false));
+        let nodes_for_owner = |alive: &[String], owner: &str| {
+            let version = ObjectVersion {
+                bucket: "b".into(),
+                key: meta.key.clone(),
+                etag: meta.etag.clone(),
+                size,
+            };
+            (0..size.div_ceil(CHUNK)).find(|i| {
+                let id = ChunkId {
+                    object: version.clone(),
+                    index: *i,
+                };
+                ring::owner(alive.iter().map(String::as_str), &id) == Some(owner)
+            })
+        };
+        let nodes = cluster(vec![mock.clone(), bad_store.clone()], &[SECRET, SECRET]).await;
+        wait_alive(&nodes, 2).await;
+        let alive = nodes[0].peers().alive_ids();
+        let index =
+            nodes_for_owner(&alive, nodes[1].peers().self_id()).expect("node 1 owns a chunk");
+        let mut bad = d.clone();
+        bad[(index * CHUNK + 100) as usize] ^= 0x5a;
+        bad_store.put_object_with_etag(meta.key.clone(), bad, meta.etag.clone());
+        // Node 1 knows no CRC (a listing's meta, a store without the header).
+        let unknown = ObjectMeta {
+            crc64: None,
+            ..meta.clone()
+        };
+        let results = fetch_each(&[(&nodes[0], meta.clone()), (&nodes[1], unknown)]).await;
+        let (r0, out0) = &results[0];
+        let o0 = r0.as_ref().unwrap();
+        assert_eq!(*out0, d);
+        assert!(o0.fetched.crc64_verified);
+        assert_eq!(o0.bytes_peer, 0, "every peer chunk was refetched: {o0:?}");
+        assert_eq!(o0.bytes_store, size);
+        // Node 0 did receive node 1's chunks (then threw them away).
+        let st = nodes[1].swarm_fetcher().status().unwrap();
+        assert!(st["peers"][0]["bytes_sent"].as_u64().unwrap() > 0, "{st}");
+        // Node 1 cannot know better than its store: unverified, not failed.
+        assert!(!results[1].0.as_ref().unwrap().fetched.crc64_verified);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_dead_peer_falls_back_to_the_store_and_leaves_the_ring() {
+        let size = 24 * CHUNK + 1;
+        let (mock, d) = mock_with(size, 5);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let mut nodes = cluster(clients, &[SECRET, SECRET, SECRET]).await;
+        wait_alive(&nodes, 3).await;
+        let dead = nodes.pop().unwrap();
+        let dead_id = dead.peers().self_id().to_string();
+        dead.shutdown().await;
+        // Still believed alive: pulls to it fail and fall back.
+        assert!(nodes[0].peers().is_alive(&dead_id));
+        let results = fetch_all(&[&nodes[0], &nodes[1]], &meta).await;
+        for (r, out) in &results {
+            r.as_ref().unwrap();
+            assert_eq!(*out, d);
+        }
+        // After DEAD_AFTER without heartbeats it leaves the alive set.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while nodes[0].peers().is_alive(&dead_id) {
+            assert!(std::time::Instant::now() < until);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(nodes[0].peers().alive_ids().len(), 2);
+        // A second object now splits between the two survivors only.
+        mock.put_object("model/shard-2.safetensors", d.clone());
+        let meta2 = mock.head("model/shard-2.safetensors").await.unwrap();
+        mock.reset_stats();
+        let results = fetch_all(&[&nodes[0], &nodes[1]], &meta2).await;
+        for (r, out) in &results {
+            assert!(r.as_ref().unwrap().bytes_peer > 0);
+            assert_eq!(*out, d);
+        }
+        assert!(mock.bytes_served() * 10 <= size * 11);
+    }
+}
