@@ -238,7 +238,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         record(fd, other, other);
                     } else {
                         record(fd, SERVED, PLACEHOLDER);
