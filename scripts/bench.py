@@ -144,14 +144,23 @@ def bench_store(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("which", choices=["store", "load"])
-    p.add_argument("--size-mb", type=int, default=2048)
+    p.add_argument("which", choices=["store", "load", "peers"])
+    p.add_argument("--size-mb", type=int, default=None,
+                   help="model size (default: 2048; 256 for peers)")
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--vcpus", type=int, default=2)
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--nodes", default="1,2,4", help="peers: cluster sizes")
+    p.add_argument("--link-mbit", type=int, default=300, help="peers: node link and store uplink cap")
+    p.add_argument("--peer-env", action="append", default=[], help="peers: KEY=VALUE for the peers phase")
+    p.add_argument("--out-name", default="peers", help="peers: results go to target/bench/<out-name>.json")
     args = p.parse_args()
-    {"store": bench_store, "load": bench_load}[args.which](args)
+    if args.size_mb is None:
+        args.size_mb = 256 if args.which == "peers" else 2048
+    if args.which == "peers" and "--rounds" not in sys.argv:
+        args.rounds = 1
+    {"store": bench_store, "load": bench_load, "peers": bench_peers}[args.which](args)
 
 
 CONSUMER = """
@@ -289,6 +298,57 @@ def bench_load(args):
     p, h = statistics.median(plain), statistics.median(hooked)
     print(f"open+close of a non-model path: {p:.0f} ns without the hook, {h:.0f} ns with it (role 2, MODEL_DIR set): "
           f"overhead {100 * (h - p) / p:+.1f}% (target <= 5%), median of 5 x 200k")
+
+
+def bench_peers(args):
+    """Issue 4: the netns cluster benchmark (cluster-tests/src/bin/ossc-bench-peers.rs, needs root),
+    then the Markdown table and the scaling model's check against the measured points."""
+    out = REPO / "target" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    raw_path = out / f"{args.out_name}-raw.json"
+    env = {**os.environ, "OSSC_BIN": str(OSSC), "OSSC_PRELOAD_LIB": str(PRELOAD)}
+    cmd = [REL / "ossc-bench-peers", "--nodes", args.nodes, "--model-mb", str(args.size_mb),
+           "--shards", str(args.shards), "--node-mbit", str(args.link_mbit), "--store-mbit", str(args.link_mbit),
+           "--rounds", str(args.rounds), "--out", raw_path]
+    for kv in args.peer_env:
+        cmd += ["--peer-env", kv]
+    subprocess.run(cmd, env=env, check=True)
+    raw = json.loads(raw_path.read_text())
+    model = raw["model_bytes"]
+    rows = []
+    for r in raw["results"]:
+        n = r["nodes"]
+        for mode in ("no_peers", "peers"):
+            phases = [x[mode] for x in r["rounds"]]
+            walls = [p["wall_s"] for p in phases]
+            med = statistics.median(walls)
+            mid = phases[walls.index(sorted(walls)[(len(walls) - 1) // 2])]
+            per_node = [{"node": c["node"], "wall_s": c["wall_s"], "store": c["bytes_store"],
+                         "peer": c["bytes_peer"], "local": c["bytes_local"]} for c in mid["nodes"]]
+            rows.append({"nodes": n, "mode": mode, "wall_s": med, "all_walls_s": walls,
+                         "egress_over_model": statistics.median(p["egress_over_model"] for p in phases),
+                         "per_node": per_node})
+    walls = {(r["nodes"], r["mode"]): r["wall_s"] for r in rows}
+    transports = sorted({str((c.get("peers") or {}).get("transport")) for r in raw["results"] for x in r["rounds"]
+                         for c in x["peers"]["nodes"] if c.get("peers")})
+    failures = sum(c.get("pull_failures", 0) for r in raw["results"] for x in r["rounds"] for c in x["peers"]["nodes"])
+    print(f"\npeers: {model / 1e6:.0f} MB model ({len(raw.get('file_sizes', []))} files), node links and store "
+          f"uplink capped at {args.link_mbit} Mbit/s (tc tbf), median of {raw['rounds']} round(s); "
+          f"per-node MB = store / peer / local (local: OPENs served from data already resident); "
+          f"peer transport: {', '.join(transports) or 'n/a'}; pulls that fell back to the store: {failures}")
+    print("| N | peers | wall s | peers / no peers | store egress / model | per-node MB (store / peer / local) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = walls[(r["nodes"], "peers")] / walls[(r["nodes"], "no_peers")] if r["mode"] == "peers" else 1.0
+        nodes = "; ".join(f"{c['store'] / 1e6:.0f} / {c['peer'] / 1e6:.0f} / {c['local'] / 1e6:.0f}"
+                          for c in r["per_node"])
+        print(f"| {r['nodes']} | {'on' if r['mode'] == 'peers' else 'off'} | {r['wall_s']:.2f} | "
+              f"{ratio:.2f} | {r['egress_over_model']:.3f} | {nodes} |")
+    (out / f"{args.out_name}.json").write_text(json.dumps({"raw": raw, "rows": rows, "transports": transports,
+                                                            "pull_failures": failures}, indent=2))
+    print(f"\nwrote {out / (args.out_name + '.json')}; scaling model vs measured points:")
+    subprocess.run([sys.executable, REPO / "scripts" / "peer_scaling_model.py", "--check",
+                    out / f"{args.out_name}.json", "--json", out / f"{args.out_name}-model.json"], check=True)
 
 
 if __name__ == "__main__":

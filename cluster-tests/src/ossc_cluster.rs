@@ -282,12 +282,45 @@ pub fn run_phase(
     phase: &str,
     extra_env: &[(String, String)],
 ) -> Result<PhaseOutcome> {
+    run_phase_with_config(
+        cluster,
+        bins,
+        store,
+        model,
+        work,
+        phase,
+        extra_env,
+        &serde_json::Value::Null,
+    )
+}
+
+/// [`run_phase`] with `config_extra` (a JSON object, e.g. `{"peer":
+/// {"chunkSizeBytes": 4194304}}`) merged into every node's config file.
+#[allow(clippy::too_many_arguments)]
+pub fn run_phase_with_config(
+    cluster: &Cluster,
+    bins: &Binaries,
+    store: &Store,
+    model: &Model,
+    work: &Path,
+    phase: &str,
+    extra_env: &[(String, String)],
+    config_extra: &serde_json::Value,
+) -> Result<PhaseOutcome> {
     store.reset_stats()?;
     let t0 = Instant::now();
     let mut running = Vec::new();
     for node in cluster.nodes() {
         let dir = work.join(phase).join(&node.name);
-        running.push(start_consumer(node, bins, store, model, &dir, extra_env)?);
+        running.push(start_consumer_with_config(
+            node,
+            bins,
+            store,
+            model,
+            &dir,
+            extra_env,
+            config_extra,
+        )?);
     }
     let results: Vec<Result<ConsumerOutcome>> = running
         .into_iter()
@@ -324,7 +357,29 @@ pub fn start_consumer(
     dir: &Path,
     extra_env: &[(String, String)],
 ) -> Result<RunningConsumer> {
-    let cmd = consumer_command(node, bins, store, model, dir, extra_env)?;
+    start_consumer_with_config(
+        node,
+        bins,
+        store,
+        model,
+        dir,
+        extra_env,
+        &serde_json::Value::Null,
+    )
+}
+
+/// [`start_consumer`] with `config_extra` merged into the node's config file
+/// (see [`run_phase_with_config`]).
+pub fn start_consumer_with_config(
+    node: &Host,
+    bins: &Binaries,
+    store: &Store,
+    model: &Model,
+    dir: &Path,
+    extra_env: &[(String, String)],
+    config_extra: &serde_json::Value,
+) -> Result<RunningConsumer> {
+    let cmd = consumer_command(node, bins, store, model, dir, extra_env, config_extra)?;
     Ok(RunningConsumer {
         node: node.clone(),
         dir: dir.to_path_buf(),
@@ -377,16 +432,18 @@ fn consumer_command(
     model: &Model,
     dir: &Path,
     extra_env: &[(String, String)],
+    config_extra: &serde_json::Value,
 ) -> Result<std::process::Command> {
     std::fs::create_dir_all(dir)?;
     let model_dir = dir.join("model");
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "logLevel": 1,
         "logPath": dir.join("connector.log"),
         "auditPath": dir.join("audit.log"),
         "expireTimeSec": 120,
         "prefetch": {"vcpus": 4, "workers": 8},
     });
+    merge_config(&mut config, config_extra);
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
     let mut cmd = node.command(&bins.ossc);
@@ -481,6 +538,217 @@ fn agent_status(bins: &Binaries, socket: &Path) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Merges the keys of JSON object `extra` into `config` (one level deep for
+/// nested objects, so `{"peer": {...}}` adds a section); `null` merges nothing.
+pub fn merge_config(config: &mut serde_json::Value, extra: &serde_json::Value) {
+    let (Some(dst), Some(src)) = (config.as_object_mut(), extra.as_object()) else {
+        return;
+    };
+    for (k, v) in src {
+        match (
+            dst.get_mut(k).and_then(|d| d.as_object_mut()),
+            v.as_object(),
+        ) {
+            (Some(d), Some(v)) => d.extend(v.iter().map(|(a, b)| (a.clone(), b.clone()))),
+            _ => {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The peer id (`ip:port`) of `node`'s agent, as the other agents know it.
+pub fn peer_id(node: &Host) -> String {
+    node.addr(PEER_PORT).to_string()
+}
+
+/// `ossc status --json` of the agent at `socket` (`None` when none answers).
+pub fn query_agent_status(bins: &Binaries, socket: &Path) -> Option<serde_json::Value> {
+    agent_status(bins, socket)
+}
+
+/// From an agent's STATUS: its `peers.peers[]` entry for peer `id`.
+pub fn peer_entry<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    status["peers"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"].as_str() == Some(id))
+}
+
+/// The tail (last `lines` lines) of a node's `connector.log`.
+pub fn log_tail(dir: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(dir.join("connector.log")).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl RunningConsumer {
+    /// Whether the consumer is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The node agent's STATUS now (`None` while none answers).
+    pub fn agent_status(&self, bins: &Binaries) -> Option<serde_json::Value> {
+        agent_status(bins, &self.socket())
+    }
+}
+
+/// How long `ossc peer` may take to create its socket.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `ossc peer` (the standalone node daemon) running on one node, with its
+/// MODEL_DIR, socket, config and log under `dir` in the same layout as a
+/// consumer's (`model/`, `agent/connector.sock`, `connector.log`), so
+/// [`start_attached_consumer`] with the same `dir` attaches to it.
+#[derive(Debug)]
+pub struct PeerDaemon {
+    node: Host,
+    dir: PathBuf,
+    process: HostProcess,
+}
+
+/// What a test adds to `ossc peer`'s defaults.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonSettings {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Extra command-line flags.
+    pub args: Vec<String>,
+    /// Merged into the daemon's config file (see [`merge_config`]).
+    pub config: serde_json::Value,
+}
+
+/// Starts `ossc peer` on `node` for `model` (credentials, endpoint and
+/// OSS_PATH in its environment, `extra` on top) and waits until its socket
+/// exists.
+pub fn start_peer_daemon(
+    node: &Host,
+    bins: &Binaries,
+    store: &Store,
+    model: &Model,
+    dir: &Path,
+    extra: &DaemonSettings,
+) -> Result<PeerDaemon> {
+    std::fs::create_dir_all(dir)?;
+    let mut config = serde_json::json!({
+        "logLevel": 1,
+        "logPath": dir.join("connector.log"),
+        "auditPath": dir.join("audit.log"),
+        "expireTimeSec": 120,
+        "prefetch": {"vcpus": 4, "workers": 8},
+    });
+    merge_config(&mut config, &extra.config);
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+    let socket = dir.join("agent").join("connector.sock");
+    let mut cmd = node.command(&bins.ossc);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+        )
+        .env("OSS_PATH", model.oss_path())
+        .env("OSS_ENDPOINT", store.endpoint())
+        .env("OSS_REGION", REGION)
+        .env("OSS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("OSS_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
+        .env("OSS_CONNECTOR_CONFIG", &config_path)
+        .envs(extra.env.iter().map(|(k, v)| (k, v)))
+        .arg("peer")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--model-dir")
+        .arg(dir.join("model"))
+        .args(&extra.args);
+    let mut process = node.spawn(cmd)?;
+    let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+    while !socket.exists() {
+        if !process.is_running() {
+            bail!(
+                "{}: ossc peer exited at start\n--- connector.log (tail) ---\n{}",
+                node.name,
+                log_tail(dir, 20)
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{}: ossc peer did not create {} within {DAEMON_START_TIMEOUT:?}",
+            node.name,
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(PeerDaemon {
+        node: node.clone(),
+        dir: dir.to_path_buf(),
+        process,
+    })
+}
+
+impl PeerDaemon {
+    pub fn node(&self) -> &Host {
+        &self.node
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The daemon's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("agent").join("connector.sock")
+    }
+
+    /// The daemon's STATUS (`None` while it does not answer).
+    pub fn status(&self, bins: &Binaries) -> Option<serde_json::Value> {
+        agent_status(bins, &self.socket())
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+/// Starts a consumer on `node` that attaches to the agent already serving
+/// `dir/agent/connector.sock` (a [`PeerDaemon`]) with `ENABLE_CONNECTOR=2`.
+/// It gets no store credentials, endpoint or OSS_PATH: everything comes
+/// through the daemon.
+pub fn start_attached_consumer(
+    node: &Host,
+    bins: &Binaries,
+    model: &Model,
+    dir: &Path,
+) -> Result<RunningConsumer> {
+    let model_dir = dir.join("model");
+    let mut cmd = node.command(&bins.ossc);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+        )
+        .env("LD_PRELOAD", &bins.preload)
+        .env("ENABLE_CONNECTOR", "2")
+        .env("MODEL_DIR", &model_dir)
+        .env(
+            "CONNECTOR_UDS_PATH",
+            dir.join("agent").join("connector.sock"),
+        )
+        .arg("load-model")
+        .arg(&model_dir)
+        .arg("--manifest")
+        .arg(&model.manifest_path)
+        .arg("--json");
+    Ok(RunningConsumer {
+        node: node.clone(),
+        dir: dir.to_path_buf(),
+        process: node.spawn(cmd)?,
+    })
 }
 
 #[cfg(test)]

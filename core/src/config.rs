@@ -182,6 +182,9 @@ pub struct PeerConfig {
     pub secret_file: Option<PathBuf>,
     /// `peer.chunkSizeBytes`.
     pub chunk_size_bytes: Option<u64>,
+    /// `peer.transport`: `quic` or `grpc` (`OSS_CONNECTOR_PEER_TRANSPORT`);
+    /// validated by the peer layer.
+    pub transport: Option<String>,
 }
 
 impl Default for ConnectorConfig {
@@ -370,6 +373,7 @@ const PEER_KEYS: &[&str] = &[
     "advertise",
     "secretFile",
     "chunkSizeBytes",
+    "transport",
 ];
 
 type Object = serde_json::Map<String, Value>;
@@ -541,6 +545,10 @@ impl Walker<'_> {
                     "peer.secretFile",
                     "a file path",
                 )?));
+            }
+            if let Some(v) = peer.get("transport") {
+                config.peer.transport =
+                    Some(self.non_empty_string(v, "peer.transport", "\"quic\" or \"grpc\"")?);
             }
             if let Some(v) = peer.get("chunkSizeBytes") {
                 config.peer.chunk_size_bytes = Some(self.integer(
@@ -917,7 +925,8 @@ mod tests {
     fn peer_section_is_parsed_and_checked() {
         let c = parse(
             r#"{"peer": {"peers": ["10.0.0.1:7468", "peers.ns.svc:7468"], "listen": "0.0.0.0:7000",
-                 "advertise": "10.0.0.1:7000", "secretFile": "/etc/ossc/secret", "chunkSizeBytes": 8388608}}"#,
+                 "advertise": "10.0.0.1:7000", "secretFile": "/etc/ossc/secret", "chunkSizeBytes": 8388608,
+                 "transport": "quic"}}"#,
         )
         .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -927,9 +936,11 @@ mod tests {
         assert_eq!(p.advertise.as_deref(), Some("10.0.0.1:7000"));
         assert_eq!(p.secret_file, Some(PathBuf::from("/etc/ossc/secret")));
         assert_eq!(p.chunk_size_bytes, Some(8 << 20));
+        assert_eq!(p.transport.as_deref(), Some("quic"));
         assert_eq!(parse("{}").unwrap().config.peer, PeerConfig::default());
         assert!(err(r#"{"peer": {"peers": "a:1"}}"#).contains("peer.peers"));
         assert!(err(r#"{"peer": {"chunkSizeBytes": 5}}"#).contains("peer.chunkSizeBytes"));
+        assert!(err(r#"{"peer": {"transport": 4}}"#).contains("peer.transport"));
     }
 
     #[test]

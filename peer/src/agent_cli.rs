@@ -110,7 +110,7 @@ fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) ->
 
 /// Logs go to `logPath` (created if needed) at `logLevel` (0 debug … 3 error);
 /// `RUST_LOG` overrides the level. Falls back to stderr when the file can't be opened.
-fn init_logging(path: &std::path::Path, level: u8, force_stderr: bool) {
+pub fn init_logging(path: &std::path::Path, level: u8, force_stderr: bool) {
     let level = match level {
         0 => "debug",
         1 => "info",

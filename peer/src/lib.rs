@@ -6,6 +6,7 @@ pub mod cli_support;
 pub mod demo;
 pub mod download;
 pub mod model_reader;
+pub mod peer_daemon;
 pub mod prometheus;
 pub mod swarm;
 pub mod synthetic_model;

@@ -80,6 +80,9 @@ enum Command {
     Demo(ossc_peer::demo::DemoArgs),
     /// Run the node agent (normally started by libossc_preload.so).
     Agent(ossc_peer::agent_cli::AgentArgs),
+    /// Run the node agent as a standalone node daemon: prefetch OSS_PATH, serve peers, never
+    /// exit for lack of clients; applications attach with ENABLE_CONNECTOR=2.
+    Peer(ossc_peer::peer_daemon::PeerArgs),
     /// Show the node agent's state.
     Status {
         /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
@@ -179,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => ossc_peer::demo::run(args),
         Command::Agent(args) => ossc_peer::agent_cli::run(args),
+        Command::Peer(args) => ossc_peer::peer_daemon::run(args),
         Command::Status { socket, json } => {
             let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
             let status = ossc_peer::cli_support::query_status(&socket)

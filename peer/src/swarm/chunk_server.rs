@@ -9,8 +9,12 @@
 //! this node has no book for (within [`BOOK_WAIT`]) is NOT_FOUND, so a peer
 //! falls back to the store quickly. Every request is authenticated first;
 //! failures are logged with the remote address and claimed node, never the
-//! secret.
+//! secret. Admission ([`ChunkServer::admit_metadata`]) and chunk lookup
+//! ([`ChunkServer::locate`]) are shared with the QUIC server
+//! ([`super::quic`]), so both transports answer identically.
 
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,10 +26,11 @@ use ossc_proto::v1::{
     ChunkData, ChunkRequest, HaveRequest, HaveResponse, HelloRequest, HelloResponse, PeerInfo,
 };
 use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::chunk_book::{BookRegistry, ObjectVersion};
-use super::peer_set::{PeerSet, HELLO_METHOD};
+use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion};
+use super::peer_set::{Peer, PeerSet, HELLO_METHOD};
 
 /// Largest data frame: 1 MiB, well under tonic's 4 MiB message limit, small
 /// enough that a frame is one cheap `pread` and the receiver's stall
@@ -73,28 +78,97 @@ impl ChunkServer {
     }
 
     fn admit<T>(&self, req: &Request<T>, method: &str) -> Result<String, Status> {
+        self.admit_metadata(req.metadata(), req.remote_addr(), method)
+    }
+
+    /// Authenticates a request of either transport (the QUIC server carries
+    /// the same three auth entries in its request message); returns the
+    /// caller's node id.
+    pub(crate) fn admit_metadata(
+        &self,
+        md: &MetadataMap,
+        remote: Option<SocketAddr>,
+        method: &str,
+    ) -> Result<String, Status> {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node shutting down"));
         }
-        self.peers
-            .secret()
-            .verify(req.metadata(), method)
-            .map_err(|e| {
-                let claimed = req
-                    .metadata()
-                    .get(super::auth::NODE_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("?");
-                tracing::warn!(
-                    remote = ?req.remote_addr(),
-                    claimed_node = claimed,
-                    method,
-                    error = %e,
-                    "peer request refused"
-                );
-                Status::unauthenticated("peer authentication failed")
-            })
+        self.peers.secret().verify(md, method).map_err(|e| {
+            let claimed = md
+                .get(super::auth::NODE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?");
+            tracing::warn!(
+                remote = ?remote,
+                claimed_node = claimed,
+                method,
+                error = %e,
+                "peer request refused"
+            );
+            Status::unauthenticated("peer authentication failed")
+        })
     }
+
+    /// Finds the chunk a request names, waiting (bounded by `wait_ms`, at
+    /// most [`MAX_SERVE_WAIT`]) until this node holds it. Shared by both
+    /// transports, so they answer identically.
+    pub(crate) async fn locate(&self, node: &str, req: ChunkRequest) -> Result<Serving, Status> {
+        let id = req
+            .chunk
+            .ok_or_else(|| Status::invalid_argument("no chunk"))?;
+        let object = id
+            .object
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("no object"))?;
+        let version = ObjectVersion {
+            bucket: object.bucket,
+            key: object.key,
+            etag: object.etag,
+            size: object.size,
+        };
+        let now = Instant::now();
+        let until = now + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_SERVE_WAIT);
+        let book = self
+            .books
+            .wait_get(&version, until.min(now + BOOK_WAIT))
+            .await
+            .ok_or_else(|| Status::not_found("object version not held by this node"))?;
+        if book.chunk_size != id.chunk_size {
+            return Err(Status::failed_precondition(format!(
+                "chunk size {} differs from this node's {}",
+                id.chunk_size, book.chunk_size
+            )));
+        }
+        if id.index >= book.n_chunks() {
+            return Err(Status::out_of_range("no such chunk"));
+        }
+        let crc = book
+            .wait_for(id.index, until)
+            .await
+            .ok_or_else(|| Status::unavailable("chunk not held within the wait"))?;
+        Ok(Serving {
+            range: book.range(id.index),
+            book,
+            crc,
+            id,
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            peer: self.peers.peer(node),
+        })
+    }
+}
+
+/// A chunk found for a request, ready to be sent.
+pub(crate) struct Serving {
+    pub book: Arc<ChunkBook>,
+    /// The chunk's bytes within the object.
+    pub range: Range<u64>,
+    /// CRC-64 recorded when this node got the chunk.
+    pub crc: u64,
+    pub id: ossc_proto::v1::ChunkId,
+    /// Fault injection: flip the first byte.
+    pub corrupt: bool,
+    /// The requesting peer (for per-peer traffic counters).
+    pub peer: Option<Arc<Peer>>,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkData, Status>> + Send>>;
@@ -135,43 +209,14 @@ impl PeerControl for ChunkServer {
         request: Request<ChunkRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let node = self.admit(&request, FETCH_CHUNK_METHOD)?;
-        let req = request.into_inner();
-        let id = req
-            .chunk
-            .ok_or_else(|| Status::invalid_argument("no chunk"))?;
-        let object = id
-            .object
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("no object"))?;
-        let version = ObjectVersion {
-            bucket: object.bucket,
-            key: object.key,
-            etag: object.etag,
-            size: object.size,
-        };
-        let now = Instant::now();
-        let until = now + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_SERVE_WAIT);
-        let book = self
-            .books
-            .wait_get(&version, until.min(now + BOOK_WAIT))
-            .await
-            .ok_or_else(|| Status::not_found("object version not held by this node"))?;
-        if book.chunk_size != id.chunk_size {
-            return Err(Status::failed_precondition(format!(
-                "chunk size {} differs from this node's {}",
-                id.chunk_size, book.chunk_size
-            )));
-        }
-        if id.index >= book.n_chunks() {
-            return Err(Status::out_of_range("no such chunk"));
-        }
-        let crc = book
-            .wait_for(id.index, until)
-            .await
-            .ok_or_else(|| Status::unavailable("chunk not held within the wait"))?;
-        let range = book.range(id.index);
-        let corrupt = self.corrupt.load(Ordering::Relaxed);
-        let peer = self.peers.peer(&node);
+        let Serving {
+            book,
+            range,
+            crc,
+            id,
+            corrupt,
+            peer,
+        } = self.locate(&node, request.into_inner()).await?;
         let stream = futures::stream::unfold(0u64, move |pos| {
             let book = book.clone();
             let id = id.clone();

@@ -10,6 +10,11 @@
 //!   ([`DEFAULT_PULL_CONCURRENCY`]), so pulls waiting for an owner never hold
 //!   store slots and never starve own fetches — which is also why the swarm
 //!   cannot deadlock: every owner fetches its own chunks unconditionally.
+//! - Pulls go over QUIC ([`super::quic`]) when the node is configured for
+//!   it, else over gRPC `FetchChunk`; a peer whose QUIC handshake fails is
+//!   pulled from over gRPC instead (the QUIC node logs this once per peer).
+//!   Both transports answer from the same server logic, so NOT_FOUND, waits
+//!   and failures mean the same here.
 //! - A pulled chunk is written into the target, its CRC-64 computed while
 //!   receiving and compared with the CRC the owner recorded from the store.
 //!   Only then is it recorded in this node's [`ChunkBook`] (so it may be
@@ -38,6 +43,7 @@ use tokio::task::JoinSet;
 use super::chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion};
 use super::chunk_server::FETCH_CHUNK_METHOD;
 use super::peer_set::{Peer, PeerSet};
+use super::quic::{QuicNode, QuicPullError};
 use super::ring;
 use crate::agent::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
 
@@ -53,6 +59,9 @@ pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(10);
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
 /// A chunk stream that delivers no frame for this long is abandoned.
 pub const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a running or queued pull checks that its peer is still alive
+/// (a small fraction of the membership's 3 s detection delay).
+pub const DEAD_PEER_CHECK: Duration = Duration::from_millis(250);
 
 /// Knobs of the fetcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +102,8 @@ struct Shared {
     bucket: String,
     settings: PullSettings,
     pulls: Semaphore,
+    /// Pull over QUIC through this endpoint (None: gRPC only).
+    quic: Option<Arc<QuicNode>>,
 }
 
 /// See the module docs.
@@ -101,12 +112,26 @@ pub struct SwarmFetcher {
 }
 
 impl SwarmFetcher {
+    /// A fetcher that pulls over gRPC only.
     pub fn new(
         engine: Arc<FetchEngine>,
         peers: Arc<PeerSet>,
         books: Arc<BookRegistry>,
         bucket: String,
         settings: PullSettings,
+    ) -> SwarmFetcher {
+        SwarmFetcher::with_transport(engine, peers, books, bucket, settings, None)
+    }
+
+    /// A fetcher that pulls over QUIC through `quic` when given (gRPC per
+    /// peer whose handshake fails), else over gRPC.
+    pub fn with_transport(
+        engine: Arc<FetchEngine>,
+        peers: Arc<PeerSet>,
+        books: Arc<BookRegistry>,
+        bucket: String,
+        settings: PullSettings,
+        quic: Option<Arc<QuicNode>>,
     ) -> SwarmFetcher {
         let settings = PullSettings {
             chunk_size: settings.chunk_size.max(1),
@@ -121,12 +146,52 @@ impl SwarmFetcher {
                 bucket,
                 pulls: Semaphore::new(settings.pull_concurrency),
                 settings,
+                quic,
             }),
         }
     }
 
     pub fn peers(&self) -> &Arc<PeerSet> {
         &self.shared.peers
+    }
+
+    /// The object versions this node holds (and serves to peers).
+    pub fn books(&self) -> &Arc<BookRegistry> {
+        &self.shared.books
+    }
+
+    /// "quic" or "grpc": how this fetcher pulls.
+    pub fn transport(&self) -> &'static str {
+        if self.shared.quic.is_some() {
+            "quic"
+        } else {
+            "grpc"
+        }
+    }
+
+    /// Pulls chunk `id` from peer `peer_id` into `target` (at the chunk's
+    /// offset) with the configured transport; its verified CRC-64. For
+    /// measurements and tests: no ownership, no store fallback.
+    pub async fn pull_chunk(
+        &self,
+        peer_id: &str,
+        id: &ChunkId,
+        target: &dyn ChunkTarget,
+    ) -> Result<u64, String> {
+        let peer = self
+            .shared
+            .peers
+            .peer(peer_id)
+            .ok_or_else(|| format!("unknown peer {peer_id}"))?;
+        let range = super::chunk_book::chunk_range(
+            id.object.size,
+            self.shared.settings.chunk_size,
+            id.index,
+        );
+        self.shared
+            .pull(&peer, id, range, target)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -169,6 +234,7 @@ impl ObjectFetcher for SwarmFetcher {
         let mut v = self.shared.peers.status_json();
         if let Some(o) = v.as_object_mut() {
             o.insert("chunk_size".into(), self.shared.settings.chunk_size.into());
+            o.insert("transport".into(), self.transport().into());
             o.insert("objects_held".into(), self.shared.books.len().into());
         }
         Some(v)
@@ -330,7 +396,10 @@ impl Shared {
             .contains(&owner);
         if owner != self.peers.self_id() && !skip {
             if let Some(peer) = self.peers.peer(&owner) {
-                match self.pull(&peer, &id, range.clone(), &*target).await {
+                match self
+                    .pull_while_alive(&peer, &id, range.clone(), &*target)
+                    .await
+                {
                     Ok(crc) => {
                         book.record(index, crc);
                         peer.bytes_received.fetch_add(len, Ordering::Relaxed);
@@ -371,6 +440,34 @@ impl Shared {
         })
     }
 
+    /// [`Shared::pull`], abandoned as soon as membership declares `peer`
+    /// dead (checked every [`DEAD_PEER_CHECK`], also while the pull waits for
+    /// a permit). A killed or partitioned owner then costs its pending chunks
+    /// the membership's detection delay, not the full peer wait each: with
+    /// QUIC a killed peer sends no reset, so its pulls would otherwise hang
+    /// until their timeouts, one round of pull permits after another.
+    async fn pull_while_alive(
+        &self,
+        peer: &Peer,
+        id: &ChunkId,
+        range: Range<u64>,
+        target: &dyn ChunkTarget,
+    ) -> Result<u64, PullError> {
+        let pull = self.pull(peer, id, range, target);
+        tokio::pin!(pull);
+        let mut check = tokio::time::interval(DEAD_PEER_CHECK);
+        loop {
+            tokio::select! {
+                r = &mut pull => return r,
+                _ = check.tick() => {
+                    if !self.peers.is_alive(&peer.id) {
+                        return Err(PullError::Failed("peer declared dead".into()));
+                    }
+                }
+            }
+        }
+    }
+
     /// Pulls chunk `id` (`range` of the object) from `peer` into `target`;
     /// returns its verified CRC-64.
     async fn pull(
@@ -386,7 +483,7 @@ impl Shared {
             .await
             .map_err(|_| PullError::Failed("pull limiter closed".into()))?;
         let wait = self.settings.peer_wait;
-        let mut req = tonic::Request::new(v1::ChunkRequest {
+        let request = v1::ChunkRequest {
             chunk: Some(v1::ChunkId {
                 object: Some(v1::ObjectVersion {
                     bucket: id.object.bucket.clone(),
@@ -398,7 +495,31 @@ impl Shared {
                 index: id.index,
             }),
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-        });
+        };
+        if let Some(quic) = &self.quic {
+            let pulled = quic
+                .fetch(
+                    peer.addr,
+                    self.peers.secret(),
+                    self.peers.self_id(),
+                    request.clone(),
+                    range.clone(),
+                    target,
+                    wait + RESPONSE_MARGIN,
+                    FRAME_STALL_TIMEOUT,
+                )
+                .await;
+            match pulled {
+                Ok(crc) => return Ok(crc),
+                Err(QuicPullError::NotFound) => return Err(PullError::NotFound),
+                Err(QuicPullError::Failed(e)) => {
+                    return Err(PullError::Failed(format!("QUIC: {e}")))
+                }
+                // No QUIC to this peer: gRPC below (logged by the QUIC node).
+                Err(QuicPullError::Unreachable(_)) => {}
+            }
+        }
+        let mut req = tonic::Request::new(request);
         self.peers
             .secret()
             .sign(req.metadata_mut(), self.peers.self_id(), FETCH_CHUNK_METHOD);
@@ -466,7 +587,7 @@ mod tests {
     use super::*;
     use crate::agent::fetcher::{StoreFetcher, VecTarget};
     use crate::agent::sys::Memfd;
-    use crate::swarm::{MembershipTiming, Swarm, SwarmConfig};
+    use crate::swarm::{MembershipTiming, PeerTransport, Swarm, SwarmConfig};
     use ossc_core::fetch::FetchConfig;
     use ossc_core::object_client::mock::MockObjectClient;
     use ossc_core::object_client::ObjectClient;
@@ -487,7 +608,13 @@ mod tests {
             .collect()
     }
 
-    fn config(peers: &[String], me: SocketAddrText, secret: &[u8], tls: bool) -> SwarmConfig {
+    fn config(
+        peers: &[String],
+        me: SocketAddrText,
+        secret: &[u8],
+        tls: bool,
+        transport: PeerTransport,
+    ) -> SwarmConfig {
         SwarmConfig {
             peers: peers.to_vec(),
             listen: me.0.parse().unwrap(),
@@ -504,6 +631,7 @@ mod tests {
             },
             tls,
             corrupt_served_chunks: false,
+            transport,
         }
     }
 
@@ -528,18 +656,34 @@ mod tests {
 
     /// `clients.len()` nodes on 127.0.0.1 with TLS, all listed; `secrets[i]`
     /// per node.
-    async fn cluster(clients: Vec<Arc<dyn ObjectClient>>, secrets: &[&[u8]]) -> Vec<Swarm> {
-        cluster_tls(clients, secrets, true).await
+    async fn cluster(
+        clients: Vec<Arc<dyn ObjectClient>>,
+        secrets: &[&[u8]],
+        t: PeerTransport,
+    ) -> Vec<Swarm> {
+        cluster_tls(clients, secrets, true, t).await
+    }
+
+    /// A TCP listener on 127.0.0.1 whose port number is also free on UDP
+    /// (the QUIC endpoint binds the same number).
+    pub(crate) async fn listener_with_free_udp() -> TcpListener {
+        loop {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if std::net::UdpSocket::bind(l.local_addr().unwrap()).is_ok() {
+                return l;
+            }
+        }
     }
 
     async fn cluster_tls(
         clients: Vec<Arc<dyn ObjectClient>>,
         secrets: &[&[u8]],
         tls: bool,
+        t: PeerTransport,
     ) -> Vec<Swarm> {
         let mut listeners = Vec::new();
         for _ in &clients {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+            listeners.push(listener_with_free_udp().await);
         }
         let peers: Vec<String> = listeners
             .iter()
@@ -547,7 +691,7 @@ mod tests {
             .collect();
         let mut nodes = Vec::new();
         for (i, (l, c)) in listeners.into_iter().zip(clients).enumerate() {
-            let cfg = config(&peers, SocketAddrText(peers[i].clone()), secrets[i], tls);
+            let cfg = config(&peers, SocketAddrText(peers[i].clone()), secrets[i], tls, t);
             nodes.push(
                 Swarm::start_with_listener(cfg, l, engine(c), "b".into())
                     .await
@@ -609,8 +753,7 @@ mod tests {
         (mock, d)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn three_nodes_get_exact_bytes_for_about_one_object_of_store_egress() {
+    async fn three_nodes_get_exact_bytes_for_about_one_object_of_store_egress(t: PeerTransport) {
         let size = 40 * CHUNK + 1234;
         let (mock, d) = mock_with(size, 1);
         let meta = mock.head("model/shard-1.safetensors").await.unwrap();
@@ -627,11 +770,12 @@ mod tests {
         mock.reset_stats();
 
         let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let nodes = cluster(clients, &[SECRET, SECRET, SECRET]).await;
+        let nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
         wait_alive(&nodes, 3).await;
         let refs: Vec<&Swarm> = nodes.iter().collect();
         let results = fetch_all(&refs, &meta).await;
         let mut store_total = 0;
+        let mut peer_total = 0;
         for (r, out) in results {
             let o = r.unwrap();
             assert_eq!(out, d);
@@ -641,9 +785,28 @@ mod tests {
             assert!(o.bytes_peer > size / 3, "{o:?}");
             assert_eq!(o.by_peer.values().sum::<u64>(), o.bytes_peer);
             store_total += o.bytes_store;
+            peer_total += o.bytes_peer;
         }
         let served = mock.bytes_served();
         assert_eq!(served, store_total);
+        // The configured transport carried the peer bytes.
+        let quic_bytes: u64 = nodes
+            .iter()
+            .map(|n| n.quic().unwrap().bytes_received.load(Ordering::Relaxed))
+            .sum();
+        let unreachable: u64 = nodes
+            .iter()
+            .map(|n| n.quic().unwrap().unreachable.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(unreachable, 0);
+        match t {
+            PeerTransport::Quic => assert_eq!(quic_bytes, peer_total),
+            PeerTransport::Grpc => assert_eq!(quic_bytes, 0),
+        }
+        assert_eq!(
+            nodes[0].swarm_fetcher().status().unwrap()["transport"],
+            t.as_str()
+        );
         assert!(served * 10 <= size * 11, "store served {served} for {size}");
         // Traffic per peer is visible in the status section.
         let status = nodes[0].swarm_fetcher().status().unwrap();
@@ -660,21 +823,20 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_node_with_the_wrong_secret_gets_nothing_and_injects_nothing() {
+    async fn a_node_with_the_wrong_secret_gets_nothing_and_injects_nothing(t: PeerTransport) {
         // Without TLS the HMAC refuses it (UNAUTHENTICATED); with TLS it
         // cannot even complete a handshake.
-        wrong_secret_case(false).await;
-        wrong_secret_case(true).await;
+        wrong_secret_case(false, t).await;
+        wrong_secret_case(true, t).await;
     }
 
-    async fn wrong_secret_case(tls: bool) {
+    async fn wrong_secret_case(tls: bool, t: PeerTransport) {
         let size = 12 * CHUNK + 5;
         let (mock, d) = mock_with(size, 2);
         let meta = mock.head("model/shard-1.safetensors").await.unwrap();
         let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
         let wrong: &[u8] = b"not-the-cluster-secret-at-all";
-        let nodes = cluster_tls(clients, &[SECRET, SECRET, wrong], tls).await;
+        let nodes = cluster_tls(clients, &[SECRET, SECRET, wrong], tls, t).await;
         wait_alive(&nodes[..2], 2).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
@@ -740,12 +902,11 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn corrupted_chunks_from_a_peer_are_detected_and_bypassed() {
+    async fn corrupted_chunks_from_a_peer_are_detected_and_bypassed(t: PeerTransport) {
         let size = 16 * CHUNK + 77;
         let (mock, d) = mock_with(size, 3);
         let meta = mock.head("model/shard-1.safetensors").await.unwrap();
-        let nodes = cluster(vec![mock.clone(), mock.clone()], &[SECRET, SECRET]).await;
+        let nodes = cluster(vec![mock.clone(), mock.clone()], &[SECRET, SECRET], t).await;
         wait_alive(&nodes, 2).await;
         nodes[1].server().inject_corruption(true);
         let results = fetch_all(&[&nodes[0], &nodes[1]], &meta).await;
@@ -762,8 +923,7 @@ mod tests {
         assert!(failures > 0, "{st}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn bad_bytes_behind_a_consistent_chunk_crc_are_caught_end_to_end() {
+    async fn bad_bytes_behind_a_consistent_chunk_crc_are_caught_end_to_end(t: PeerTransport) {
         let size = 16 * CHUNK + 9;
         let (mock, d) = mock_with(size, 4);
         let meta = mock.head("model/shard-1.safetensors").await.unwrap();
@@ -786,7 +946,7 @@ mod tests {
                 ring::owner(alive.iter().map(String::as_str), &id) == Some(owner)
             })
         };
-        let nodes = cluster(vec![mock.clone(), bad_store.clone()], &[SECRET, SECRET]).await;
+        let nodes = cluster(vec![mock.clone(), bad_store.clone()], &[SECRET, SECRET], t).await;
         wait_alive(&nodes, 2).await;
         let alive = nodes[0].peers().alive_ids();
         let index =
@@ -813,13 +973,12 @@ mod tests {
         assert!(!results[1].0.as_ref().unwrap().fetched.crc64_verified);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_dead_peer_falls_back_to_the_store_and_leaves_the_ring() {
+    async fn a_dead_peer_falls_back_to_the_store_and_leaves_the_ring(t: PeerTransport) {
         let size = 24 * CHUNK + 1;
         let (mock, d) = mock_with(size, 5);
         let meta = mock.head("model/shard-1.safetensors").await.unwrap();
         let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let mut nodes = cluster(clients, &[SECRET, SECRET, SECRET]).await;
+        let mut nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
         wait_alive(&nodes, 3).await;
         let dead = nodes.pop().unwrap();
         let dead_id = dead.peers().self_id().to_string();
@@ -849,4 +1008,231 @@ mod tests {
         }
         assert!(mock.bytes_served() * 10 <= size * 11);
     }
+
+    /// Node 0 holds `d` (all chunks recorded) as object `version`, kept alive
+    /// by the returned target.
+    fn hold(node: &Swarm, version: &ObjectVersion, d: &[u8]) -> Arc<dyn ChunkTarget> {
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(d.len()));
+        target.write_at(0, d).unwrap();
+        let book = node
+            .swarm_fetcher()
+            .books()
+            .open(version.clone(), CHUNK, &target);
+        for i in 0..book.n_chunks() {
+            let r = book.range(i);
+            book.record(
+                i,
+                ossc_core::crc64::crc64(&d[r.start as usize..r.end as usize]),
+            );
+        }
+        target
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_wrong_secret_node_cannot_complete_a_quic_handshake_and_gets_nothing() {
+        use crate::swarm::quic::{QuicCrypto, QuicNode};
+        use crate::swarm::tls::PeerTls;
+        use crate::swarm::ClusterSecret;
+        let size = 4 * CHUNK;
+        let d = data(size, 6);
+        let mock = Arc::new(MockObjectClient::new("b"));
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock];
+        let nodes = cluster(clients, &[SECRET, SECRET], PeerTransport::Quic).await;
+        wait_alive(&nodes, 2).await;
+        let version = ObjectVersion {
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: "\"e\"".into(),
+            size,
+        };
+        let _held = hold(&nodes[0], &version, &d);
+        let id = ChunkId {
+            object: version.clone(),
+            index: 1,
+        };
+        let range = CHUNK..2 * CHUNK;
+        // A member pulls the chunk over QUIC.
+        let got = VecTarget::with_len(size as usize);
+        let crc = nodes[1]
+            .swarm_fetcher()
+            .pull_chunk(nodes[0].peers().self_id(), &id, &got)
+            .await
+            .unwrap();
+        assert_eq!(
+            crc,
+            ossc_core::crc64::crc64(&d[range.start as usize..range.end as usize])
+        );
+        assert_eq!(
+            got.contents()[range.start as usize..range.end as usize],
+            d[range.start as usize..range.end as usize]
+        );
+        assert_eq!(
+            nodes[1]
+                .quic()
+                .unwrap()
+                .bytes_received
+                .load(Ordering::Relaxed),
+            CHUNK
+        );
+
+        let good = nodes[0].local_addr();
+        let request = v1::ChunkRequest {
+            chunk: Some(v1::ChunkId {
+                object: Some(v1::ObjectVersion {
+                    bucket: version.bucket.clone(),
+                    key: version.key.clone(),
+                    etag: version.etag.clone(),
+                    size,
+                }),
+                chunk_size: CHUNK,
+                index: 1,
+            }),
+            wait_ms: 0,
+        };
+        let wrong = ClusterSecret::new(b"not-the-cluster-secret-at-all").unwrap();
+        let right = ClusterSecret::new(SECRET).unwrap();
+        let wrong_tls = PeerTls::new(&wrong, "127.0.0.1:9").unwrap();
+        let right_tls = PeerTls::new(&right, "127.0.0.1:9").unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let timeout = Duration::from_secs(2);
+        let server = nodes[1].server().clone();
+        let out = VecTarget::with_len(size as usize);
+        // 1. Wrong secret throughout: neither side trusts the other's CA.
+        let intruder = QuicNode::bind(
+            any,
+            QuicCrypto::from_tls(&wrong_tls).unwrap(),
+            server.clone(),
+        )
+        .unwrap();
+        let r = intruder
+            .fetch(
+                good,
+                &wrong,
+                "127.0.0.1:9",
+                request.clone(),
+                range.clone(),
+                &out,
+                timeout,
+                timeout,
+            )
+            .await;
+        assert!(matches!(r, Err(QuicPullError::Unreachable(_))), "{r:?}");
+        // 2. Trusting our CA does not help: it can only present a certificate
+        // from its own CA, which the server refuses.
+        let crypto = QuicCrypto::from_pems(
+            right_tls.ca_pem(),
+            wrong_tls.cert_pem(),
+            wrong_tls.key_pem(),
+        )
+        .unwrap();
+        let half = QuicNode::bind(any, crypto, server.clone()).unwrap();
+        let r = half
+            .fetch(
+                good,
+                &wrong,
+                "127.0.0.1:9",
+                request.clone(),
+                range.clone(),
+                &out,
+                timeout,
+                timeout,
+            )
+            .await;
+        assert!(r.is_err(), "{r:?}");
+        // 3. Valid certificates but a tag under the wrong secret: refused.
+        let forged =
+            QuicNode::bind(any, QuicCrypto::from_tls(&right_tls).unwrap(), server).unwrap();
+        let r = forged
+            .fetch(
+                good,
+                &wrong,
+                "127.0.0.1:9",
+                request,
+                range,
+                &out,
+                timeout,
+                timeout,
+            )
+            .await;
+        match r {
+            Err(QuicPullError::Failed(m)) => assert!(m.contains("Unauthenticated"), "{m}"),
+            other => panic!("expected UNAUTHENTICATED, got {other:?}"),
+        }
+        assert!(out.contents().iter().all(|b| *b == 0), "nothing written");
+        for q in [&intruder, &half, &forged] {
+            assert_eq!(q.bytes_received.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_peer_without_quic_is_pulled_from_over_grpc() {
+        let size = 12 * CHUNK + 3;
+        let (mock, d) = mock_with(size, 7);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let listeners = [
+            listener_with_free_udp().await,
+            listener_with_free_udp().await,
+        ];
+        let peers: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        // Something else holds node 1's UDP port (and swallows datagrams):
+        // node 1 runs without QUIC, node 0's handshakes time out.
+        let _squatter = std::net::UdpSocket::bind(&peers[1]).unwrap();
+        let mut nodes = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let cfg = config(
+                &peers,
+                SocketAddrText(peers[i].clone()),
+                SECRET,
+                true,
+                PeerTransport::Quic,
+            );
+            let s = Swarm::start_with_listener(cfg, l, engine(mock.clone()), "b".into())
+                .await
+                .unwrap();
+            nodes.push(s);
+        }
+        assert!(nodes[0].quic().is_some());
+        assert!(nodes[1].quic().is_none(), "node 1 could not bind UDP");
+        wait_alive(&nodes, 2).await;
+        let results = fetch_all(&[&nodes[0], &nodes[1]], &meta).await;
+        for (r, out) in &results {
+            assert_eq!(*out, d);
+            assert!(r.as_ref().unwrap().bytes_peer > 0, "{r:?}");
+        }
+        // Node 0 tried QUIC, gave up on node 1 and used gRPC for its pulls.
+        let q = nodes[0].quic().unwrap();
+        assert!(q.unreachable.load(Ordering::Relaxed) > 0);
+        assert_eq!(q.bytes_received.load(Ordering::Relaxed), 0);
+        // Node 1 (QUIC configured but unbound) pulled over gRPC too.
+        assert_eq!(nodes[1].swarm_fetcher().transport(), "grpc");
+    }
+
+    /// Each scenario runs once per transport: `by_transport::<name>::{quic,grpc}`.
+    macro_rules! both_transports {
+        ($($name:ident),* $(,)?) => {
+            mod by_transport {
+                $(pub mod $name {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn quic() {
+                        super::super::$name(crate::swarm::PeerTransport::Quic).await
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn grpc() {
+                        super::super::$name(crate::swarm::PeerTransport::Grpc).await
+                    }
+                })*
+            }
+        };
+    }
+
+    both_transports!(
+        three_nodes_get_exact_bytes_for_about_one_object_of_store_egress,
+        a_node_with_the_wrong_secret_gets_nothing_and_injects_nothing,
+        corrupted_chunks_from_a_peer_are_detected_and_bypassed,
+        bad_bytes_behind_a_consistent_chunk_crc_are_caught_end_to_end,
+        a_dead_peer_falls_back_to_the_store_and_leaves_the_ring,
+    );
 }

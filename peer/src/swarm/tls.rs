@@ -135,6 +135,16 @@ impl PeerTls {
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
+
+    /// This node's certificate (PEM), for the QUIC transport's rustls setup.
+    pub(crate) fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// This node's private key (PEM); never log it.
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,235 @@
+//! Issue 4, cluster test 5: standalone peer mode. `ossc peer` runs on every
+//! node as a long-lived daemon (as a DaemonSet would run it), prefetching the
+//! model and splitting it with its peers; applications attach to it with
+//! `ENABLE_CONNECTOR=2` through its socket, with no store credentials of
+//! their own.
+//!
+//! Needs root, `ip netns` and `tc` (see `ossc_cluster_tests::netns`): without
+//! them it prints a loud skip message and passes, except when env `CI` is set.
+//!
+//! Design decision: the consumers start the moment the daemons' sockets
+//! exist, so they attach while the daemons are still mirroring and
+//! prefetching (checked through STATUS) and must wait for the data instead of
+//! failing. A second round of consumers, after the first exited, must be
+//! served entirely from the daemons' memory (`--expire-time-sec 0`): the
+//! daemons neither exited nor dropped the model when their clients left. The
+//! peer settings are passed as flags and the secret as a file, the way a
+//! DaemonSet would pass them. (ENABLE_CONNECTOR=2 with no daemon at all is
+//! also covered at the process level by `preload/tests/preload.rs`,
+//! `missing_agent_gives_eio`.)
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};
+use ossc_cluster_tests::ossc_cluster::{
+    self, Binaries, ConsumerOutcome, Model, PeerDaemon, RunningConsumer, Store, CONSUMER_TIMEOUT,
+    PEER_PORT,
+};
+
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const NODES: usize = 4;
+/// Node links and store uplink: slow enough that prefetching takes seconds,
+/// so the consumers really attach mid-prefetch.
+const RATE: Rate = Rate::mbit(200);
+const MODEL_MB: u64 = 128;
+const MODEL_SHARDS: u32 = 4;
+/// ~80 chunks for this model, so every daemon owns several.
+const CHUNK_BYTES: u64 = 2 << 20;
+/// Issue 4: store egress with peers ≤ 1.1 × the model.
+const PEERS_MAX_FACTOR: f64 = 1.1;
+/// How long a consumer without a daemon may take to fail.
+const NO_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn finish(c: RunningConsumer, bins: &Binaries, model: &Model) -> ConsumerOutcome {
+    let node = c.node().name.clone();
+    let dir = c.dir().to_path_buf();
+    c.finish(bins, model, CONSUMER_TIMEOUT).unwrap_or_else(|e| {
+        panic!(
+            "{node}: {e:#}\n--- connector.log (tail) ---\n{}",
+            ossc_cluster::log_tail(&dir, 30)
+        )
+    })
+}
+
+/// Large-file bytes the daemon holds in memory vs. the large files' total.
+fn prefetched(status: &serde_json::Value, model: &Model) -> (u64, u64) {
+    let small = status["catalog"]["small_bytes"].as_u64().unwrap_or(0);
+    let resident = status["bytes_resident"].as_u64().unwrap_or(0);
+    (resident, model.total_bytes.saturating_sub(small))
+}
+
+#[test]
+fn peer_daemons_on_every_node_serve_attached_applications() {
+    if !netns::available_or_skip("peer_daemons_on_every_node_serve_attached_applications") {
+        return;
+    }
+    let _serial = serial();
+    let bins = Binaries::locate().expect("ossc binaries");
+    let work_dir = ossc_cluster::work_dir().expect("work dir");
+    let work = work_dir.path();
+    let model = Model::generate(&bins, work, MODEL_MB, MODEL_SHARDS).expect("gen-model");
+    let cluster = Cluster::create(&ClusterSpec {
+        nodes: NODES,
+        node_link: Some(RATE),
+        store_uplink: Some(RATE),
+    })
+    .expect("cluster");
+    let store = Store::start(&cluster, &bins, &model).expect("store");
+
+    // The cluster secret lives in a file only root can read.
+    let secret_file = work.join("cluster-secret");
+    std::fs::write(
+        &secret_file,
+        format!(
+            "standalone-{}-{:?}\n",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ),
+    )
+    .expect("secret file");
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let peers: Vec<String> = cluster.nodes().iter().map(ossc_cluster::peer_id).collect();
+    let peers = peers.join(",");
+    let listen = format!("0.0.0.0:{PEER_PORT}");
+    let secret_arg = secret_file.to_string_lossy().into_owned();
+    let config = serde_json::json!({"peer": {"chunkSizeBytes": CHUNK_BYTES}});
+    let settings = ossc_cluster::DaemonSettings {
+        env: Vec::new(),
+        args: [
+            "--peers",
+            peers.as_str(),
+            "--listen",
+            listen.as_str(),
+            "--secret-file",
+            secret_arg.as_str(),
+            "--expire-time-sec",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
+        config,
+    };
+
+    store.reset_stats().expect("reset");
+    let mut daemons: Vec<PeerDaemon> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            ossc_cluster::start_peer_daemon(
+                n,
+                &bins,
+                &store,
+                &model,
+                &work.join(&n.name),
+                &settings,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e:#}", n.name))
+        })
+        .collect();
+
+    // Applications attach at once, while the daemons are still prefetching.
+    let first: Vec<RunningConsumer> = daemons
+        .iter()
+        .map(|d| ossc_cluster::start_attached_consumer(d.node(), &bins, &model, d.dir()))
+        .collect::<anyhow::Result<_>>()
+        .expect("attached consumers");
+    let early = daemons
+        .iter()
+        .filter(|d| match d.status(&bins) {
+            Some(st) => {
+                let (resident, large) = prefetched(&st, &model);
+                resident < large
+            }
+            None => true, // not even answering yet: certainly not done
+        })
+        .count();
+    note!("{early} of {NODES} daemons were still prefetching when their application attached");
+    assert!(
+        early > 0,
+        "every daemon had finished prefetching before the applications attached"
+    );
+    let first: Vec<ConsumerOutcome> = first
+        .into_iter()
+        .map(|c| finish(c, &bins, &model))
+        .collect();
+    let stats = store.stats().expect("stats");
+    let factor = stats.bytes_served as f64 / model.total_bytes as f64;
+    note!(
+        "standalone: model {} bytes; store served {factor:.3} x model",
+        model.total_bytes
+    );
+    for c in &first {
+        note!(
+            "  {}: {:.2} s; daemon bytes store {} / peer {}",
+            c.node,
+            c.wall.as_secs_f64(),
+            c.bytes_from("store"),
+            c.bytes_from("peer")
+        );
+        assert!(c.bytes_from("peer") > 0, "{}: no bytes from peers", c.node);
+    }
+    assert!(
+        factor <= PEERS_MAX_FACTOR,
+        "the store served {factor:.3} x the model (limit {PEERS_MAX_FACTOR})"
+    );
+
+    // The applications are gone; the daemons stay, with the model in memory.
+    std::thread::sleep(Duration::from_secs(1));
+    for d in daemons.iter_mut() {
+        assert!(d.is_running(), "{}: ossc peer exited", d.node().name);
+        let st = d.status(&bins).expect("daemon status");
+        let (resident, large) = prefetched(&st, &model);
+        assert_eq!(resident, large, "{}: model not resident", d.node().name);
+    }
+    store.reset_stats().expect("reset");
+    let second: Vec<ConsumerOutcome> = daemons
+        .iter()
+        .map(|d| ossc_cluster::start_attached_consumer(d.node(), &bins, &model, d.dir()))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .expect("second consumers")
+        .into_iter()
+        .map(|c| finish(c, &bins, &model))
+        .collect();
+    let again = store.stats().expect("stats").bytes_served;
+    for c in &second {
+        note!("  again {}: {:.2} s", c.node, c.wall.as_secs_f64());
+    }
+    assert_eq!(
+        again, 0,
+        "the second round fetched {again} bytes from the store"
+    );
+
+    // Without a daemon behind the socket, ENABLE_CONNECTOR=2 fails opens with
+    // EIO instead of handing out the mirror's size-exact placeholders (zeros).
+    let orphan = work.join("orphan");
+    std::fs::create_dir_all(&orphan).expect("orphan dir");
+    std::os::unix::fs::symlink(daemons[0].dir().join("model"), orphan.join("model"))
+        .expect("symlink");
+    let out = ossc_cluster::start_attached_consumer(cluster.node(0), &bins, &model, &orphan)
+        .expect("orphan consumer");
+    let err = match out.finish(&bins, &model, NO_DAEMON_TIMEOUT) {
+        Ok(c) => panic!("a consumer without a daemon succeeded: {:?}", c.report),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("os error 5") || err.contains("Input/output error"),
+        "expected EIO, got: {err}"
+    );
+}

@@ -1,0 +1,291 @@
+//! `ossc peer`: the node agent as a standalone, long-lived node daemon (issue
+//! 4, standalone peer mode) — for a Kubernetes DaemonSet or a systemd unit.
+//!
+//! It mirrors and prefetches `OSS_PATH` into MODEL_DIR at start, serves its
+//! peers (the peer layer, configured by flags or the usual `OSS_CONNECTOR_*`
+//! environment and config file), and never exits for lack of clients.
+//! Applications on the node attach to its socket with `ENABLE_CONNECTOR=2`
+//! (and the same `MODEL_DIR` and `CONNECTOR_UDS_PATH`); they need no store
+//! credentials of their own.
+//!
+//! Design decision: this is `ossc agent --daemon` plus flags, not a second
+//! agent: the same [`run_agent`] with `idle_exit = false`, so the socket
+//! protocol, cache, peer layer and STATUS are identical in both modes. Flags
+//! win over the environment, which wins over the config file. The cluster
+//! secret is never a flag (a command line is visible to every user through
+//! `ps`): it comes from `OSS_CONNECTOR_CLUSTER_SECRET` or a file
+//! (`--secret-file` / `peer.secretFile`). Memory is kept for
+//! `--expire-time-sec` after a file's last use (default `expireTimeSec`);
+//! `0` keeps prefetched files until the daemon stops, which suits a daemon
+//! whose whole job is to hold one model for the node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::agent::{run_agent, AgentOptions};
+use crate::cli_support;
+use crate::swarm::{env as peer_env, SwarmConfig};
+
+/// What `--expire-time-sec 0` means: far beyond any uptime (the cache's
+/// expiry then never finds a file old enough).
+pub const NEVER_EXPIRE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[derive(clap::Args, Debug, Default)]
+pub struct PeerArgs {
+    /// The daemon's socket, where applications attach (default:
+    /// CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The model to prefetch and serve (overrides OSS_PATH).
+    #[arg(long)]
+    pub oss_path: Option<String>,
+    /// Where the model is mirrored (overrides MODEL_DIR).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Peers: comma-separated host:port of every node's daemon, this one
+    /// included, or one DNS name:port resolving to all (overrides
+    /// OSS_CONNECTOR_PEERS).
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Where to serve peers, ip:port (overrides OSS_CONNECTOR_PEER_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The address peers know this node by (overrides
+    /// OSS_CONNECTOR_PEER_ADVERTISE).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// File holding the cluster secret (overrides OSS_CONNECTOR_CLUSTER_SECRET
+    /// and peer.secretFile).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Seconds a file stays in memory after its last use (default:
+    /// expireTimeSec); 0 keeps files until the daemon stops.
+    #[arg(long)]
+    pub expire_time_sec: Option<u64>,
+    /// Log to stderr instead of logPath.
+    #[arg(long)]
+    pub log_stderr: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "OSS_CONNECTOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Runs the daemon until SIGTERM / SIGINT.
+pub fn run(args: PeerArgs) -> Result<()> {
+    let config = match cli_support::load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ossc peer: {e:#}");
+            return Err(e);
+        }
+    };
+    crate::agent_cli::init_logging(&config.log_path, config.log_level, args.log_stderr);
+    let result = build_and_run(args, config);
+    if let Err(e) = &result {
+        tracing::error!("peer daemon stopped: {e:#}");
+        eprintln!("ossc peer: {e:#}");
+    }
+    result
+}
+
+/// The peer layer's settings: flags over `lookup` (the environment) over the
+/// config file.
+pub fn swarm_config(
+    args: &PeerArgs,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    file: &ossc_core::config::PeerConfig,
+) -> Result<Option<SwarmConfig>> {
+    let mut file = file.clone();
+    if let Some(path) = &args.secret_file {
+        file.secret_file = Some(path.clone());
+    }
+    let flag = |k: &str| -> Option<String> {
+        match k {
+            peer_env::PEERS => args.peers.clone(),
+            peer_env::LISTEN => args.listen.clone(),
+            peer_env::ADVERTISE => args.advertise.clone(),
+            _ => None,
+        }
+    };
+    let merged = |k: &str| -> Option<String> {
+        if k == peer_env::SECRET && args.secret_file.is_some() {
+            return None;
+        }
+        flag(k).or_else(|| lookup(k))
+    };
+    Ok(SwarmConfig::resolve(&merged, &file)?)
+}
+
+fn build_and_run(args: PeerArgs, config: ossc_core::config::ConnectorConfig) -> Result<()> {
+    let settings = cli_support::store_settings(&config, args.oss_path.as_deref())?;
+    let swarm = swarm_config(&args, &|k| std::env::var(k).ok(), &config.peer)?;
+    let model_dir = args
+        .model_dir
+        .clone()
+        .or_else(|| {
+            std::env::var_os("MODEL_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .context("MODEL_DIR is not set (or pass --model-dir)")?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(cli_support::default_socket);
+    let expire = match args.expire_time_sec {
+        Some(0) => NEVER_EXPIRE,
+        Some(s) => Duration::from_secs(s),
+        None => Duration::from_secs(config.expire_time_sec),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ossc-peer")
+        .build()?;
+    runtime.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::prometheus::serve(addr, socket).await {
+                    tracing::error!("metrics endpoint stopped: {e:#}");
+                }
+            });
+        }
+        let client = cli_support::http_client(&settings)?;
+        let mut opts = AgentOptions::new(&socket, &model_dir, settings.prefix.clone(), client);
+        opts.fetch = cli_support::fetch_config(&config);
+        opts.small_file_bytes = config.cache_small_file_bytes;
+        opts.memory_limit_bytes = config.cache_memory_limit_bytes;
+        opts.expire = expire;
+        opts.audit_path = Some(config.audit_path.clone());
+        opts.log_path = config.log_path.clone();
+        opts.idle_exit = false;
+        opts.handle_signals = true;
+        match &swarm {
+            Some(s) => tracing::info!(
+                peers = ?s.peers,
+                listen = %s.listen,
+                chunk_size = s.chunk_size,
+                "peer layer configured"
+            ),
+            None => tracing::warn!(
+                "no peers configured (--peers / OSS_CONNECTOR_PEERS): this daemon serves only its own node"
+            ),
+        }
+        opts.swarm = swarm;
+        tracing::info!(
+            socket = %socket.display(),
+            model_dir = %model_dir.display(),
+            bucket = %settings.bucket,
+            prefix = %settings.prefix,
+            endpoint = %settings.endpoint,
+            expire_secs = expire.as_secs(),
+            "peer daemon starting"
+        );
+        run_agent(opts).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        peer: PeerArgs,
+    }
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let args = Cli::parse_from([
+            "x",
+            "--peers",
+            "10.0.0.1:7468,10.0.0.2:7468",
+            "--listen",
+            "0.0.0.0:7000",
+            "--advertise",
+            "10.0.0.1:7468",
+        ])
+        .peer;
+        let lookup = env(&[
+            (peer_env::PEERS, "192.0.2.1:1"),
+            (peer_env::LISTEN, "127.0.0.1:1"),
+            (peer_env::SECRET, "an-environment-secret-0123456789"),
+        ]);
+        let c = swarm_config(&args, &lookup, &Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.peers, vec!["10.0.0.1:7468", "10.0.0.2:7468"]);
+        assert_eq!(c.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.advertise.as_deref(), Some("10.0.0.1:7468"));
+        // Without flags the environment applies.
+        let c = swarm_config(&PeerArgs::default(), &lookup, &Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.peers, vec!["192.0.2.1:1"]);
+        assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+    }
+
+    #[test]
+    fn the_secret_file_flag_wins_and_no_peers_means_no_peer_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "a-file-secret-0123456789abcdef\n").unwrap();
+        let lookup = env(&[(peer_env::SECRET, "an-environment-secret-0123456789")]);
+        let with_file = PeerArgs {
+            peers: Some("127.0.0.1:7468".into()),
+            secret_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let from_file = swarm_config(&with_file, &lookup, &Default::default())
+            .unwrap()
+            .unwrap();
+        let from_env = swarm_config(
+            &PeerArgs {
+                peers: Some("127.0.0.1:7468".into()),
+                ..Default::default()
+            },
+            &lookup,
+            &Default::default(),
+        )
+        .unwrap()
+        .unwrap();
+        // Which secret is in use: a tag signed with it verifies under it.
+        let file_secret =
+            crate::swarm::ClusterSecret::new(b"a-file-secret-0123456789abcdef").unwrap();
+        let verifies = |s: &crate::swarm::ClusterSecret| {
+            let mut md = tonic::metadata::MetadataMap::new();
+            s.sign(&mut md, "n", "/m");
+            file_secret.verify(&md, "/m").is_ok()
+        };
+        assert!(verifies(&from_file.secret));
+        assert!(!verifies(&from_env.secret));
+        // A missing secret file is an error naming the file.
+        let missing = PeerArgs {
+            peers: Some("127.0.0.1:7468".into()),
+            secret_file: Some(dir.path().join("nope")),
+            ..Default::default()
+        };
+        let e = swarm_config(&missing, &lookup, &Default::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("nope"), "{e:#}");
+        // No peers anywhere: a single-node daemon.
+        assert!(
+            swarm_config(&PeerArgs::default(), &env(&[]), &Default::default())
+                .unwrap()
+                .is_none()
+        );
+    }
+}
