@@ -205,11 +205,17 @@ def check(path):
 
 
 def main():
+    global PEER_WAIT_S, STORE_CONC
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", help="peers.json (or peers-raw.json) from `bash scripts/bench.sh peers`")
     ap.add_argument("--nodes", default="1,2,4,8,32,256")
     ap.add_argument("--json", help="write the predictions here")
+    ap.add_argument("--peer-wait", type=float, default=PEER_WAIT_S,
+                    help="seconds a puller waits for an owner (what-if; default: the code's 10 s + 2 s margin)")
+    ap.add_argument("--store-conc", type=int, default=STORE_CONC,
+                    help="store parts in flight per node (what-if; default: the cluster harness's 32)")
     args = ap.parse_args()
+    PEER_WAIT_S, STORE_CONC = args.peer_wait, args.store_conc
     ns = [int(x) for x in args.nodes.split(",")]
     out = {}
     t0 = 3.0

@@ -1,4 +1,4 @@
-//! Client side of the node-agent line protocol (see docs/dev/BRIEF.md, "node agent protocol").
+//! Client side of the node-agent line protocol (see docs/dev/contracts.md, "node agent protocol").
 //!
 //! Design decision: requests are encoded into and replies parsed from fixed-size stack buffers
 //! ([`LineBuf`]), so the hook path never allocates — it may run inside a `vfork` child or while

@@ -17,8 +17,7 @@
 //! bottleneck; the raw per-phase measurements go to JSON, and the summary
 //! (medians, ratios, model comparison) is left to `scripts/bench.py`.
 
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -29,15 +28,15 @@ use serde_json::{json, Value};
 /// Cluster sizes measured by default.
 const DEFAULT_NODES: &[usize] = &[1, 2, 4];
 /// Model size by default: large enough that start-up (agent spawn, listing,
-/// membership) is a minor part of a capped transfer, small enough that the
-/// slowest phase (no peers, 4 nodes sharing the store uplink) takes well
-/// under the harness's consumer timeout.
+/// membership) is a minor part of a capped transfer (~0.5 s of ~8 s at N = 1),
+/// small enough that a whole run of N = 1, 2, 4 takes under two minutes.
 const DEFAULT_MODEL_MB: u64 = 256;
 /// Shards of the generated model (as in the cluster tests).
 const DEFAULT_SHARDS: u32 = 4;
-/// Default node link and store uplink cap in Mbit/s: on the 2-core VM a
-/// node's agent moves ~2 Gbit/s through TLS + CRC alone, so 300 Mbit/s per
-/// link keeps every phase network-bound even with 4+ agents sharing 2 cores.
+/// Default node link and store uplink cap in Mbit/s: on the 2-core VM the
+/// peer transport moves ~1.6 GB/s (gRPC + TLS, sender and receiver together,
+/// `transport_throughput`), so 300 Mbit/s per link (6 nodes: ~210 MB/s in
+/// all) keeps every phase network-bound with 6 agents sharing 2 cores.
 const DEFAULT_RATE_MBIT: u64 = 300;
 /// Rounds per N (each round runs both contenders once).
 const DEFAULT_ROUNDS: usize = 1;

@@ -1,6 +1,6 @@
 //! The node agent: one process per node (per socket) that mirrors `OSS_PATH`
 //! into MODEL_DIR, keeps large objects in sealed memory files and hands them
-//! to preloaded processes over a Unix socket (protocol: docs/dev/BRIEF.md).
+//! to preloaded processes over a Unix socket (protocol: docs/dev/contracts.md).
 //!
 //! Design decision: the agent is a small set of independent tasks sharing one
 //! [`Agent`] value: the accept loop (one task per connection, one request per

@@ -1,4 +1,4 @@
-//! The agent's line protocol (server side). See docs/dev/BRIEF.md, "node agent
+//! The agent's line protocol (server side). See docs/dev/contracts.md, "node agent
 //! protocol": one request line per connection, one response line (+ an fd).
 //!
 //! Design decision: requests parse into a closed enum and responses are built

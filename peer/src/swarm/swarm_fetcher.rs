@@ -51,10 +51,14 @@ use crate::agent::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
 /// a 100 Gbit/s link at a few ms RTT; separate from the store's limit.
 pub const DEFAULT_PULL_CONCURRENCY: usize = 16;
 /// How long an owner may take to come to hold a chunk it is fetching itself
-/// (sent as `wait_ms`). 10 s: an owner's own 16 MiB chunk arrives in well
-/// under a second at any usable store rate; beyond this the store is cheaper
-/// than waiting.
-pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(10);
+/// (sent as `wait_ms`; the server caps it at `MAX_SERVE_WAIT`). 60 s: an owner
+/// fetches its whole share at once on about 1/N of the store link, so all of
+/// its chunks complete together, late for a big model (a 534 MB model on
+/// 300 Mbit/s links measured ~15 s). A 10 s wait sent those pulls to the store,
+/// which slowed every owner further: egress rose to 3–4× (docs/benchmarks.md).
+/// A dead owner is not waited for: `pull_while_alive` abandons the pull within
+/// `DEAD_PEER_CHECK` of the heartbeat declaring it dead.
+pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(60);
 /// Extra time over the wait for the owner's first answer to arrive.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
 /// A chunk stream that delivers no frame for this long is abandoned.
