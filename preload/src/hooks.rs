@@ -69,6 +69,11 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
     let path_ptr = path;
     // SAFETY: caller guarantees a valid C string.
     let path = unsafe { CStr::from_ptr(path) }.to_bytes();
+    // Fast path for the common non-model open: an already-normal absolute path
+    // outside MODEL_DIR needs no buffer and no normalisation.
+    if path::is_normalized_absolute(path) && state::model_relpath(path).is_none() {
+        return Decision::Pass;
+    }
     let mut buf = PathBuffer::new();
     // A panic while classifying means we don't know it is a model file: let the kernel answer.
     let offset =

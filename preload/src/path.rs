@@ -165,8 +165,39 @@ pub fn fopen_read_flags(mode: &[u8]) -> Option<libc::c_int> {
     Some(flags)
 }
 
+/// True for an absolute path that lexical normalisation would not change:
+/// no empty, `.` or `..` segments and no trailing `/`. Such a path can be
+/// compared with MODEL_DIR as it is, which keeps non-model opens off the
+/// slower normalising path.
+pub fn is_normalized_absolute(p: &[u8]) -> bool {
+    if p.first() != Some(&b'/') || p.len() < 2 || p.last() == Some(&b'/') {
+        return false;
+    }
+    p[1..]
+        .split(|&b| b == b'/')
+        .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn normalized_absolute_paths_are_recognised() {
+        for p in [
+            "/etc/hostname",
+            "/a",
+            "/tmp/model/x.safetensors",
+            "/a/.hidden",
+            "/a/..b",
+        ] {
+            assert!(super::is_normalized_absolute(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "", "/", "rel/x", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/a/.", "/a/..", "/.",
+        ] {
+            assert!(!super::is_normalized_absolute(p.as_bytes()), "{p}");
+        }
+    }
+
     use super::*;
 
     fn norm(base: &str, rel: &str) -> String {
