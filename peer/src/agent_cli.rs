@@ -67,24 +67,15 @@ fn build_and_run(args: AgentArgs, config: ossc_core::config::ConnectorConfig) ->
         .thread_name("ossc-agent")
         .build()?;
     runtime.block_on(async {
-        if let Some(addr) = args.metrics_listen {
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                if let Err(e) = crate::prometheus::serve(addr, socket).await {
-                    tracing::error!("metrics endpoint stopped: {e:#}");
-                }
-            });
-        }
-        let client = cli_support::http_client(&settings)?;
-        let mut opts = AgentOptions::new(&socket, &model_dir, settings.prefix.clone(), client);
-        opts.fetch = cli_support::fetch_config(&config);
-        opts.small_file_bytes = config.cache_small_file_bytes;
-        opts.memory_limit_bytes = config.cache_memory_limit_bytes;
-        opts.expire = Duration::from_secs(config.expire_time_sec);
-        opts.audit_path = Some(config.audit_path.clone());
-        opts.log_path = config.log_path.clone();
+        spawn_metrics(args.metrics_listen, &socket);
+        let mut opts = agent_options(
+            &config,
+            &settings,
+            &socket,
+            &model_dir,
+            Duration::from_secs(config.expire_time_sec),
+        )?;
         opts.idle_exit = !args.daemon;
-        opts.handle_signals = true;
         if let Some(swarm) = &swarm {
             tracing::info!(
                 peers = ?swarm.peers,
@@ -139,4 +130,37 @@ pub fn init_logging(path: &std::path::Path, level: u8, force_stderr: bool) {
         Some(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
+}
+
+/// Serves Prometheus metrics for the agent on `socket`, when an address is given.
+pub(crate) fn spawn_metrics(addr: Option<std::net::SocketAddr>, socket: &std::path::Path) {
+    if let Some(addr) = addr {
+        let socket = socket.to_path_buf();
+        tokio::spawn(async move {
+            if let Err(e) = crate::prometheus::serve(addr, socket).await {
+                tracing::error!("metrics endpoint stopped: {e:#}");
+            }
+        });
+    }
+}
+
+/// The agent's options from the vendor config and the resolved store, shared by
+/// `ossc agent` and `ossc peer` (which differ in idle exit, expiry and peers).
+pub(crate) fn agent_options(
+    config: &ossc_core::config::ConnectorConfig,
+    settings: &ossc_core::config::StoreSettings,
+    socket: &std::path::Path,
+    model_dir: &std::path::Path,
+    expire: Duration,
+) -> Result<AgentOptions> {
+    let client = cli_support::http_client(settings)?;
+    let mut opts = AgentOptions::new(socket, model_dir, settings.prefix.clone(), client);
+    opts.fetch = cli_support::fetch_config(config);
+    opts.small_file_bytes = config.cache_small_file_bytes;
+    opts.memory_limit_bytes = config.cache_memory_limit_bytes;
+    opts.expire = expire;
+    opts.audit_path = Some(config.audit_path.clone());
+    opts.log_path = config.log_path.clone();
+    opts.handle_signals = true;
+    Ok(opts)
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::agent::{run_agent, AgentOptions};
+use crate::agent::run_agent;
 use crate::cli_support;
 use crate::swarm::{env as peer_env, SwarmConfig};
 
@@ -145,24 +145,10 @@ fn build_and_run(args: PeerArgs, config: ossc_core::config::ConnectorConfig) -> 
         .thread_name("ossc-peer")
         .build()?;
     runtime.block_on(async {
-        if let Some(addr) = args.metrics_listen {
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                if let Err(e) = crate::prometheus::serve(addr, socket).await {
-                    tracing::error!("metrics endpoint stopped: {e:#}");
-                }
-            });
-        }
-        let client = cli_support::http_client(&settings)?;
-        let mut opts = AgentOptions::new(&socket, &model_dir, settings.prefix.clone(), client);
-        opts.fetch = cli_support::fetch_config(&config);
-        opts.small_file_bytes = config.cache_small_file_bytes;
-        opts.memory_limit_bytes = config.cache_memory_limit_bytes;
-        opts.expire = expire;
-        opts.audit_path = Some(config.audit_path.clone());
-        opts.log_path = config.log_path.clone();
+        crate::agent_cli::spawn_metrics(args.metrics_listen, &socket);
+        let mut opts =
+            crate::agent_cli::agent_options(&config, &settings, &socket, &model_dir, expire)?;
         opts.idle_exit = false;
-        opts.handle_signals = true;
         match &swarm {
             Some(s) => tracing::info!(
                 peers = ?s.peers,
