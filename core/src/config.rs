@@ -185,6 +185,10 @@ pub struct PeerConfig {
     /// `peer.transport`: `quic` or `grpc` (`OSS_CONNECTOR_PEER_TRANSPORT`);
     /// validated by the peer layer.
     pub transport: Option<String>,
+    /// `peer.uploadBytesPerSec`: this node's upload capacity to peers, used
+    /// to compute the idle upload bandwidth it reports (unset: the peak rate
+    /// observed).
+    pub upload_bytes_per_sec: Option<u64>,
 }
 
 impl Default for ConnectorConfig {
@@ -374,6 +378,7 @@ const PEER_KEYS: &[&str] = &[
     "secretFile",
     "chunkSizeBytes",
     "transport",
+    "uploadBytesPerSec",
 ];
 
 type Object = serde_json::Map<String, Value>;
@@ -557,6 +562,15 @@ impl Walker<'_> {
                     1 << 20,
                     1 << 30,
                     "an integer number of bytes from 1048576 (1 MiB) to 1073741824 (1 GiB)",
+                )?);
+            }
+            if let Some(v) = peer.get("uploadBytesPerSec") {
+                config.peer.upload_bytes_per_sec = Some(self.integer(
+                    v,
+                    "peer.uploadBytesPerSec",
+                    1,
+                    u64::MAX >> 1,
+                    "a positive integer number of bytes per second",
                 )?);
             }
         }
@@ -926,7 +940,7 @@ mod tests {
         let c = parse(
             r#"{"peer": {"peers": ["10.0.0.1:7468", "peers.ns.svc:7468"], "listen": "0.0.0.0:7000",
                  "advertise": "10.0.0.1:7000", "secretFile": "/etc/ossc/secret", "chunkSizeBytes": 8388608,
-                 "transport": "quic"}}"#,
+                 "transport": "quic", "uploadBytesPerSec": 1250000000}}"#,
         )
         .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -937,7 +951,9 @@ mod tests {
         assert_eq!(p.secret_file, Some(PathBuf::from("/etc/ossc/secret")));
         assert_eq!(p.chunk_size_bytes, Some(8 << 20));
         assert_eq!(p.transport.as_deref(), Some("quic"));
+        assert_eq!(p.upload_bytes_per_sec, Some(1_250_000_000));
         assert_eq!(parse("{}").unwrap().config.peer, PeerConfig::default());
+        assert!(err(r#"{"peer": {"uploadBytesPerSec": 0}}"#).contains("peer.uploadBytesPerSec"));
         assert!(err(r#"{"peer": {"peers": "a:1"}}"#).contains("peer.peers"));
         assert!(err(r#"{"peer": {"chunkSizeBytes": 5}}"#).contains("peer.chunkSizeBytes"));
         assert!(err(r#"{"peer": {"transport": 4}}"#).contains("peer.transport"));

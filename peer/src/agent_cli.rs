@@ -162,5 +162,10 @@ pub(crate) fn agent_options(
     opts.audit_path = Some(config.audit_path.clone());
     opts.log_path = config.log_path.clone();
     opts.handle_signals = true;
+    opts.socket_mode = std::env::var(crate::agent::SOCKET_MODE_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| crate::agent::parse_socket_mode(&v))
+        .transpose()?;
     Ok(opts)
 }

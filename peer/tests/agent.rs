@@ -762,3 +762,79 @@ async fn idle_agent_exits_when_registered_processes_are_gone() {
     result.unwrap();
     assert!(!socket.exists(), "socket removed on idle exit");
 }
+
+/// Whether a process running as `uid` can connect to the Unix socket at
+/// `path`: a forked child drops to `uid` and tries (only async-signal-safe
+/// calls between fork and `_exit`).
+fn connects_as(uid: libc::uid_t, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: a zeroed sockaddr_un is a valid (empty) address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    assert!(bytes.len() < addr.sun_path.len(), "socket path too long");
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the child only calls setgid/setuid/socket/connect/_exit, all
+    // async-signal-safe, on memory prepared before the fork.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                libc::_exit(2);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let ok = libc::connect(
+                fd,
+                &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            ) == 0;
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        assert!(libc::WIFEXITED(status), "child died: {status}");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, 2, "could not drop to uid {uid}");
+        code == 0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_mode_lets_other_users_attach() {
+    let (mock, _) = model_mock();
+    let dir = tempfile::tempdir().unwrap();
+    // A shared directory, as a hostPath mounted into application containers.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = TestAgent::start_in(dir, mock, PREFIX, |o| o.socket_mode = Some(0o666)).await;
+    let mode = std::fs::metadata(&agent.socket).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "!!! SKIPPED the cross-user connect check: it needs root (to become another user)"
+        );
+        return;
+    }
+    let nobody = 65534;
+    assert!(
+        connects_as(nobody, &agent.socket),
+        "uid {nobody} could not connect at 0666"
+    );
+    // Without the mode (umask 022 gives 0755), another user cannot connect.
+    std::fs::set_permissions(
+        &agent.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(
+        !connects_as(nobody, &agent.socket),
+        "0755 must keep other users out"
+    );
+}

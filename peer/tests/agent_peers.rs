@@ -118,6 +118,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             tls: true,
             corrupt_served_chunks: false,
             transport: Default::default(),
+            upload_capacity: None,
         });
         sockets.push(socket);
         tasks.push(tokio::spawn(run_agent(opts)));

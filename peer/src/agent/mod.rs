@@ -97,6 +97,25 @@ pub struct AgentOptions {
     /// not), `run_agent` starts the chunk server and heartbeats and fetches
     /// through a `SwarmFetcher`.
     pub swarm: Option<crate::swarm::SwarmConfig>,
+    /// File mode of the socket (`OSS_CONNECTOR_SOCKET_MODE`, e.g. `0o666` so
+    /// applications of other users, or in other containers that mount the
+    /// socket's directory, can connect). `None`: whatever the umask gives.
+    pub socket_mode: Option<u32>,
+}
+
+/// Env var: octal file mode of the agent's socket ([`AgentOptions::socket_mode`]).
+pub const SOCKET_MODE_ENV: &str = "OSS_CONNECTOR_SOCKET_MODE";
+
+/// Parses an octal socket mode such as `0666` or `660` (at most `0777`).
+pub fn parse_socket_mode(text: &str) -> anyhow::Result<u32> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => anyhow::bail!(
+            "{SOCKET_MODE_ENV}={text:?} is not an octal file mode from 0 to 0777 (e.g. 0666)"
+        ),
+    }
 }
 
 impl AgentOptions {
@@ -122,6 +141,7 @@ impl AgentOptions {
             shutdown: None,
             fetcher: None,
             swarm: None,
+            socket_mode: None,
         }
     }
 }
@@ -226,6 +246,11 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     }
     let listener = tokio::net::UnixListener::bind(&socket_path)
         .with_context(|| format!("binding {}", socket_path.display()))?;
+    if let Some(mode) = opts.socket_mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting mode {mode:#o} on {}", socket_path.display()))?;
+    }
 
     let audit = audit::AuditLog::open(opts.audit_path.as_deref()).unwrap_or_else(|e| {
         tracing::warn!(path = ?opts.audit_path, error = %e, "audit log unavailable; OPENs are not audited");
@@ -607,6 +632,17 @@ fn parent_dir(rel: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_modes_are_octal_and_at_most_0777() {
+        assert_eq!(parse_socket_mode("0666").unwrap(), 0o666);
+        assert_eq!(parse_socket_mode(" 660 ").unwrap(), 0o660);
+        assert_eq!(parse_socket_mode("0o600").unwrap(), 0o600);
+        for bad in ["", "rw-rw-rw-", "0888", "01777", "-1"] {
+            let e = parse_socket_mode(bad).unwrap_err().to_string();
+            assert!(e.contains(SOCKET_MODE_ENV), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn helpers() {

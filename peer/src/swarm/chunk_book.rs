@@ -1,23 +1,43 @@
 //! Which chunks of which object versions this node holds, for serving peers.
 //!
-//! Design decision: one [`ChunkBook`] per object version being fetched or
-//! held: the chunk size, one `Option<crc64>` per chunk (the bitmap and the
-//! per-chunk CRC-64 in one), and a *weak* reference to the object's target
-//! (the memfd). Weak, because the cache decides when memory is released (it
-//! counts strong references to the memfd); once it lets go, the book can no
-//! longer be read and is pruned on the next lookup. Waiters (a peer's
-//! FetchChunk that arrived before the chunk) sleep on a `watch` that every
-//! recorded chunk bumps.
+//! Design decisions:
+//! - One [`ChunkBook`] per object version being fetched or held: the chunk
+//!   size, one [`ChunkSlot`] per chunk, and a *weak* reference to the
+//!   object's target (the memfd). Weak, because the cache decides when memory
+//!   is released (it counts strong references to the memfd); once it lets
+//!   go, the book can no longer be read and is pruned on the next lookup.
+//! - **Cut-through.** A slot knows two things: the chunk's CRC-64 once the
+//!   chunk is complete and verified (`held`), and, while it is still arriving
+//!   from the store, how many bytes from the chunk's start are already in the
+//!   target (`prefix`). Store downloads write through a [`RecordingSink`],
+//!   which advances the prefix as bytes land, so the chunk server can stream
+//!   a chunk to peers *while* it arrives instead of after it completed
+//!   (store-then-forward cost ≈ (N−1)/N · M/B extra on an N-node load). The
+//!   receiver keeps nothing before the final CRC matches. Chunks pulled from
+//!   peers are not recorded while arriving: they are unverified until their
+//!   CRC matches, so they are re-served only once held.
+//! - Waiters (a peer's FetchChunk for a chunk not yet arrived) sleep on the
+//!   slot's own `watch`, so progress on one chunk wakes only its readers, and
+//!   only every [`PROGRESS_NOTIFY_BYTES`].
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use ossc_core::object_client::RangeSink;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::fetcher::ChunkTarget;
+
+/// Readers of a chunk still arriving are woken when its prefix has grown by
+/// this much (a quarter of the chunk if that is less) or the chunk
+/// completed: 256 KiB, a quarter of a served frame,
+/// so a reader never waits long for a full frame while a 1 GB object's
+/// writes (~16–64 KiB each) cost a few thousand wake-ups, not hundreds of
+/// thousands.
+pub const PROGRESS_NOTIFY_BYTES: u64 = 256 << 10;
 
 /// One object version: peers only exchange data for identical versions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,15 +62,31 @@ pub fn chunk_range(size: u64, chunk_size: u64, index: u64) -> Range<u64> {
     start..start.saturating_add(chunk_size).min(size)
 }
 
+/// What readers of one chunk see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotState {
+    /// The chunk's CRC-64 once it is complete and verified.
+    pub held: Option<u64>,
+    /// Bytes from the chunk's start already in the target (the chunk's
+    /// length once held).
+    pub prefix: u64,
+}
+
+/// One chunk's state: what readers see, and the written ranges behind it.
+struct ChunkSlot {
+    state: watch::Sender<SlotState>,
+    /// Written ranges relative to the chunk start, sorted and disjoint
+    /// (a chunk's store parts arrive side by side).
+    written: Mutex<Vec<Range<u64>>>,
+}
+
 /// Chunks of one object version held (or being fetched) by this node.
 pub struct ChunkBook {
     pub version: ObjectVersion,
     pub chunk_size: u64,
     target: Weak<dyn ChunkTarget>,
-    /// Per chunk: its CRC-64 once held.
-    held: Mutex<Vec<Option<u64>>>,
+    slots: Vec<ChunkSlot>,
     closed: AtomicBool,
-    changed: watch::Sender<u64>,
 }
 
 impl ChunkBook {
@@ -65,51 +101,122 @@ impl ChunkBook {
             version,
             chunk_size,
             target: Arc::downgrade(target),
-            held: Mutex::new(vec![None; n]),
+            slots: (0..n)
+                .map(|_| ChunkSlot {
+                    state: watch::channel(SlotState::default()).0,
+                    written: Mutex::new(Vec::new()),
+                })
+                .collect(),
             closed: AtomicBool::new(false),
-            changed: watch::channel(0).0,
         }
     }
 
     pub fn n_chunks(&self) -> u64 {
-        self.version.size.div_ceil(self.chunk_size)
+        self.slots.len() as u64
     }
 
     pub fn range(&self, index: u64) -> Range<u64> {
         chunk_range(self.version.size, self.chunk_size, index)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<u64>>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    fn slot(&self, index: u64) -> Option<&ChunkSlot> {
+        self.slots.get(usize::try_from(index).ok()?)
     }
 
     /// Chunk `index` is in the target with CRC-64 `crc`: peers may have it.
     pub fn record(&self, index: u64, crc: u64) {
-        if let Some(slot) = self.lock().get_mut(index as usize) {
-            *slot = Some(crc);
+        let len = self.range(index).end - self.range(index).start;
+        if let Some(slot) = self.slot(index) {
+            slot.state.send_replace(SlotState {
+                held: Some(crc),
+                prefix: len,
+            });
         }
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Stop serving chunk `index` (it is about to be rewritten).
+    /// Stop serving chunk `index` (it is about to be rewritten). Readers
+    /// streaming it see the new CRC at the end and reject what they got.
     pub fn forget(&self, index: u64) {
-        if let Some(slot) = self.lock().get_mut(index as usize) {
-            *slot = None;
+        if let Some(slot) = self.slot(index) {
+            slot.written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            slot.state.send_replace(SlotState::default());
+        }
+    }
+
+    /// Bytes `[offset, offset + len)` of the object were written into the
+    /// target by a store download: advances the prefixes of the chunks they
+    /// fall in (cut-through serving).
+    pub fn note_written(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.version.size);
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / self.chunk_size;
+            let chunk = self.range(index);
+            let upto = end.min(chunk.end);
+            if let Some(slot) = self.slot(index) {
+                let prefix = {
+                    let mut w = slot.written.lock().unwrap_or_else(|p| p.into_inner());
+                    insert_range(&mut w, pos - chunk.start..upto - chunk.start);
+                    w.first().filter(|r| r.start == 0).map_or(0, |r| r.end)
+                };
+                let len = chunk.end - chunk.start;
+                let step = PROGRESS_NOTIFY_BYTES.min(len / 4).max(1);
+                slot.state.send_if_modified(|s| {
+                    let due = prefix >= s.prefix + step || prefix == len;
+                    if s.held.is_none() && prefix > s.prefix && due {
+                        s.prefix = prefix;
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+            pos = upto;
         }
     }
 
     pub fn held(&self, index: u64) -> Option<u64> {
-        self.lock().get(index as usize).copied().flatten()
+        self.state(index).held
+    }
+
+    /// What a reader of chunk `index` may use now.
+    pub fn state(&self, index: u64) -> SlotState {
+        self.slot(index)
+            .map(|s| *s.state.borrow())
+            .unwrap_or_default()
     }
 
     pub fn held_count(&self) -> usize {
-        self.lock().iter().filter(|c| c.is_some()).count()
+        self.slots
+            .iter()
+            .filter(|s| s.state.borrow().held.is_some())
+            .count()
+    }
+
+    /// The held chunks as a bitmap (bit i: byte i / 8, bit i % 8) and their
+    /// CRC-64s (0 where not held), as sent in a `HaveMap`.
+    pub fn have_map(&self) -> (Vec<u8>, Vec<u64>) {
+        let mut bitmap = vec![0u8; self.slots.len().div_ceil(8)];
+        let mut crcs = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            let held = slot.state.borrow().held;
+            if held.is_some() {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+            crcs.push(held.unwrap_or(0));
+        }
+        (bitmap, crcs)
     }
 
     /// No more chunks will arrive (the fetch failed or was replaced).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        for slot in &self.slots {
+            slot.state.send_modify(|_| {});
+        }
     }
 
     /// Readable: not closed and the target still alive.
@@ -119,9 +226,10 @@ impl ChunkBook {
 
     /// Waits until chunk `index` is held (its CRC), the book closes, or `until`.
     pub async fn wait_for(&self, index: u64, until: Instant) -> Option<u64> {
-        let mut rx = self.changed.subscribe();
+        let slot = self.slot(index)?;
+        let mut rx = slot.state.subscribe();
         loop {
-            if let Some(crc) = self.held(index) {
+            if let Some(crc) = rx.borrow_and_update().held {
                 return Some(crc);
             }
             if !self.is_live() {
@@ -134,6 +242,25 @@ impl ChunkBook {
         }
     }
 
+    /// Waits until chunk `index` differs from `seen` (more bytes, held, or
+    /// forgotten), the book closes, or `until`; the state then.
+    pub async fn wait_change(&self, index: u64, seen: SlotState, until: Instant) -> SlotState {
+        let Some(slot) = self.slot(index) else {
+            return SlotState::default();
+        };
+        let mut rx = slot.state.subscribe();
+        loop {
+            let now = *rx.borrow_and_update();
+            if now != seen || !self.is_live() {
+                return now;
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.state(index),
+            }
+        }
+    }
+
     /// `pread` from the target; an error once the cache released it.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let target = self
@@ -141,6 +268,35 @@ impl ChunkBook {
             .upgrade()
             .ok_or_else(|| std::io::Error::other("object released from memory"))?;
         target.read_at(offset, buf)
+    }
+}
+
+/// Adds `r` to the sorted, disjoint ranges `v`, merging what touches.
+fn insert_range(v: &mut Vec<Range<u64>>, r: Range<u64>) {
+    if r.start >= r.end {
+        return;
+    }
+    let at = v.partition_point(|x| x.end < r.start);
+    let mut merged = r;
+    while at < v.len() && v[at].start <= merged.end {
+        let x = v.remove(at);
+        merged = merged.start.min(x.start)..merged.end.max(x.end);
+    }
+    v.insert(at, merged);
+}
+
+/// A store download's destination that also advances its book's chunk
+/// prefixes, so peers can be served the bytes as they land.
+pub struct RecordingSink {
+    pub target: Arc<dyn ChunkTarget>,
+    pub book: Arc<ChunkBook>,
+}
+
+impl RangeSink for RecordingSink {
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.target.write_at(offset, data)?;
+        self.book.note_written(offset, data.len() as u64);
+        Ok(())
     }
 }
 

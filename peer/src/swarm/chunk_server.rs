@@ -1,17 +1,26 @@
-//! The gRPC side of a node: answers Hello and streams chunks it holds.
+//! The gRPC side of a node: answers Hello and Have, and streams chunks.
 //!
-//! Design decision: `FetchChunk` is answered from the [`BookRegistry`] only:
-//! the server waits (bounded by the request's `wait_ms`, at most
-//! [`MAX_SERVE_WAIT`]) until it holds the chunk, because peers usually ask
-//! for chunks this node is still fetching from the store; then it streams
-//! `pread`s of the object's memory in frames of at most [`FRAME_BYTES`], each
-//! carrying the CRC-64 recorded when the chunk was fetched. An object version
-//! this node has no book for (within [`BOOK_WAIT`]) is NOT_FOUND, so a peer
-//! falls back to the store quickly. Every request is authenticated first;
-//! failures are logged with the remote address and claimed node, never the
-//! secret. Admission ([`ChunkServer::admit_metadata`]) and chunk lookup
-//! ([`ChunkServer::locate`]) are shared with the QUIC server
-//! ([`super::quic`]), so both transports answer identically.
+//! Design decisions:
+//! - `FetchChunk` is answered from the [`BookRegistry`] only. An object
+//!   version this node has no book for (within [`BOOK_WAIT`]) is NOT_FOUND,
+//!   so a peer falls back to the store quickly.
+//! - **Cut-through**: the server streams a chunk *while it is still arriving
+//!   from the store* ([`Serving::next_segment`]): it sends whatever prefix
+//!   of the chunk is in memory, in frames of at most [`FRAME_BYTES`] read
+//!   with `pread`, then waits for more, sending a keep-alive every
+//!   [`KEEPALIVE_EVERY`] while the chunk does not advance (the owner's part
+//!   may still be queued behind its other parts), and ends with the chunk's
+//!   CRC-64 once the owner recorded it. The request's `wait_ms` (at most
+//!   [`MAX_SERVE_WAIT`]) bounds how long the chunk may go *without
+//!   progress*, not the whole transfer, so a big share on a slow link is not
+//!   mistaken for a dead one.
+//! - `Have` answers which chunks of the asked versions this node holds
+//!   completely, and its idle upload bandwidth ([`super::upload`]).
+//! - Every request is authenticated first; failures are logged with the
+//!   remote address and claimed node, never the secret. Admission
+//!   ([`ChunkServer::admit_metadata`]) and chunk lookup and streaming
+//!   ([`ChunkServer::locate`], [`Serving`]) are shared with the QUIC server
+//!   ([`super::quic`]), so both transports answer identically.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -23,22 +32,27 @@ use std::time::Duration;
 use futures::Stream;
 use ossc_proto::v1::peer_control_server::PeerControl;
 use ossc_proto::v1::{
-    ChunkData, ChunkRequest, HaveRequest, HaveResponse, HelloRequest, HelloResponse, PeerInfo,
+    ChunkData, ChunkRequest, HaveMap, HaveRequest, HaveResponse, HelloRequest, HelloResponse,
+    PeerInfo,
 };
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion};
+use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion, SlotState};
 use super::peer_set::{Peer, PeerSet, HELLO_METHOD};
+use super::upload::UploadMeter;
 
 /// Largest data frame: 1 MiB, well under tonic's 4 MiB message limit, small
 /// enough that a frame is one cheap `pread` and the receiver's stall
 /// timeout applies per MiB.
 pub const FRAME_BYTES: usize = 1 << 20;
-/// Upper bound of how long the server waits for a chunk it does not hold yet,
+/// Upper bound of how long a chunk being served may go without progress,
 /// whatever the request asks.
 pub const MAX_SERVE_WAIT: Duration = Duration::from_secs(60);
+/// While a chunk does not advance, a keep-alive frame goes out this often, so
+/// the receiver's stall timeout (5 s) tells a dead stream from a slow chunk.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
 /// How long the server waits for a book of an object version to appear (the
 /// peer may have started the object a little earlier than this node).
 pub const BOOK_WAIT: Duration = Duration::from_secs(3);
@@ -52,17 +66,61 @@ pub const HAVE_METHOD: &str = "/ossc.v1.PeerControl/Have";
 pub struct ChunkServer {
     books: Arc<BookRegistry>,
     peers: Arc<PeerSet>,
+    upload: Arc<UploadMeter>,
     corrupt: AtomicBool,
     stopped: AtomicBool,
 }
 
 impl ChunkServer {
     pub fn new(books: Arc<BookRegistry>, peers: Arc<PeerSet>) -> ChunkServer {
+        ChunkServer::with_upload_meter(books, peers, Arc::new(UploadMeter::new(None)))
+    }
+
+    pub fn with_upload_meter(
+        books: Arc<BookRegistry>,
+        peers: Arc<PeerSet>,
+        upload: Arc<UploadMeter>,
+    ) -> ChunkServer {
         ChunkServer {
             books,
             peers,
+            upload,
             corrupt: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes served to peers, and the rates `Have` reports.
+    pub fn upload_meter(&self) -> &Arc<UploadMeter> {
+        &self.upload
+    }
+
+    /// The `Have` answer for `versions` (those without a live book are left
+    /// out).
+    pub fn have(&self, versions: &[ossc_proto::v1::ObjectVersion]) -> HaveResponse {
+        let maps = versions
+            .iter()
+            .filter_map(|o| {
+                let version = ObjectVersion {
+                    bucket: o.bucket.clone(),
+                    key: o.key.clone(),
+                    etag: o.etag.clone(),
+                    size: o.size,
+                };
+                let book = self.books.get(&version)?;
+                let (bitmap, chunk_crc64) = book.have_map();
+                Some(HaveMap {
+                    object: Some(o.clone()),
+                    chunk_size: book.chunk_size,
+                    bitmap,
+                    chunk_crc64,
+                })
+            })
+            .collect();
+        HaveResponse {
+            maps,
+            idle_upload_bytes_per_sec: self.upload.idle(),
+            upload_bytes_per_sec: self.upload.current(),
         }
     }
 
@@ -109,9 +167,9 @@ impl ChunkServer {
         })
     }
 
-    /// Finds the chunk a request names, waiting (bounded by `wait_ms`, at
-    /// most [`MAX_SERVE_WAIT`]) until this node holds it. Shared by both
-    /// transports, so they answer identically.
+    /// Finds the chunk a request names (waiting up to [`BOOK_WAIT`] for its
+    /// object's book to appear) and returns a [`Serving`] that streams it.
+    /// Shared by both transports, so they answer identically.
     pub(crate) async fn locate(&self, node: &str, req: ChunkRequest) -> Result<Serving, Status> {
         let id = req
             .chunk
@@ -126,11 +184,10 @@ impl ChunkServer {
             etag: object.etag,
             size: object.size,
         };
-        let now = Instant::now();
-        let until = now + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_SERVE_WAIT);
+        let patience = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_SERVE_WAIT);
         let book = self
             .books
-            .wait_get(&version, until.min(now + BOOK_WAIT))
+            .wait_get(&version, Instant::now() + patience.min(BOOK_WAIT))
             .await
             .ok_or_else(|| Status::not_found("object version not held by this node"))?;
         if book.chunk_size != id.chunk_size {
@@ -142,33 +199,108 @@ impl ChunkServer {
         if id.index >= book.n_chunks() {
             return Err(Status::out_of_range("no such chunk"));
         }
-        let crc = book
-            .wait_for(id.index, until)
-            .await
-            .ok_or_else(|| Status::unavailable("chunk not held within the wait"))?;
         Ok(Serving {
             range: book.range(id.index),
             book,
-            crc,
             id,
             corrupt: self.corrupt.load(Ordering::Relaxed),
             peer: self.peers.peer(node),
+            upload: self.upload.clone(),
+            patience,
+            progress_at: Instant::now(),
+            pos: 0,
         })
     }
 }
 
-/// A chunk found for a request, ready to be sent.
+/// A chunk found for a request, streamed by [`Serving::next_segment`].
 pub(crate) struct Serving {
-    pub book: Arc<ChunkBook>,
+    book: Arc<ChunkBook>,
     /// The chunk's bytes within the object.
-    pub range: Range<u64>,
-    /// CRC-64 recorded when this node got the chunk.
-    pub crc: u64,
+    range: Range<u64>,
     pub id: ossc_proto::v1::ChunkId,
     /// Fault injection: flip the first byte.
-    pub corrupt: bool,
+    corrupt: bool,
     /// The requesting peer (for per-peer traffic counters).
-    pub peer: Option<Arc<Peer>>,
+    peer: Option<Arc<Peer>>,
+    upload: Arc<UploadMeter>,
+    /// How long the chunk may go without progress.
+    patience: Duration,
+    /// When the chunk last advanced (or serving began).
+    progress_at: Instant,
+    /// Bytes of the chunk sent so far.
+    pos: u64,
+}
+
+/// The next piece of a chunk stream.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    /// Bytes at the chunk offset that preceded them.
+    Data { offset: u64, bytes: Vec<u8> },
+    /// The chunk did not advance for [`KEEPALIVE_EVERY`]; the owner is alive.
+    KeepAlive,
+    /// Every byte was sent; the chunk's CRC-64 as recorded.
+    End { crc: u64 },
+}
+
+impl Serving {
+    /// The chunk's length.
+    pub fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// The next data frame, keep-alive or end of the chunk (see the module
+    /// docs). An error once the object is released, the chunk goes without
+    /// progress past the request's wait, or the server stops.
+    pub async fn next_segment(&mut self) -> Result<Segment, Status> {
+        let index = self.id.index;
+        let len = self.len();
+        loop {
+            let state = self.book.state(index);
+            if !self.book.is_live() {
+                return Err(Status::unavailable("object no longer held by this node"));
+            }
+            if state.prefix > self.pos {
+                let n = (state.prefix - self.pos).min(FRAME_BYTES as u64);
+                let mut bytes = vec![0u8; n as usize];
+                self.book
+                    .read(self.range.start + self.pos, &mut bytes)
+                    .map_err(|e| Status::unavailable(format!("chunk no longer held: {e}")))?;
+                if self.corrupt && self.pos == 0 {
+                    bytes[0] ^= 0xff;
+                }
+                if let Some(p) = &self.peer {
+                    p.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                }
+                self.upload.add(n);
+                let offset = self.pos;
+                self.pos += n;
+                self.progress_at = Instant::now();
+                return Ok(Segment::Data { offset, bytes });
+            }
+            if let (true, Some(crc)) = (self.pos == len, state.held) {
+                return Ok(Segment::End { crc });
+            }
+            let deadline = self.progress_at + self.patience;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "chunk made no progress for {:?}",
+                    self.patience
+                )));
+            }
+            let wake = (now + KEEPALIVE_EVERY).min(deadline);
+            let next: SlotState = self.book.wait_change(index, state, wake).await;
+            if next == state && Instant::now() >= wake && wake < deadline {
+                return Ok(Segment::KeepAlive);
+            }
+            if next.prefix < state.prefix {
+                // Forgotten (about to be refetched): what was sent stays; the
+                // receiver's CRC check at the end rejects it if it changed.
+                self.progress_at = Instant::now();
+            }
+        }
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkData, Status>> + Send>>;
@@ -199,7 +331,7 @@ impl PeerControl for ChunkServer {
 
     async fn have(&self, request: Request<HaveRequest>) -> Result<Response<HaveResponse>, Status> {
         self.admit(&request, HAVE_METHOD)?;
-        Err(Status::unimplemented("Have is not implemented yet"))
+        Ok(Response::new(self.have(&request.into_inner().objects)))
     }
 
     type FetchChunkStream = ChunkStream;
@@ -209,44 +341,37 @@ impl PeerControl for ChunkServer {
         request: Request<ChunkRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let node = self.admit(&request, FETCH_CHUNK_METHOD)?;
-        let Serving {
-            book,
-            range,
-            crc,
-            id,
-            corrupt,
-            peer,
-        } = self.locate(&node, request.into_inner()).await?;
-        let stream = futures::stream::unfold(0u64, move |pos| {
-            let book = book.clone();
-            let id = id.clone();
-            let peer = peer.clone();
-            async move {
-                let len = range.end - range.start;
-                if pos >= len {
-                    return None;
+        let serving = self.locate(&node, request.into_inner()).await?;
+        let stream = futures::stream::unfold(Some(serving), |state| async move {
+            let mut serving = state?;
+            match serving.next_segment().await {
+                Ok(Segment::Data { offset, bytes }) => {
+                    let frame = ChunkData {
+                        chunk: (offset == 0).then(|| serving.id.clone()),
+                        data: bytes,
+                        crc64: 0,
+                        offset,
+                        last: false,
+                    };
+                    Some((Ok(frame), Some(serving)))
                 }
-                let n = (len - pos).min(FRAME_BYTES as u64);
-                let mut data = vec![0u8; n as usize];
-                if let Err(e) = book.read(range.start + pos, &mut data) {
-                    return Some((
-                        Err(Status::unavailable(format!("chunk no longer held: {e}"))),
-                        len,
-                    ));
+                Ok(Segment::KeepAlive) => {
+                    let frame = ChunkData {
+                        offset: serving.pos,
+                        ..ChunkData::default()
+                    };
+                    Some((Ok(frame), Some(serving)))
                 }
-                if corrupt && pos == 0 {
-                    data[0] ^= 0xff;
+                Ok(Segment::End { crc }) => {
+                    let frame = ChunkData {
+                        offset: serving.pos,
+                        crc64: crc,
+                        last: true,
+                        ..ChunkData::default()
+                    };
+                    Some((Ok(frame), None))
                 }
-                if let Some(p) = &peer {
-                    p.bytes_sent.fetch_add(n, Ordering::Relaxed);
-                }
-                let frame = ChunkData {
-                    chunk: (pos == 0).then_some(id),
-                    data,
-                    crc64: crc,
-                    offset: pos,
-                };
-                Some((Ok(frame), pos + n))
+                Err(status) => Some((Err(status), None)),
             }
         });
         Ok(Response::new(Box::pin(stream)))

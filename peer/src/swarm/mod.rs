@@ -51,6 +51,7 @@
 pub mod auth;
 pub mod chunk_book;
 pub mod chunk_server;
+pub mod holders;
 pub mod peer_set;
 pub mod quic;
 pub mod ring;
@@ -58,6 +59,7 @@ pub mod swarm_fetcher;
 pub mod tls;
 #[cfg(test)]
 mod transport_bench;
+pub mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +156,9 @@ pub struct SwarmConfig {
     pub corrupt_served_chunks: bool,
     /// How chunks are pulled (default gRPC).
     pub transport: PeerTransport,
+    /// `peer.uploadBytesPerSec`: upload capacity for the idle-bandwidth
+    /// figure peers weight their picks by (None: the peak observed).
+    pub upload_capacity: Option<u64>,
 }
 
 /// Why the peer layer cannot be configured or started.
@@ -235,6 +240,7 @@ impl SwarmConfig {
             None => PeerTransport::default(),
         };
         Ok(Some(SwarmConfig {
+            upload_capacity: file.upload_bytes_per_sec,
             transport,
             peers,
             listen,
@@ -311,7 +317,11 @@ impl Swarm {
             tls.clone(),
         ));
         let books = Arc::new(BookRegistry::default());
-        let server = Arc::new(ChunkServer::new(books.clone(), peers.clone()));
+        let server = Arc::new(ChunkServer::with_upload_meter(
+            books.clone(),
+            peers.clone(),
+            Arc::new(upload::UploadMeter::new(config.upload_capacity)),
+        ));
         server.inject_corruption(config.corrupt_served_chunks);
         if config.corrupt_served_chunks {
             tracing::warn!("fault injection: this node serves corrupted chunks to peers");
@@ -339,7 +349,20 @@ impl Swarm {
                 tracing::error!(error = %e, "peer service stopped");
             }
         });
-        let heartbeat_task = tokio::spawn(peers.clone().heartbeat_loop());
+        let heartbeat_task = tokio::spawn({
+            let heartbeats = peers.clone().heartbeat_loop();
+            let meter = server.upload_meter().clone();
+            async move {
+                let sampling = async {
+                    let mut tick = tokio::time::interval(upload::SAMPLE_EVERY);
+                    loop {
+                        tick.tick().await;
+                        meter.sample(std::time::Instant::now());
+                    }
+                };
+                tokio::join!(heartbeats, sampling);
+            }
+        });
         // Served whatever this node pulls with, so peers configured for QUIC
         // get it; a bind failure only costs them the gRPC fallback.
         let quic = match quic::QuicCrypto::from_tls(&node_tls)

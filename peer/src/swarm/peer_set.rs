@@ -276,6 +276,11 @@ impl PeerSet {
         &self.self_id
     }
 
+    /// How long a silent peer stays alive (the failure-detection delay).
+    pub fn dead_after(&self) -> Duration {
+        self.timing.dead_after
+    }
+
     pub fn secret(&self) -> &ClusterSecret {
         &self.secret
     }

@@ -1,5 +1,5 @@
 //! Bulk chunk data over QUIC (quinn): one bidirectional stream per chunk,
-//! raw bytes after a fixed header. Opt-in (`OSS_CONNECTOR_PEER_TRANSPORT=quic`):
+//! raw byte segments after a fixed header. Opt-in (`OSS_CONNECTOR_PEER_TRANSPORT=quic`):
 //! gRPC measured faster on the reference test, see [`super`]'s notes.
 //!
 //! Design decisions:
@@ -20,13 +20,16 @@
 //!   a bidirectional stream, writes a u32 big-endian length and a
 //!   `QuicChunkRequest` (the `ChunkRequest` plus auth fields), and finishes
 //!   its side. The server answers with a [`RESPONSE_HEADER_BYTES`]-byte
-//!   header (gRPC status code, message length, CRC-64, data length), then the
-//!   error message or the raw chunk bytes. No per-frame protobuf: the
-//!   receiver hashes each `read_chunk` buffer (quinn's own, no copy) and
-//!   writes it straight into its `ChunkTarget`. The server side shares
-//!   [`ChunkServer::locate`] with gRPC FetchChunk, so waiting for a chunk
-//!   still being fetched, NOT_FOUND for unknown versions and fault injection
-//!   behave identically.
+//!   header (gRPC status code, message length, data length), then the error
+//!   message, or the chunk as segments (u32 BE length + raw bytes; length 0
+//!   is a keep-alive) *while it arrives* at the owner (cut-through, see
+//!   [`super::chunk_server`]), and finally [`END_OF_CHUNK`] + the chunk's
+//!   CRC-64. No per-frame protobuf: the receiver hashes each `read_chunk`
+//!   buffer (quinn's own, no copy) and writes it straight into its
+//!   `ChunkTarget`; nothing counts as received before the CRC matches. The
+//!   server side shares [`ChunkServer::locate`] and
+//!   [`Serving::next_segment`] with gRPC FetchChunk, so waiting, keep-alives,
+//!   NOT_FOUND for unknown versions and fault injection behave identically.
 //! - **Bulk tuning** ([`transport_config`]): a 16 MiB stream receive window
 //!   (one whole default chunk in flight per stream), a 64 MiB connection
 //!   receive and send window (several concurrent chunks; the default 16
@@ -63,19 +66,21 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
 use super::auth::{ClusterSecret, AUTH_HEADER, NODE_HEADER, TIME_HEADER};
-use super::chunk_server::{ChunkServer, Serving, FRAME_BYTES};
+use super::chunk_server::{ChunkServer, Segment, Serving};
 use super::tls::{PeerTls, PEER_TLS_NAME};
 use crate::agent::fetcher::ChunkTarget;
 
 /// ALPN protocol id of the chunk transport (versioned: a new wire format is
 /// a new id, so old and new nodes fail the handshake and fall back to gRPC).
-pub const ALPN: &[u8] = b"ossc-chunk/1";
+pub const ALPN: &[u8] = b"ossc-chunk/2";
 /// The "method" signed into a QUIC request's HMAC tag (distinct from every
 /// gRPC path, so tags cannot be replayed across transports).
-pub const QUIC_FETCH_METHOD: &str = "quic:/ossc-chunk/1/FetchChunk";
+pub const QUIC_FETCH_METHOD: &str = "quic:/ossc-chunk/2/FetchChunk";
 /// Response header: status (u8), 3 zero bytes, message length (u32 BE),
-/// CRC-64 (u64 BE), data length (u64 BE).
+/// 8 zero bytes, data length (u64 BE).
 pub const RESPONSE_HEADER_BYTES: usize = 24;
+/// Segment length that ends a chunk; the chunk's CRC-64 (u64 BE) follows.
+pub const END_OF_CHUNK: u32 = u32::MAX;
 /// Largest accepted request message (a ChunkRequest with key and auth is a
 /// few hundred bytes; object keys are at most 1 KiB in S3/OSS).
 pub const MAX_REQUEST_BYTES: u32 = 64 << 10;
@@ -128,6 +133,12 @@ pub enum QuicPullError {
     Unreachable(String),
     #[error("peer does not hold this object version")]
     NotFound,
+    /// The stream or connection broke, stalled or was reset: the peer may
+    /// be dying (the caller asks membership before choosing the store).
+    #[error("{0}")]
+    Lost(String),
+    /// The peer answered wrongly (an error status, bad framing, a CRC
+    /// mismatch): the chunk goes to the store.
     #[error("{0}")]
     Failed(String),
 }
@@ -396,8 +407,9 @@ impl QuicNode {
 
     /// Pulls one chunk (`range` of the object) from the peer at `addr` into
     /// `target`; returns its CRC-64, verified against the one the owner
-    /// recorded. `answer_timeout` bounds the wait for the header (the owner
-    /// may wait for the chunk itself), `stall` every later read.
+    /// recorded. `answer_timeout` bounds the wait for the header and how long
+    /// the chunk may go without data (keep-alives do not count), `stall`
+    /// every read.
     #[allow(clippy::too_many_arguments)]
     pub async fn fetch(
         &self,
@@ -415,10 +427,13 @@ impl QuicNode {
         })?;
         let failed =
             |what: &str, e: &dyn std::fmt::Display| QuicPullError::Failed(format!("{what}: {e}"));
+        let lost =
+            |what: &str, e: &dyn std::fmt::Display| QuicPullError::Lost(format!("{what}: {e}"));
+        let stalled = || QuicPullError::Lost("chunk stream stalled".into());
         let (mut send, mut recv) = tokio::time::timeout(stall, conn.open_bi())
             .await
-            .map_err(|_| QuicPullError::Failed("opening a stream timed out".into()))?
-            .map_err(|e| failed("opening a stream", &e))?;
+            .map_err(|_| QuicPullError::Lost("opening a stream timed out".into()))?
+            .map_err(|e| lost("opening a stream", &e))?;
         let mut md = MetadataMap::new();
         secret.sign(&mut md, self_id, QUIC_FETCH_METHOD);
         let text = |k: &str| {
@@ -439,17 +454,16 @@ impl QuicNode {
         framed.extend_from_slice(&body);
         send.write_all(&framed)
             .await
-            .map_err(|e| failed("sending the request", &e))?;
+            .map_err(|e| lost("sending the request", &e))?;
         let _ = send.finish();
 
         let mut header = [0u8; RESPONSE_HEADER_BYTES];
         tokio::time::timeout(answer_timeout, recv.read_exact(&mut header))
             .await
-            .map_err(|_| QuicPullError::Failed(format!("no answer within {answer_timeout:?}")))?
-            .map_err(|e| failed("reading the answer", &e))?;
+            .map_err(|_| QuicPullError::Lost(format!("no answer within {answer_timeout:?}")))?
+            .map_err(|e| lost("reading the answer", &e))?;
         let code = Code::from_i32(i32::from(header[0]));
         let msg_len = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-        let crc = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
         let len = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
         if code != Code::Ok {
             if code == Code::NotFound {
@@ -457,10 +471,12 @@ impl QuicNode {
             }
             let mut text = vec![0u8; msg_len.min(MAX_MESSAGE_BYTES) as usize];
             let _ = tokio::time::timeout(stall, recv.read_exact(&mut text)).await;
-            return Err(QuicPullError::Failed(format!(
-                "{code:?}: {}",
-                String::from_utf8_lossy(&text)
-            )));
+            let text = format!("{code:?}: {}", String::from_utf8_lossy(&text));
+            return Err(if code == Code::Unavailable {
+                QuicPullError::Lost(text)
+            } else {
+                QuicPullError::Failed(text)
+            });
         }
         let want = range.end - range.start;
         if len != want {
@@ -470,21 +486,60 @@ impl QuicNode {
         }
         let mut hasher = Crc64Hasher::new();
         let mut pos = 0u64;
-        while pos < len {
-            let max = usize::try_from(len - pos).unwrap_or(usize::MAX);
-            let chunk = tokio::time::timeout(stall, recv.read_chunk(max, true))
+        let mut last_data = Instant::now();
+        let crc = loop {
+            let mut word = [0u8; 4];
+            tokio::time::timeout(stall, recv.read_exact(&mut word))
                 .await
-                .map_err(|_| QuicPullError::Failed("chunk stream stalled".into()))?
-                .map_err(|e| failed("reading the chunk", &e))?
-                .ok_or_else(|| {
-                    QuicPullError::Failed(format!("chunk truncated at {pos} of {len}"))
-                })?;
-            let bytes: Bytes = chunk.bytes;
-            hasher.update(&bytes);
-            target
-                .write_at(range.start + pos, &bytes)
-                .map_err(|e| failed("writing chunk", &e))?;
-            pos += bytes.len() as u64;
+                .map_err(|_| stalled())?
+                .map_err(|e| lost(&format!("reading the chunk at {pos} of {len}"), &e))?;
+            let seg = u32::from_be_bytes(word);
+            if seg == END_OF_CHUNK {
+                let mut crc = [0u8; 8];
+                tokio::time::timeout(stall, recv.read_exact(&mut crc))
+                    .await
+                    .map_err(|_| stalled())?
+                    .map_err(|e| lost("reading the chunk CRC", &e))?;
+                break u64::from_be_bytes(crc);
+            }
+            if seg == 0 {
+                // Keep-alive: the owner is alive, the chunk has not advanced.
+                if last_data.elapsed() > answer_timeout {
+                    return Err(QuicPullError::Failed(format!(
+                        "chunk made no progress for {answer_timeout:?}"
+                    )));
+                }
+                continue;
+            }
+            let seg = u64::from(seg);
+            if pos + seg > len {
+                return Err(QuicPullError::Failed(format!(
+                    "segment of {seg} bytes at {pos} overruns the chunk of {len}"
+                )));
+            }
+            let end = pos + seg;
+            while pos < end {
+                let max = usize::try_from(end - pos).unwrap_or(usize::MAX);
+                let chunk = tokio::time::timeout(stall, recv.read_chunk(max, true))
+                    .await
+                    .map_err(|_| stalled())?
+                    .map_err(|e| lost("reading the chunk", &e))?
+                    .ok_or_else(|| {
+                        QuicPullError::Lost(format!("chunk truncated at {pos} of {len}"))
+                    })?;
+                let bytes: Bytes = chunk.bytes;
+                hasher.update(&bytes);
+                target
+                    .write_at(range.start + pos, &bytes)
+                    .map_err(|e| failed("writing chunk", &e))?;
+                pos += bytes.len() as u64;
+            }
+            last_data = Instant::now();
+        };
+        if pos != len {
+            return Err(QuicPullError::Failed(format!(
+                "chunk ended at {pos} of {len}"
+            )));
         }
         let actual = hasher.finish();
         if actual != crc {
@@ -576,11 +631,10 @@ fn auth_metadata(req: &v1::QuicChunkRequest) -> MetadataMap {
     md
 }
 
-fn header(code: Code, msg_len: u32, crc: u64, len: u64) -> [u8; RESPONSE_HEADER_BYTES] {
+fn header(code: Code, msg_len: u32, len: u64) -> [u8; RESPONSE_HEADER_BYTES] {
     let mut h = [0u8; RESPONSE_HEADER_BYTES];
     h[0] = code as i32 as u8;
     h[4..8].copy_from_slice(&msg_len.to_be_bytes());
-    h[8..16].copy_from_slice(&crc.to_be_bytes());
     h[16..24].copy_from_slice(&len.to_be_bytes());
     h
 }
@@ -604,43 +658,50 @@ async fn serve_stream(
         server.locate(&node, request).await
     }
     .await;
-    let s = match located {
+    let mut s = match located {
         Ok(s) => s,
         Err(status) => {
             let msg = status.message().as_bytes();
             let msg = &msg[..msg.len().min(MAX_MESSAGE_BYTES as usize)];
-            let mut out = header(status.code(), msg.len() as u32, 0, 0).to_vec();
+            let mut out = header(status.code(), msg.len() as u32, 0).to_vec();
             out.extend_from_slice(msg);
             send.write_all(&out).await.map_err(|e| e.to_string())?;
             let _ = send.finish();
             return Ok(());
         }
     };
-    let len = s.range.end - s.range.start;
-    send.write_all(&header(Code::Ok, 0, s.crc, len))
+    send.write_all(&header(Code::Ok, 0, s.len()))
         .await
         .map_err(|e| e.to_string())?;
-    let mut pos = 0u64;
-    while pos < len {
-        let n = (len - pos).min(FRAME_BYTES as u64);
-        let mut data = vec![0u8; n as usize];
-        if let Err(e) = s.book.read(s.range.start + pos, &mut data) {
-            let _ = send.reset(VarInt::from_u32(RESET_CHUNK_LOST));
-            return Err(format!("chunk no longer held: {e}"));
+    loop {
+        match s.next_segment().await {
+            Ok(Segment::Data { bytes, .. }) => {
+                let seg = u32::try_from(bytes.len()).expect("frames are at most 1 MiB");
+                send.write_all(&seg.to_be_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                send.write_chunk(Bytes::from(bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Segment::KeepAlive) => {
+                send.write_all(&0u32.to_be_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Segment::End { crc }) => {
+                let mut end = END_OF_CHUNK.to_be_bytes().to_vec();
+                end.extend_from_slice(&crc.to_be_bytes());
+                send.write_all(&end).await.map_err(|e| e.to_string())?;
+                let _ = send.finish();
+                return Ok(());
+            }
+            Err(status) => {
+                let _ = send.reset(VarInt::from_u32(RESET_CHUNK_LOST));
+                return Err(status.message().to_string());
+            }
         }
-        if s.corrupt && pos == 0 {
-            data[0] ^= 0xff;
-        }
-        send.write_chunk(Bytes::from(data))
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(p) = &s.peer {
-            p.bytes_sent.fetch_add(n, Ordering::Relaxed);
-        }
-        pos += n;
     }
-    let _ = send.finish();
-    Ok(())
 }
 
 #[cfg(test)]
@@ -649,13 +710,10 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_the_crypto_builds_from_derived_material() {
-        let h = header(Code::NotFound, 7, 0x0123_4567_89ab_cdef, 16 << 20);
+        let h = header(Code::NotFound, 7, 16 << 20);
         assert_eq!(Code::from_i32(i32::from(h[0])), Code::NotFound);
         assert_eq!(u32::from_be_bytes(h[4..8].try_into().unwrap()), 7);
-        assert_eq!(
-            u64::from_be_bytes(h[8..16].try_into().unwrap()),
-            0x0123_4567_89ab_cdef
-        );
+        assert_eq!(&h[8..16], &[0u8; 8]);
         assert_eq!(u64::from_be_bytes(h[16..24].try_into().unwrap()), 16 << 20);
         let s = ClusterSecret::new(b"quic-test-secret-0123456789").unwrap();
         let tls = PeerTls::new(&s, "127.0.0.1:1").unwrap();

@@ -1,30 +1,46 @@
 //! The peer-assisted [`ObjectFetcher`]: own chunks from the store, the rest
-//! from their owners, every byte verified.
+//! from peers, every byte verified.
 //!
 //! Design decisions:
-//! - Each chunk's owner is computed by rendezvous hashing over the alive set
-//!   ([`super::ring`]) when its task starts. Own chunks (and chunks of dead
-//!   owners) go through the fetch engine ([`FetchEngine::fetch_range`]: same
-//!   in-flight limit, FIFO and If-Match pinning as a plain fetch). Others are
-//!   pulled with `FetchChunk` under a *separate* semaphore
-//!   ([`DEFAULT_PULL_CONCURRENCY`]), so pulls waiting for an owner never hold
-//!   store slots and never starve own fetches — which is also why the swarm
-//!   cannot deadlock: every owner fetches its own chunks unconditionally.
+//! - **Sources.** A chunk's owner is computed by rendezvous hashing over the
+//!   alive set ([`super::ring`]). Its sources are the owner, which streams
+//!   the chunk *while it arrives from the store* (cut-through, see
+//!   [`super::chunk_server`]), and every alive peer whose have-map shows the
+//!   chunk complete ([`super::holders`]); one is picked weighted by idle
+//!   upload bandwidth, so a hot owner does not throttle the swarm. A chunk
+//!   this node owns comes from the store, unless a peer already holds it
+//!   (a late joiner takes over chunks the others fetched long ago).
+//! - **Store fetches** go through the fetch engine ([`FetchEngine::fetch_range`]:
+//!   same in-flight limit, FIFO and If-Match pinning as a plain fetch), into
+//!   a [`RecordingSink`] so peers can be served the bytes as they land.
+//!   Pulls run under a *separate* semaphore ([`DEFAULT_PULL_CONCURRENCY`]),
+//!   so pulls waiting for an owner never hold store slots and never starve
+//!   own fetches — which is also why the swarm cannot deadlock: every owner
+//!   fetches its own chunks unconditionally.
+//! - **Failures.** A source that is declared dead mid-pull, or answers
+//!   NOT_FOUND, is replaced by the next one: the chunk is *reassigned* to the
+//!   owner the ring now names (the next-highest weight among the living), so
+//!   a dead owner's chunks are fetched from the store once, by their new
+//!   owners, and shared, instead of once per survivor. At most
+//!   [`MAX_PEER_ATTEMPTS`] sources are tried. A stream that breaks or stalls
+//!   counts as a death if membership confirms it within its detection delay
+//!   (a killed process resets its connections before it misses heartbeats);
+//!   otherwise, and for every wrong answer (CRC mismatch, bad frames, an
+//!   error status), the chunk goes to the store with a warning naming the
+//!   peer. NOT_FOUND from an owner also sends the rest of that object's
+//!   chunks for that owner elsewhere.
 //! - Pulls go over QUIC ([`super::quic`]) when the node is configured for
 //!   it, else over gRPC `FetchChunk`; a peer whose QUIC handshake fails is
 //!   pulled from over gRPC instead (the QUIC node logs this once per peer).
-//!   Both transports answer from the same server logic, so NOT_FOUND, waits
-//!   and failures mean the same here.
-//! - A pulled chunk is written into the target, its CRC-64 computed while
-//!   receiving and compared with the CRC the owner recorded from the store.
-//!   Only then is it recorded in this node's [`ChunkBook`] (so it may be
-//!   served on). On NOT_FOUND, error, stall, timeout or CRC mismatch the chunk
-//!   is fetched from the store and a warning names the peer; NOT_FOUND also
-//!   sends the rest of that object's chunks for that peer to the store.
-//! - At the end the chunk CRCs are combined and compared with the store's
-//!   whole-object CRC-64 (the listing's, a store part's header, or a HEAD).
-//!   On mismatch every peer-sourced chunk is refetched from the store and the
-//!   check repeated; the target is not handed out before this passes.
+//!   Both transports answer from the same server logic.
+//! - **Integrity.** A pulled chunk is written into the target, its CRC-64
+//!   computed while receiving and compared with the CRC the owner recorded
+//!   from the store (sent after the last byte). Only then is it recorded in
+//!   this node's [`ChunkBook`] (so it may be served on). At the end the chunk
+//!   CRCs are combined and compared with the store's whole-object CRC-64 (the
+//!   listing's, a store part's header, or a HEAD). On mismatch every
+//!   peer-sourced chunk is refetched from the store and the check repeated;
+//!   the target is not handed out before this passes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -40,27 +56,33 @@ use ossc_proto::v1;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion};
-use super::chunk_server::FETCH_CHUNK_METHOD;
+use super::chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion, RecordingSink};
+use super::chunk_server::{FETCH_CHUNK_METHOD, HAVE_METHOD};
+use super::holders::{Holders, HAVE_REFRESH, HAVE_TIMEOUT};
 use super::peer_set::{Peer, PeerSet};
 use super::quic::{QuicNode, QuicPullError};
 use super::ring;
+use super::upload::pick_weighted;
 use crate::agent::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
 
 /// Concurrent pulls per node. 16 × 16 MiB = 256 MiB in flight, enough to fill
 /// a 100 Gbit/s link at a few ms RTT; separate from the store's limit.
 pub const DEFAULT_PULL_CONCURRENCY: usize = 16;
-/// How long an owner may take to come to hold a chunk it is fetching itself
-/// (sent as `wait_ms`; the server caps it at `MAX_SERVE_WAIT`). 60 s: an owner
-/// fetches its whole share at once on about 1/N of the store link, so all of
-/// its chunks complete together, late for a big model (a 534 MB model on
-/// 300 Mbit/s links measured ~15 s). A 10 s wait sent those pulls to the store,
-/// which slowed every owner further: egress rose to 3–4× (docs/benchmarks.md).
-/// A dead owner is not waited for: `pull_while_alive` abandons the pull within
-/// `DEAD_PEER_CHECK` of the heartbeat declaring it dead.
+/// How long a chunk being pulled may go without progress (sent as
+/// `wait_ms`; the server caps it at `MAX_SERVE_WAIT`; keep-alives do not
+/// count as progress). 60 s: an owner fetches its whole share at once, FIFO,
+/// so a chunk late in its queue may wait long for its first byte (a 534 MB
+/// model on 300 Mbit/s links measured ~15 s). A 10 s wait sent those pulls to
+/// the store, which slowed every owner further: egress rose to 3–4×
+/// (docs/benchmarks.md). A dead owner is not waited for: `pull_while_alive`
+/// abandons the pull within `DEAD_PEER_CHECK` of the heartbeat declaring it
+/// dead, and the chunk is reassigned.
 pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(60);
 /// Extra time over the wait for the owner's first answer to arrive.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
+/// Sources tried for one chunk (owner, holders, reassigned owners) before
+/// the store: a dead owner and one stale holder, then a live owner.
+pub const MAX_PEER_ATTEMPTS: usize = 3;
 /// A chunk stream that delivers no frame for this long is abandoned.
 pub const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a running or queued pull checks that its peer is still alive
@@ -95,8 +117,39 @@ struct ChunkDone {
 enum PullError {
     #[error("peer does not hold this object version")]
     NotFound,
+    #[error("peer declared dead")]
+    Dead,
+    /// The stream broke, stalled or was refused as unavailable: the peer
+    /// may be dying, which membership will tell within its detection delay.
+    #[error("{0}")]
+    Lost(String),
+    /// A wrong answer (bad frames, CRC mismatch, an error status): store.
     #[error("{0}")]
     Failed(String),
+}
+
+impl PullError {
+    /// A gRPC status as a pull failure: transport-level codes mean "lost".
+    fn from_status(s: &tonic::Status) -> PullError {
+        let text = format!("{}: {}", s.code(), s.message());
+        match s.code() {
+            tonic::Code::NotFound => PullError::NotFound,
+            tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted => PullError::Lost(text),
+            _ => PullError::Failed(text),
+        }
+    }
+}
+
+/// Aborts a background task when dropped (an early return included).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Shared {
@@ -108,6 +161,8 @@ struct Shared {
     pulls: Semaphore,
     /// Pull over QUIC through this endpoint (None: gRPC only).
     quic: Option<Arc<QuicNode>>,
+    /// What peers last said they hold.
+    holders: Holders,
 }
 
 /// See the module docs.
@@ -151,6 +206,7 @@ impl SwarmFetcher {
                 pulls: Semaphore::new(settings.pull_concurrency),
                 settings,
                 quic,
+                holders: Holders::default(),
             }),
         }
     }
@@ -240,6 +296,14 @@ impl ObjectFetcher for SwarmFetcher {
             o.insert("chunk_size".into(), self.shared.settings.chunk_size.into());
             o.insert("transport".into(), self.transport().into());
             o.insert("objects_held".into(), self.shared.books.len().into());
+            let idle: serde_json::Map<String, serde_json::Value> = self
+                .shared
+                .holders
+                .idle_by_peer()
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+            o.insert("peer_idle_upload_bytes_per_sec".into(), idle.into());
         }
         Some(v)
     }
@@ -256,6 +320,22 @@ impl Shared {
         let n = book.n_chunks();
         let meta = Arc::new(meta.clone());
         let refused: Arc<Mutex<HashSet<String>>> = Arc::default();
+        // Have-maps: one round now (a late joiner finds holders for its first
+        // chunks), then in the background while the chunks arrive.
+        self.refresh_have_maps(&book.version).await;
+        let _refresher = AbortOnDrop(tokio::spawn({
+            let me = self.clone();
+            let version = book.version.clone();
+            async move {
+                let mut tick = tokio::time::interval(HAVE_REFRESH);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    me.refresh_have_maps(&version).await;
+                }
+            }
+        }));
+        let _forget = ForgetMaps(&self.holders, &book.version);
         let mut set: JoinSet<Result<ChunkDone, ObjectClientError>> = JoinSet::new();
         for index in 0..n {
             let (me, meta, book, target, progress, refused) = (
@@ -330,9 +410,13 @@ impl Shared {
             {
                 book.forget(c.index);
                 let range = book.range(c.index);
+                let sink = Arc::new(RecordingSink {
+                    target: target.clone(),
+                    book: book.clone(),
+                });
                 let got = self
                     .engine
-                    .fetch_range(&meta, range.clone(), target.clone(), progress.clone())
+                    .fetch_range(&meta, range.clone(), sink, progress.clone())
                     .await?;
                 c.crc = got.crc64;
                 c.store_bytes += range.end - range.start;
@@ -375,10 +459,77 @@ impl Shared {
         })
     }
 
+    /// Asks every alive peer which chunks of `version` it holds (bounded by
+    /// [`HAVE_TIMEOUT`]; a peer that does not answer keeps its last map).
+    async fn refresh_have_maps(&self, version: &ObjectVersion) {
+        let asked = std::slice::from_ref(version);
+        let request = v1::HaveRequest {
+            objects: vec![proto_version(version)],
+        };
+        let calls = self
+            .peers
+            .alive_ids()
+            .into_iter()
+            .filter(|id| id != self.peers.self_id())
+            .filter_map(|id| self.peers.peer(&id))
+            .map(|peer| {
+                let mut req = tonic::Request::new(request.clone());
+                self.peers
+                    .secret()
+                    .sign(req.metadata_mut(), self.peers.self_id(), HAVE_METHOD);
+                async move {
+                    let mut client = peer.client();
+                    match tokio::time::timeout(HAVE_TIMEOUT, client.have(req)).await {
+                        Ok(Ok(answer)) => self.holders.update(&peer.id, asked, answer.get_ref()),
+                        Ok(Err(status)) => {
+                            tracing::debug!(peer = %peer.id, error = %status, "Have refused")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer.id, "Have timed out"),
+                    }
+                }
+            });
+        futures::future::join_all(calls).await;
+    }
+
+    /// The source to pull chunk `id` from, or `None` for the store: among
+    /// the owner the ring names now and the peers that hold the chunk
+    /// (minus `tried`, `refused` owners and this node), weighted by idle
+    /// upload bandwidth (see the module docs).
+    fn pick_source(
+        &self,
+        id: &ChunkId,
+        tried: &HashSet<String>,
+        refused: &Mutex<HashSet<String>>,
+    ) -> Option<String> {
+        let me = self.peers.self_id();
+        let alive = self.peers.alive_ids();
+        let owner = ring::owner(alive.iter().map(String::as_str), id).unwrap_or(me);
+        let refused = refused.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sources: Vec<String> = self
+            .holders
+            .holders_of(&id.object, id.index)
+            .into_iter()
+            .filter(|p| p != me && !tried.contains(p) && alive.contains(p))
+            .collect();
+        if owner != me
+            && !tried.contains(owner)
+            && !refused.contains(owner)
+            && !sources.iter().any(|p| p == owner)
+        {
+            sources.push(owner.to_string());
+        }
+        let weights: Vec<u64> = sources
+            .iter()
+            .map(|p| self.holders.idle_upload(p))
+            .collect();
+        let i = pick_weighted(&weights, rand::random::<f64>())?;
+        Some(sources.swap_remove(i))
+    }
+
     async fn fetch_chunk(
         &self,
         meta: &ObjectMeta,
-        book: &ChunkBook,
+        book: &Arc<ChunkBook>,
         index: u64,
         target: Arc<dyn ChunkTarget>,
         progress: Arc<FetchProgress>,
@@ -390,49 +541,61 @@ impl Shared {
         };
         let range = book.range(index);
         let len = range.end - range.start;
-        let alive = self.peers.alive_ids();
-        let owner = ring::owner(alive.iter().map(String::as_str), &id)
-            .unwrap_or(self.peers.self_id())
-            .to_string();
-        let skip = refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&owner);
-        if owner != self.peers.self_id() && !skip {
-            if let Some(peer) = self.peers.peer(&owner) {
-                match self
-                    .pull_while_alive(&peer, &id, range.clone(), &*target)
-                    .await
-                {
-                    Ok(crc) => {
-                        book.record(index, crc);
-                        peer.bytes_received.fetch_add(len, Ordering::Relaxed);
-                        progress.bytes_done.fetch_add(len, Ordering::Relaxed);
-                        return Ok(ChunkDone {
-                            index,
-                            crc,
-                            source: ChunkSource::Peer(owner),
-                            store_bytes: 0,
-                        });
-                    }
-                    Err(PullError::NotFound) => {
-                        tracing::info!(peer = %owner, key = %meta.key, "peer does not hold this object; its chunks come from the store");
+        let mut tried = HashSet::new();
+        while tried.len() < MAX_PEER_ATTEMPTS {
+            let Some(source) = self.pick_source(&id, &tried, refused) else {
+                break;
+            };
+            tried.insert(source.clone());
+            let Some(peer) = self.peers.peer(&source) else {
+                continue;
+            };
+            match self
+                .pull_while_alive(&peer, &id, range.clone(), &*target)
+                .await
+            {
+                Ok(crc) => {
+                    book.record(index, crc);
+                    peer.bytes_received.fetch_add(len, Ordering::Relaxed);
+                    progress.bytes_done.fetch_add(len, Ordering::Relaxed);
+                    return Ok(ChunkDone {
+                        index,
+                        crc,
+                        source: ChunkSource::Peer(source),
+                        store_bytes: 0,
+                    });
+                }
+                Err(PullError::NotFound) => {
+                    let owner = ring::owner(self.peers.alive_ids().iter().map(String::as_str), &id)
+                        .is_some_and(|o| o == source);
+                    if owner {
+                        tracing::info!(peer = %source, key = %meta.key, "peer does not hold this object; its chunks come from other holders or the store");
                         refused
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert(owner.clone());
+                            .insert(source);
                     }
-                    Err(e) => {
-                        peer.failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %owner, key = %meta.key, chunk = index, error = %e, "pull from peer failed; fetching the chunk from the store");
-                    }
+                }
+                Err(PullError::Dead) => {
+                    peer.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %source, key = %meta.key, chunk = index, "peer declared dead mid-pull; the chunk goes to its next owner");
+                }
+                Err(PullError::Lost(e)) if self.dies_soon(&peer).await => {
+                    peer.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %source, key = %meta.key, chunk = index, error = %e, "stream to a dying peer broke; the chunk goes to its next owner");
+                }
+                Err(e) => {
+                    peer.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %source, key = %meta.key, chunk = index, error = %e, "pull from peer failed; fetching the chunk from the store");
+                    break;
                 }
             }
         }
-        let got = self
-            .engine
-            .fetch_range(meta, range, target, progress)
-            .await?;
+        let sink = Arc::new(RecordingSink {
+            target,
+            book: book.clone(),
+        });
+        let got = self.engine.fetch_range(meta, range, sink, progress).await?;
         book.record(index, got.crc64);
         Ok(ChunkDone {
             index,
@@ -442,6 +605,23 @@ impl Shared {
             },
             store_bytes: len,
         })
+    }
+
+    /// Whether membership declares `peer` dead within its detection delay
+    /// (after a stream to it broke: a killed process resets its connections
+    /// before its heartbeats are missed). True: reassign the chunk; false:
+    /// the peer lives on, and the chunk goes to the store.
+    async fn dies_soon(&self, peer: &Peer) -> bool {
+        let until = tokio::time::Instant::now() + self.peers.dead_after() + DEAD_PEER_CHECK;
+        loop {
+            if !self.peers.is_alive(&peer.id) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(DEAD_PEER_CHECK).await;
+        }
     }
 
     /// [`Shared::pull`], abandoned as soon as membership declares `peer`
@@ -465,7 +645,7 @@ impl Shared {
                 r = &mut pull => return r,
                 _ = check.tick() => {
                     if !self.peers.is_alive(&peer.id) {
-                        return Err(PullError::Failed("peer declared dead".into()));
+                        return Err(PullError::Dead);
                     }
                 }
             }
@@ -489,12 +669,7 @@ impl Shared {
         let wait = self.settings.peer_wait;
         let request = v1::ChunkRequest {
             chunk: Some(v1::ChunkId {
-                object: Some(v1::ObjectVersion {
-                    bucket: id.object.bucket.clone(),
-                    key: id.object.key.clone(),
-                    etag: id.object.etag.clone(),
-                    size: id.object.size,
-                }),
+                object: Some(proto_version(&id.object)),
                 chunk_size: self.settings.chunk_size,
                 index: id.index,
             }),
@@ -516,6 +691,7 @@ impl Shared {
             match pulled {
                 Ok(crc) => return Ok(crc),
                 Err(QuicPullError::NotFound) => return Err(PullError::NotFound),
+                Err(QuicPullError::Lost(e)) => return Err(PullError::Lost(format!("QUIC: {e}"))),
                 Err(QuicPullError::Failed(e)) => {
                     return Err(PullError::Failed(format!("QUIC: {e}")))
                 }
@@ -530,51 +706,75 @@ impl Shared {
         let mut client = peer.client();
         let resp = tokio::time::timeout(wait + RESPONSE_MARGIN, client.fetch_chunk(req))
             .await
-            .map_err(|_| PullError::Failed(format!("no answer within {wait:?}")))?
-            .map_err(|s| match s.code() {
-                tonic::Code::NotFound => PullError::NotFound,
-                _ => PullError::Failed(format!("{}: {}", s.code(), s.message())),
-            })?;
+            .map_err(|_| PullError::Lost(format!("no answer within {wait:?}")))?
+            .map_err(|s| PullError::from_status(&s))?;
         let mut stream = resp.into_inner();
         let len = range.end - range.start;
         let mut pos = 0u64;
-        let mut claimed: Option<u64> = None;
+        let mut last_data = tokio::time::Instant::now();
         let mut hasher = Crc64Hasher::new();
-        loop {
+        let claimed = loop {
             let frame = tokio::time::timeout(FRAME_STALL_TIMEOUT, stream.message())
                 .await
-                .map_err(|_| PullError::Failed("chunk stream stalled".into()))?
-                .map_err(|s| PullError::Failed(format!("{}: {}", s.code(), s.message())))?;
-            let Some(frame) = frame else { break };
+                .map_err(|_| PullError::Lost("chunk stream stalled".into()))?
+                .map_err(|s| PullError::from_status(&s))?
+                .ok_or_else(|| PullError::Lost(format!("chunk stream ended at {pos} of {len}")))?;
+            if frame.last {
+                break frame.crc64;
+            }
             let n = frame.data.len() as u64;
+            if n == 0 {
+                // Keep-alive: the owner is alive, the chunk has not advanced.
+                if last_data.elapsed() > wait + RESPONSE_MARGIN {
+                    return Err(PullError::Failed(format!(
+                        "chunk made no progress for {wait:?}"
+                    )));
+                }
+                continue;
+            }
             if frame.offset != pos || pos + n > len {
                 return Err(PullError::Failed(format!(
                     "frame at {} (+{n}) does not fit chunk at {pos} of {len}",
                     frame.offset
                 )));
             }
-            if *claimed.get_or_insert(frame.crc64) != frame.crc64 {
-                return Err(PullError::Failed("frames disagree on the chunk CRC".into()));
-            }
             hasher.update(&frame.data);
             target
                 .write_at(range.start + pos, &frame.data)
                 .map_err(|e| PullError::Failed(format!("writing chunk: {e}")))?;
             pos += n;
-        }
+            last_data = tokio::time::Instant::now();
+        };
         if pos != len {
-            return Err(PullError::Failed(format!(
-                "chunk truncated at {pos} of {len}"
-            )));
+            return Err(PullError::Failed(format!("chunk ended at {pos} of {len}")));
         }
         let actual = hasher.finish();
-        match claimed {
-            Some(c) if c == actual => Ok(actual),
-            Some(c) => Err(PullError::Failed(format!(
-                "chunk CRC-64 mismatch: peer recorded {c:#018x}, data has {actual:#018x}"
-            ))),
-            None => Err(PullError::Failed("empty chunk stream".into())),
+        if claimed == actual {
+            Ok(actual)
+        } else {
+            Err(PullError::Failed(format!(
+                "chunk CRC-64 mismatch: peer recorded {claimed:#018x}, data has {actual:#018x}"
+            )))
         }
+    }
+}
+
+/// `version` as the protocol spells it.
+fn proto_version(version: &ObjectVersion) -> v1::ObjectVersion {
+    v1::ObjectVersion {
+        bucket: version.bucket.clone(),
+        key: version.key.clone(),
+        etag: version.etag.clone(),
+        size: version.size,
+    }
+}
+
+/// Forgets an object's have-maps when its fetch ends, however it ends.
+struct ForgetMaps<'a>(&'a Holders, &'a ObjectVersion);
+
+impl Drop for ForgetMaps<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
     }
 }
 
@@ -636,6 +836,7 @@ mod tests {
             tls,
             corrupt_served_chunks: false,
             transport,
+            upload_capacity: None,
         }
     }
 
@@ -685,6 +886,17 @@ mod tests {
         tls: bool,
         t: PeerTransport,
     ) -> Vec<Swarm> {
+        cluster_with(clients, secrets, tls, t, |_, _| {}).await
+    }
+
+    /// [`cluster_tls`] with `tweak(i, config)` applied to node `i`'s config.
+    async fn cluster_with(
+        clients: Vec<Arc<dyn ObjectClient>>,
+        secrets: &[&[u8]],
+        tls: bool,
+        t: PeerTransport,
+        tweak: impl Fn(usize, &mut SwarmConfig),
+    ) -> Vec<Swarm> {
         let mut listeners = Vec::new();
         for _ in &clients {
             listeners.push(listener_with_free_udp().await);
@@ -695,7 +907,8 @@ mod tests {
             .collect();
         let mut nodes = Vec::new();
         for (i, (l, c)) in listeners.into_iter().zip(clients).enumerate() {
-            let cfg = config(&peers, SocketAddrText(peers[i].clone()), secrets[i], tls, t);
+            let mut cfg = config(&peers, SocketAddrText(peers[i].clone()), secrets[i], tls, t);
+            tweak(i, &mut cfg);
             nodes.push(
                 Swarm::start_with_listener(cfg, l, engine(c), "b".into())
                     .await
@@ -1214,6 +1427,211 @@ mod tests {
         assert_eq!(nodes[1].swarm_fetcher().transport(), "grpc");
     }
 
+    fn version_of(meta: &ObjectMeta) -> ObjectVersion {
+        ObjectVersion {
+            bucket: "b".into(),
+            key: meta.key.clone(),
+            etag: meta.etag.clone(),
+            size: meta.size,
+        }
+    }
+
+    async fn a_chunk_is_streamed_to_peers_while_it_arrives(t: PeerTransport) {
+        let size = 4 * CHUNK;
+        let d = data(size, 8);
+        let mock = Arc::new(MockObjectClient::new("b"));
+        let nodes = cluster(vec![mock.clone(), mock], &[SECRET, SECRET], t).await;
+        wait_alive(&nodes, 2).await;
+        let version = ObjectVersion {
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: "\"e\"".into(),
+            size,
+        };
+        // Node 0 is "downloading" the object: chunk 1 lands in two halves.
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(size as usize));
+        let book = nodes[0]
+            .swarm_fetcher()
+            .books()
+            .open(version.clone(), CHUNK, &target);
+        let sink = RecordingSink {
+            target: target.clone(),
+            book: book.clone(),
+        };
+        let (a, mid, b) = (
+            CHUNK as usize,
+            (CHUNK + CHUNK / 2) as usize,
+            2 * CHUNK as usize,
+        );
+        sink.write_at(a as u64, &d[a..mid]).unwrap();
+        let got = Arc::new(VecTarget::with_len(size as usize));
+        let pull = tokio::spawn({
+            let fetcher = nodes[1].swarm_fetcher().clone();
+            let from = nodes[0].peers().self_id().to_string();
+            let got = got.clone();
+            let id = ChunkId {
+                object: version.clone(),
+                index: 1,
+            };
+            async move { fetcher.pull_chunk(&from, &id, &*got).await }
+        });
+        // The first half reaches the puller before the chunk is complete.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while got.contents()[a..mid] != d[a..mid] {
+            assert!(
+                std::time::Instant::now() < until,
+                "the first half never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Nothing more arrives for a while (keep-alives hold the stream open).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!pull.is_finished(), "the pull ended before the chunk did");
+        assert!(got.contents()[mid..b].iter().all(|x| *x == 0));
+        sink.write_at(mid as u64, &d[mid..b]).unwrap();
+        book.record(1, ossc_core::crc64::crc64(&d[a..b]));
+        let crc = pull.await.unwrap().unwrap();
+        assert_eq!(crc, ossc_core::crc64::crc64(&d[a..b]));
+        assert_eq!(got.contents()[a..b], d[a..b]);
+
+        // A chunk whose recorded CRC disagrees with the streamed bytes (the
+        // owner refetched different bytes) is rejected, not kept.
+        sink.write_at(b as u64, &d[b..b + CHUNK as usize]).unwrap();
+        let other = Arc::new(VecTarget::with_len(size as usize));
+        let pull = tokio::spawn({
+            let fetcher = nodes[1].swarm_fetcher().clone();
+            let from = nodes[0].peers().self_id().to_string();
+            let other = other.clone();
+            let id = ChunkId {
+                object: version.clone(),
+                index: 2,
+            };
+            async move { fetcher.pull_chunk(&from, &id, &*other).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        book.record(2, 0x1234);
+        let err = pull.await.unwrap().unwrap_err();
+        assert!(err.contains("CRC-64 mismatch"), "{err}");
+        drop(target);
+    }
+
+    async fn holders_serve_the_chunks_their_owners_lack(t: PeerTransport) {
+        let size = 12 * CHUNK + 11;
+        let (mock, d) = mock_with(size, 9);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
+        wait_alive(&nodes, 3).await;
+        // Node 1 holds the object; node 0 (owner of about a third of the
+        // chunks) knows nothing of it; node 2 (owner of another third) loads.
+        let _held = hold(&nodes[1], &version_of(&meta), &d);
+        mock.reset_stats();
+        let results = fetch_each(&[(&nodes[2], meta.clone())]).await;
+        let (r, out) = &results[0];
+        let o = r.as_ref().unwrap();
+        assert_eq!(*out, d);
+        assert!(o.fetched.crc64_verified);
+        assert_eq!(o.bytes_store, 0, "every chunk had a holder: {o:?}");
+        assert_eq!(mock.bytes_served(), 0);
+        assert_eq!(
+            o.by_peer.keys().collect::<Vec<_>>(),
+            [nodes[1].peers().self_id()],
+            "{o:?}"
+        );
+        assert_eq!(o.bytes_peer, size);
+        // Node 1 answers Have with its bitmap and its idle upload figure.
+        let have = nodes[1].server().have(&[proto_version(&version_of(&meta))]);
+        assert_eq!(have.maps.len(), 1);
+        assert!(have.maps[0].bitmap.iter().all(|b| *b != 0));
+        assert!(have.idle_upload_bytes_per_sec > 0);
+    }
+
+    async fn pulls_avoid_a_holder_without_idle_upload_bandwidth(t: PeerTransport) {
+        let size = 16 * CHUNK + 5;
+        let (mock, d) = mock_with(size, 10);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        // Node 0's upload is "saturated" (capacity 1 byte/s: it reports the
+        // floor, 1 MB/s); node 1 has bandwidth to spare (10^15 bytes/s).
+        let nodes = cluster_with(clients, &[SECRET, SECRET, SECRET], true, t, |i, c| {
+            c.upload_capacity = match i {
+                0 => Some(1),
+                1 => Some(1_000_000_000_000_000),
+                _ => None,
+            };
+        })
+        .await;
+        wait_alive(&nodes, 3).await;
+        let version = version_of(&meta);
+        let _h0 = hold(&nodes[0], &version, &d);
+        let _h1 = hold(&nodes[1], &version, &d);
+        let owned_by_0 = (0..size.div_ceil(CHUNK))
+            .filter(|i| {
+                let id = ChunkId {
+                    object: version.clone(),
+                    index: *i,
+                };
+                ring::owner(nodes[2].peers().alive_ids().iter().map(String::as_str), &id)
+                    == Some(nodes[0].peers().self_id())
+            })
+            .count();
+        assert!(owned_by_0 > 0, "node 0 owns no chunk of this object");
+        mock.reset_stats();
+        let results = fetch_each(&[(&nodes[2], meta.clone())]).await;
+        let (r, out) = &results[0];
+        let o = r.as_ref().unwrap();
+        assert_eq!(*out, d);
+        assert_eq!(o.bytes_store, 0);
+        // Even the chunks node 0 owns came from node 1 (picked with odds of
+        // 10^9 to 1).
+        assert_eq!(
+            o.by_peer.get(nodes[1].peers().self_id()).copied(),
+            Some(size),
+            "{o:?}"
+        );
+        let st = nodes[2].swarm_fetcher().status().unwrap();
+        assert_eq!(
+            st["peer_idle_upload_bytes_per_sec"][nodes[0].peers().self_id()],
+            crate::swarm::upload::IDLE_FLOOR,
+            "{st}"
+        );
+    }
+
+    async fn a_dead_owners_chunks_are_fetched_once_by_their_new_owners(t: PeerTransport) {
+        let size = 30 * CHUNK + 3;
+        let (mock, d) = mock_with(size, 11);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let mut nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
+        wait_alive(&nodes, 3).await;
+        // Node 0 has started the object but its download hangs: pulls of its
+        // chunks wait on it (keep-alives), until it dies.
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(size as usize));
+        let _book = nodes[0]
+            .swarm_fetcher()
+            .books()
+            .open(version_of(&meta), CHUNK, &target);
+        mock.reset_stats();
+        let dying = nodes.remove(0);
+        let killer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            drop(dying);
+        });
+        let results = fetch_all(&[&nodes[0], &nodes[1]], &meta).await;
+        killer.await.unwrap();
+        let mut peer_bytes = 0;
+        for (r, out) in &results {
+            let o = r.as_ref().unwrap();
+            assert_eq!(*out, d);
+            assert!(o.fetched.crc64_verified);
+            peer_bytes += o.bytes_peer;
+        }
+        // Every byte left the store once: the dead owner's chunks were
+        // reassigned to the survivors, not fetched by each of them.
+        assert_eq!(mock.bytes_served(), size);
+        assert_eq!(peer_bytes, size);
+    }
+
     /// Each scenario runs once per transport: `by_transport::<name>::{quic,grpc}`.
     macro_rules! both_transports {
         ($($name:ident),* $(,)?) => {
@@ -1238,5 +1656,9 @@ mod tests {
         corrupted_chunks_from_a_peer_are_detected_and_bypassed,
         bad_bytes_behind_a_consistent_chunk_crc_are_caught_end_to_end,
         a_dead_peer_falls_back_to_the_store_and_leaves_the_ring,
+        a_chunk_is_streamed_to_peers_while_it_arrives,
+        holders_serve_the_chunks_their_owners_lack,
+        pulls_avoid_a_holder_without_idle_upload_bandwidth,
+        a_dead_owners_chunks_are_fetched_once_by_their_new_owners,
     );
 }

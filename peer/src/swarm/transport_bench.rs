@@ -90,6 +90,7 @@ async fn two_nodes(transport: PeerTransport, tls: bool) -> (Swarm, Swarm) {
             tls,
             corrupt_served_chunks: false,
             transport,
+            upload_capacity: None,
         };
         let engine = Arc::new(FetchEngine::new(
             Arc::new(MockObjectClient::new("b")),
