@@ -48,9 +48,9 @@ const UNCAPPED_SPEEDUP: f64 = 2.0;
 /// Connect timeout when a connection is expected to fail.
 const UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Model size for the 4-node loads (CI: 2 cores, 30 minutes for everything);
-/// env [`MODEL_MB_ENV`] overrides it (e.g. 1024 for the issue's 1 GB runs).
-const MODEL_MB: u64 = 256;
+/// Model size for the 4-node load: issue 4's "model ≥ 1 GB" (gen-model's
+/// files come to 1.07 GB for 1024). Env [`MODEL_MB_ENV`] overrides it.
+const MODEL_MB: u64 = 1024;
 /// Env var overriding [`MODEL_MB`].
 const MODEL_MB_ENV: &str = "OSSC_NETNS_MODEL_MB";
 /// Shards of the generated model.
@@ -457,23 +457,18 @@ fn check_no_peers(s: &LoadSetup, out: &PhaseOutcome) {
 }
 
 #[test]
-fn four_nodes_without_peers_each_fetch_the_whole_model() {
-    if !netns::available_or_skip("four_nodes_without_peers_each_fetch_the_whole_model") {
-        return;
-    }
-    let _serial = serial();
-    let s = load_setup();
-    let out = run(&s, "no-peers", &[]);
-    check_no_peers(&s, &out);
-}
-
-#[test]
 fn four_nodes_with_peers_fetch_the_model_about_once() {
     if !netns::available_or_skip("four_nodes_with_peers_fetch_the_model_about_once") {
         return;
     }
     let _serial = serial();
     let s = load_setup();
+    assert!(
+        s.model.total_bytes >= 1_000_000_000 || std::env::var_os(MODEL_MB_ENV).is_some(),
+        "issue 4 asks for a model of at least 1 GB"
+    );
+    // Without peers (same cluster, same store, same test): every node pulls
+    // the whole model.
     let baseline = run(&s, "no-peers", &[]);
     check_no_peers(&s, &baseline);
     let secret = format!(

@@ -56,14 +56,30 @@ const SERVE_WAIT: Duration = Duration::from_secs(60);
 const HIT_AFTER_RECEIVED_BYTES: u64 = 8 << 20;
 /// After a peer is killed or partitioned, the survivors must finish within
 /// this long. Expected: detection (3 s without heartbeats; pulls to the
-/// victim are abandoned then) + the victim's share fetched from the store by
-/// each survivor (3 × M/4 through the store's uplink, ~5 s here) + what was
-/// left of the load: 3–11 s measured. Before pulls were abandoned on death,
+/// victim are abandoned then) + what is left of the victim's share, fetched
+/// from the store once by its chunks' next owners and shared + what was left
+/// of the load: 6.7–7.7 s measured (3–11 s when each survivor fetched the
+/// victim's share itself). Before pulls were abandoned on death,
 /// each round of pulls waiting on the victim took the full 12 s peer wait and
 /// survivors needed 19–24 s.
 const RECOVERY_BOUND: Duration = Duration::from_secs(20);
 /// Poll period.
 const POLL: Duration = Duration::from_millis(100);
+/// Store egress bound (× model) when a peer dies or is partitioned
+/// mid-transfer: the victim's own partial download plus its chunks, which
+/// are reassigned to their next owners and fetched once for the swarm
+/// (measured 1.16–1.31; each survivor fetching them itself measured 1.8).
+const FAULT_MAX_STORE_FACTOR: f64 = 1.5;
+/// ... when a peer serves corrupted chunks: its own share, refetched once
+/// by the next owners of its chunks (≈ 1.25; each survivor refetching them
+/// itself measured 2.04).
+const CORRUPT_MAX_STORE_FACTOR: f64 = 1.5;
+/// ... when one node has the wrong secret: it loads alone (1 model), the
+/// members share another.
+const WRONG_SECRET_MAX_STORE_FACTOR: f64 = 2.1;
+/// ... to a latecomer when the others hold the whole model: only the small
+/// files (read from the store by every node's mirror) — measured 0.001.
+const LATE_MAX_STORE_FACTOR: f64 = 0.05;
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
@@ -257,6 +273,11 @@ fn survivors_recover(
         recovery <= RECOVERY_BOUND,
         "survivors took {recovery:?} after the hit"
     );
+    assert!(
+        s.store_factor() <= FAULT_MAX_STORE_FACTOR,
+        "{phase}: the store served {:.3} x the model (bound {FAULT_MAX_STORE_FACTOR})",
+        s.store_factor()
+    );
     (outcomes, received_before, recovery)
 }
 
@@ -322,8 +343,8 @@ fn a_partitioned_peer_leaves_the_survivors_with_exact_bytes_in_bounded_time() {
 }
 
 #[test]
-fn a_late_joiner_gets_exact_bytes_mostly_from_peers() {
-    if !netns::available_or_skip("a_late_joiner_gets_exact_bytes_mostly_from_peers") {
+fn a_late_joiner_gets_exact_bytes_from_peers() {
+    if !netns::available_or_skip("a_late_joiner_gets_exact_bytes_from_peers") {
         return;
     }
     let _serial = serial();
@@ -353,8 +374,9 @@ fn a_late_joiner_gets_exact_bytes_mostly_from_peers() {
         "the latecomer got {peer} bytes from peers and {store} from the store"
     );
     assert!(
-        factor < 0.5,
-        "the store served {factor:.3} x the model to the latecomer alone"
+        factor <= LATE_MAX_STORE_FACTOR,
+        "the store served {factor:.3} x the model to the latecomer alone (bound \
+         {LATE_MAX_STORE_FACTOR}): it should pull even the chunks it owns from their holders"
     );
     let late_id = ossc_cluster::peer_id(s.victim());
     let served: u64 = first
@@ -394,6 +416,11 @@ fn a_node_with_the_wrong_secret_gets_nothing_and_corrupts_nothing() {
         .map(|c| s.finish(c, CONSUMER_TIMEOUT))
         .collect();
     report("wrong-secret", &outcomes, &s);
+    assert!(
+        s.store_factor() <= WRONG_SECRET_MAX_STORE_FACTOR,
+        "wrong secret: the store served {:.3} x the model",
+        s.store_factor()
+    );
     let intruder = &outcomes[NODES - 1];
     let intruder_id = ossc_cluster::peer_id(s.victim());
     // It loaded exact bytes (verified by its consumer), all from the store.
@@ -454,6 +481,11 @@ fn a_peer_serving_corrupted_chunks_is_detected_and_bypassed() {
         .map(|c| s.finish(c, CONSUMER_TIMEOUT))
         .collect();
     report("corrupt", &outcomes, &s);
+    assert!(
+        s.store_factor() <= CORRUPT_MAX_STORE_FACTOR,
+        "corrupting peer: the store served {:.3} x the model (bound {CORRUPT_MAX_STORE_FACTOR})",
+        s.store_factor()
+    );
     let bad = ossc_cluster::peer_id(s.victim());
     for c in &outcomes[..NODES - 1] {
         let st = c.agent_status.as_ref().expect("status");

@@ -23,16 +23,13 @@
 //!   owners' upload load — over the nodes: with the default size this model
 //!   has ~10 chunks, rendezvous hashing gave one node half of them, and that
 //!   node's upload link alone took longer than the whole load should.
-//! - **The bound.** The issue's target is ≤ [`TARGET_TIME_RATIO`] (0.5). The
-//!   remaining gap to the ideal (≈ M/B + start-up, ratio ~0.3) is the peer
-//!   layer's store-and-forward of whole chunks: a node's own chunks fit in
-//!   its store requests in flight, so they download side by side and
-//!   complete together near M/B; only then can peers pull them, and the
-//!   exchange adds ≈ (N−1)/N · M/B (see the agents' prefetch progress logs).
-//!   Serving chunks while they arrive would close it. Measured ratios at this
-//!   setting: 0.46–0.50, with other work competing for the 2 cores; so the
-//!   test asserts [`MAX_TIME_RATIO`], which holds, and prints a loud note
-//!   when the 0.5 target is missed.
+//! - **The bound** is the issue's: ≤ [`MAX_TIME_RATIO`] = 0.5. The ideal is
+//!   ≈ M/B + start-up against ≈ N·M/B (ratio ~0.25 plus start-up): with
+//!   peers each node's downlink carries one model, a quarter from the store
+//!   and the rest streamed by the owners *while their chunks arrive*
+//!   (cut-through, `peer/src/swarm/chunk_server.rs`). Measured on this
+//!   2-core machine: 0.37 (27.9 s without, 10.4 s with; wire time 6.6 s).
+//!   Before cut-through (store-then-forward) it was 0.43–0.50.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -61,10 +58,8 @@ const MODEL_SHARDS: u32 = 4;
 /// Peer chunk size (see the module note).
 const CHUNK_BYTES: u64 = 2 << 20;
 const NODES: usize = 4;
-/// Issue 4's target: time with peers ≤ 0.5 × time without.
-const TARGET_TIME_RATIO: f64 = 0.5;
-/// What the test asserts (see the module note).
-const MAX_TIME_RATIO: f64 = 0.6;
+/// Issue 4's target, asserted: time with peers ≤ 0.5 × time without.
+const MAX_TIME_RATIO: f64 = 0.5;
 /// Store egress bounds (issue 4, test 1), checked on the way.
 const NO_PEERS_MIN_FACTOR: f64 = 4.0;
 const PEERS_MAX_FACTOR: f64 = 1.1;
@@ -154,7 +149,7 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
     note!(
         "B = {rate_mbit} Mbit/s, N = {NODES}, model {} bytes: without peers {:.2} s (wire time \
          {ideal_without:.2} s), with peers {:.2} s (wire time {ideal_with:.2} s): ratio {ratio:.3} \
-         (target {TARGET_TIME_RATIO}, asserted {MAX_TIME_RATIO})",
+         (bound {MAX_TIME_RATIO})",
         model.total_bytes,
         without.wall.as_secs_f64(),
         with.wall.as_secs_f64()
@@ -173,12 +168,6 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
         with.consumers.iter().all(|c| c.bytes_from("peer") > 0),
         "a node got nothing from its peers"
     );
-    if ratio > TARGET_TIME_RATIO {
-        note!(
-            "!!! ratio {ratio:.3} misses issue 4's target of {TARGET_TIME_RATIO} (see the \
-             module note of cluster-tests/tests/netns_timing.rs)"
-        );
-    }
     assert!(
         ratio <= MAX_TIME_RATIO,
         "with peers {:.2} s vs {:.2} s without: ratio {ratio:.3} > {MAX_TIME_RATIO}",

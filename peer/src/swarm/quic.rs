@@ -137,8 +137,12 @@ pub enum QuicPullError {
     /// be dying (the caller asks membership before choosing the store).
     #[error("{0}")]
     Lost(String),
-    /// The peer answered wrongly (an error status, bad framing, a CRC
-    /// mismatch): the chunk goes to the store.
+    /// The peer sent bytes that are not the chunk (bad framing, a CRC
+    /// mismatch): the caller stops trusting it for this object.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Any other wrong answer (an error status, no progress): the chunk goes
+    /// to the store.
     #[error("{0}")]
     Failed(String),
 }
@@ -480,7 +484,7 @@ impl QuicNode {
         }
         let want = range.end - range.start;
         if len != want {
-            return Err(QuicPullError::Failed(format!(
+            return Err(QuicPullError::Corrupt(format!(
                 "peer sends {len} bytes for a chunk of {want}"
             )));
         }
@@ -513,7 +517,7 @@ impl QuicNode {
             }
             let seg = u64::from(seg);
             if pos + seg > len {
-                return Err(QuicPullError::Failed(format!(
+                return Err(QuicPullError::Corrupt(format!(
                     "segment of {seg} bytes at {pos} overruns the chunk of {len}"
                 )));
             }
@@ -537,13 +541,13 @@ impl QuicNode {
             last_data = Instant::now();
         };
         if pos != len {
-            return Err(QuicPullError::Failed(format!(
+            return Err(QuicPullError::Corrupt(format!(
                 "chunk ended at {pos} of {len}"
             )));
         }
         let actual = hasher.finish();
         if actual != crc {
-            return Err(QuicPullError::Failed(format!(
+            return Err(QuicPullError::Corrupt(format!(
                 "chunk CRC-64 mismatch: peer recorded {crc:#018x}, data has {actual:#018x}"
             )));
         }

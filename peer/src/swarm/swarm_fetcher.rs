@@ -17,18 +17,20 @@
 //!   so pulls waiting for an owner never hold store slots and never starve
 //!   own fetches — which is also why the swarm cannot deadlock: every owner
 //!   fetches its own chunks unconditionally.
-//! - **Failures.** A source that is declared dead mid-pull, or answers
-//!   NOT_FOUND, is replaced by the next one: the chunk is *reassigned* to the
-//!   owner the ring now names (the next-highest weight among the living), so
-//!   a dead owner's chunks are fetched from the store once, by their new
-//!   owners, and shared, instead of once per survivor. At most
-//!   [`MAX_PEER_ATTEMPTS`] sources are tried. A stream that breaks or stalls
-//!   counts as a death if membership confirms it within its detection delay
-//!   (a killed process resets its connections before it misses heartbeats);
-//!   otherwise, and for every wrong answer (CRC mismatch, bad frames, an
-//!   error status), the chunk goes to the store with a warning naming the
-//!   peer. NOT_FOUND from an owner also sends the rest of that object's
-//!   chunks for that owner elsewhere.
+//! - **Failures.** Each object's fetch keeps a set of *excluded* peers:
+//!   those that answered NOT_FOUND (they do not hold the object) or sent
+//!   bytes that are not the chunk (CRC mismatch, bad frames; logged with the
+//!   peer's id). The ring for that object is computed over the alive peers
+//!   minus the excluded ones, so their chunks are *reassigned* to the next
+//!   owner — the next-highest weight — which fetches them from the store
+//!   once and shares them, instead of every node fetching them itself. A
+//!   source declared dead mid-pull is replaced the same way (membership
+//!   drops it from the alive set). A stream that breaks or stalls counts as
+//!   a death if membership confirms it within its detection delay (a killed
+//!   process resets its connections before it misses heartbeats); otherwise,
+//!   and for error statuses or no progress past the wait, the chunk goes to
+//!   the store at once with a warning naming the peer. At most
+//!   [`MAX_PEER_ATTEMPTS`] sources are tried before the store.
 //! - Pulls go over QUIC ([`super::quic`]) when the node is configured for
 //!   it, else over gRPC `FetchChunk`; a peer whose QUIC handshake fails is
 //!   pulled from over gRPC instead (the QUIC node logs this once per peer).
@@ -123,7 +125,11 @@ enum PullError {
     /// may be dying, which membership will tell within its detection delay.
     #[error("{0}")]
     Lost(String),
-    /// A wrong answer (bad frames, CRC mismatch, an error status): store.
+    /// Bytes that are not the chunk (bad frames, CRC mismatch): the peer is
+    /// no longer trusted for this object.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Any other wrong answer (an error status, no progress): store.
     #[error("{0}")]
     Failed(String),
 }
@@ -248,6 +254,12 @@ impl SwarmFetcher {
             self.shared.settings.chunk_size,
             id.index,
         );
+        let _permit = self
+            .shared
+            .pulls
+            .acquire()
+            .await
+            .map_err(|_| "pull limiter closed".to_string())?;
         self.shared
             .pull(&peer, id, range, target)
             .await
@@ -319,7 +331,7 @@ impl Shared {
     ) -> Result<FetchOutcome, ObjectClientError> {
         let n = book.n_chunks();
         let meta = Arc::new(meta.clone());
-        let refused: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let excluded: Arc<Mutex<HashSet<String>>> = Arc::default();
         // Have-maps: one round now (a late joiner finds holders for its first
         // chunks), then in the background while the chunks arrive.
         self.refresh_have_maps(&book.version).await;
@@ -338,16 +350,16 @@ impl Shared {
         let _forget = ForgetMaps(&self.holders, &book.version);
         let mut set: JoinSet<Result<ChunkDone, ObjectClientError>> = JoinSet::new();
         for index in 0..n {
-            let (me, meta, book, target, progress, refused) = (
+            let (me, meta, book, target, progress, excluded) = (
                 self.clone(),
                 meta.clone(),
                 book.clone(),
                 target.clone(),
                 progress.clone(),
-                refused.clone(),
+                excluded.clone(),
             );
             set.spawn(async move {
-                me.fetch_chunk(&meta, &book, index, target, progress, &refused)
+                me.fetch_chunk(&meta, &book, index, target, progress, &excluded)
                     .await
             });
         }
@@ -492,30 +504,32 @@ impl Shared {
     }
 
     /// The source to pull chunk `id` from, or `None` for the store: among
-    /// the owner the ring names now and the peers that hold the chunk
-    /// (minus `tried`, `refused` owners and this node), weighted by idle
-    /// upload bandwidth (see the module docs).
+    /// the owner the ring names now (over the alive peers this object's
+    /// fetch has not `excluded`) and the peers that hold the chunk (minus
+    /// `tried`, `excluded` and this node), weighted by idle upload
+    /// bandwidth (see the module docs).
     fn pick_source(
         &self,
         id: &ChunkId,
         tried: &HashSet<String>,
-        refused: &Mutex<HashSet<String>>,
+        excluded: &Mutex<HashSet<String>>,
     ) -> Option<String> {
         let me = self.peers.self_id();
-        let alive = self.peers.alive_ids();
+        let excluded = excluded.lock().unwrap_or_else(|p| p.into_inner());
+        let alive: Vec<String> = self
+            .peers
+            .alive_ids()
+            .into_iter()
+            .filter(|p| !excluded.contains(p))
+            .collect();
         let owner = ring::owner(alive.iter().map(String::as_str), id).unwrap_or(me);
-        let refused = refused.lock().unwrap_or_else(|p| p.into_inner());
         let mut sources: Vec<String> = self
             .holders
             .holders_of(&id.object, id.index)
             .into_iter()
             .filter(|p| p != me && !tried.contains(p) && alive.contains(p))
             .collect();
-        if owner != me
-            && !tried.contains(owner)
-            && !refused.contains(owner)
-            && !sources.iter().any(|p| p == owner)
-        {
+        if owner != me && !tried.contains(owner) && !sources.iter().any(|p| p == owner) {
             sources.push(owner.to_string());
         }
         let weights: Vec<u64> = sources
@@ -533,7 +547,7 @@ impl Shared {
         index: u64,
         target: Arc<dyn ChunkTarget>,
         progress: Arc<FetchProgress>,
-        refused: &Mutex<HashSet<String>>,
+        excluded: &Mutex<HashSet<String>>,
     ) -> Result<ChunkDone, ObjectClientError> {
         let id = ChunkId {
             object: book.version.clone(),
@@ -543,7 +557,17 @@ impl Shared {
         let len = range.end - range.start;
         let mut tried = HashSet::new();
         while tried.len() < MAX_PEER_ATTEMPTS {
-            let Some(source) = self.pick_source(&id, &tried, refused) else {
+            // A chunk with no peer source goes to the store without waiting
+            // for a pull slot (own chunks never queue behind pulls: no
+            // deadlock). Otherwise the source is picked again once a slot is
+            // free, so the pick sees current have-maps, deaths and exclusions.
+            if self.pick_source(&id, &tried, excluded).is_none() {
+                break;
+            }
+            let Ok(_permit) = self.pulls.acquire().await else {
+                break;
+            };
+            let Some(source) = self.pick_source(&id, &tried, excluded) else {
                 break;
             };
             tried.insert(source.clone());
@@ -566,15 +590,21 @@ impl Shared {
                     });
                 }
                 Err(PullError::NotFound) => {
-                    let owner = ring::owner(self.peers.alive_ids().iter().map(String::as_str), &id)
-                        .is_some_and(|o| o == source);
-                    if owner {
-                        tracing::info!(peer = %source, key = %meta.key, "peer does not hold this object; its chunks come from other holders or the store");
-                        refused
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(source);
+                    let first = excluded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(source.clone());
+                    if first {
+                        tracing::info!(peer = %source, key = %meta.key, "peer does not hold this object; its chunks go to their next owners");
                     }
+                }
+                Err(PullError::Corrupt(e)) => {
+                    peer.failures.fetch_add(1, Ordering::Relaxed);
+                    excluded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(source.clone());
+                    tracing::warn!(peer = %source, key = %meta.key, chunk = index, error = %e, "peer sent bytes that are not the chunk; it is no longer trusted for this object, and the chunk is refetched from the store by its next owner");
                 }
                 Err(PullError::Dead) => {
                     peer.failures.fetch_add(1, Ordering::Relaxed);
@@ -625,9 +655,9 @@ impl Shared {
     }
 
     /// [`Shared::pull`], abandoned as soon as membership declares `peer`
-    /// dead (checked every [`DEAD_PEER_CHECK`], also while the pull waits for
-    /// a permit). A killed or partitioned owner then costs its pending chunks
-    /// the membership's detection delay, not the full peer wait each: with
+    /// dead (checked every [`DEAD_PEER_CHECK`]). A killed or partitioned
+    /// owner then costs its pending chunks the membership's detection delay,
+    /// not the full peer wait each: with
     /// QUIC a killed peer sends no reset, so its pulls would otherwise hang
     /// until their timeouts, one round of pull permits after another.
     async fn pull_while_alive(
@@ -653,7 +683,7 @@ impl Shared {
     }
 
     /// Pulls chunk `id` (`range` of the object) from `peer` into `target`;
-    /// returns its verified CRC-64.
+    /// returns its verified CRC-64. The caller holds a pull permit.
     async fn pull(
         &self,
         peer: &Peer,
@@ -661,11 +691,6 @@ impl Shared {
         range: Range<u64>,
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError> {
-        let _permit = self
-            .pulls
-            .acquire()
-            .await
-            .map_err(|_| PullError::Failed("pull limiter closed".into()))?;
         let wait = self.settings.peer_wait;
         let request = v1::ChunkRequest {
             chunk: Some(v1::ChunkId {
@@ -692,6 +717,9 @@ impl Shared {
                 Ok(crc) => return Ok(crc),
                 Err(QuicPullError::NotFound) => return Err(PullError::NotFound),
                 Err(QuicPullError::Lost(e)) => return Err(PullError::Lost(format!("QUIC: {e}"))),
+                Err(QuicPullError::Corrupt(e)) => {
+                    return Err(PullError::Corrupt(format!("QUIC: {e}")))
+                }
                 Err(QuicPullError::Failed(e)) => {
                     return Err(PullError::Failed(format!("QUIC: {e}")))
                 }
@@ -733,7 +761,7 @@ impl Shared {
                 continue;
             }
             if frame.offset != pos || pos + n > len {
-                return Err(PullError::Failed(format!(
+                return Err(PullError::Corrupt(format!(
                     "frame at {} (+{n}) does not fit chunk at {pos} of {len}",
                     frame.offset
                 )));
@@ -746,13 +774,13 @@ impl Shared {
             last_data = tokio::time::Instant::now();
         };
         if pos != len {
-            return Err(PullError::Failed(format!("chunk ended at {pos} of {len}")));
+            return Err(PullError::Corrupt(format!("chunk ended at {pos} of {len}")));
         }
         let actual = hasher.finish();
         if claimed == actual {
             Ok(actual)
         } else {
-            Err(PullError::Failed(format!(
+            Err(PullError::Corrupt(format!(
                 "chunk CRC-64 mismatch: peer recorded {claimed:#018x}, data has {actual:#018x}"
             )))
         }
@@ -1632,6 +1660,47 @@ mod tests {
         assert_eq!(peer_bytes, size);
     }
 
+    async fn a_corrupting_peers_chunks_are_refetched_once_for_the_swarm(t: PeerTransport) {
+        let size = 24 * CHUNK + 17;
+        let (mock, d) = mock_with(size, 12);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
+        wait_alive(&nodes, 3).await;
+        nodes[2].server().inject_corruption(true);
+        let version = version_of(&meta);
+        let alive = nodes[0].peers().alive_ids();
+        let share_of_2: u64 = (0..size.div_ceil(CHUNK))
+            .filter(|i| {
+                let id = ChunkId {
+                    object: version.clone(),
+                    index: *i,
+                };
+                ring::owner(alive.iter().map(String::as_str), &id)
+                    == Some(nodes[2].peers().self_id())
+            })
+            .map(|i| super::super::chunk_book::chunk_range(size, CHUNK, i))
+            .map(|r| r.end - r.start)
+            .sum();
+        assert!(share_of_2 > 0);
+        mock.reset_stats();
+        let results = fetch_all(&[&nodes[0], &nodes[1], &nodes[2]], &meta).await;
+        for (i, (r, out)) in results.iter().enumerate() {
+            let o = r.as_ref().unwrap();
+            assert_eq!(*out, d, "node {i}");
+            assert!(o.fetched.crc64_verified);
+            if i < 2 {
+                assert!(
+                    !o.by_peer.contains_key(nodes[2].peers().self_id()),
+                    "node {i} kept bytes from the corrupting peer: {o:?}"
+                );
+            }
+        }
+        // The corrupting node's share left the store twice (once to it, once
+        // to its chunks' next owners), everything else once.
+        assert_eq!(mock.bytes_served(), size + share_of_2);
+    }
+
     /// Each scenario runs once per transport: `by_transport::<name>::{quic,grpc}`.
     macro_rules! both_transports {
         ($($name:ident),* $(,)?) => {
@@ -1660,5 +1729,6 @@ mod tests {
         holders_serve_the_chunks_their_owners_lack,
         pulls_avoid_a_holder_without_idle_upload_bandwidth,
         a_dead_owners_chunks_are_fetched_once_by_their_new_owners,
+        a_corrupting_peers_chunks_are_refetched_once_for_the_swarm,
     );
 }
