@@ -724,8 +724,37 @@ pub fn start_attached_consumer(
     model: &Model,
     dir: &Path,
 ) -> Result<RunningConsumer> {
+    start_attached_consumer_as(node, bins, model, dir, None)
+}
+
+/// [`start_attached_consumer`], run as user and group `uid` when given (an
+/// application container of another, non-root user that mounts the daemon's
+/// directories): it drops root after entering the node's namespace.
+pub fn start_attached_consumer_as(
+    node: &Host,
+    bins: &Binaries,
+    model: &Model,
+    dir: &Path,
+    uid: Option<u32>,
+) -> Result<RunningConsumer> {
     let model_dir = dir.join("model");
     let mut cmd = node.command(&bins.ossc);
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child after the namespace hook (hooks
+        // run in order) and only makes async-signal-safe calls.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env(

@@ -49,6 +49,9 @@ const PEERS_MAX_FACTOR: f64 = 1.1;
 /// How long a consumer without a daemon may take to fail.
 const NO_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The other user the second round of applications runs as.
+const NOBODY: u32 = 65534;
+
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -110,8 +113,10 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     let listen = format!("0.0.0.0:{PEER_PORT}");
     let secret_arg = secret_file.to_string_lossy().into_owned();
     let config = serde_json::json!({"peer": {"chunkSizeBytes": CHUNK_BYTES}});
+    // Applications of another user (a non-root application container that
+    // mounts the daemon's directories) must be able to attach.
     let settings = ossc_cluster::DaemonSettings {
-        env: Vec::new(),
+        env: vec![("OSS_CONNECTOR_SOCKET_MODE".into(), "0666".into())],
         args: [
             "--peers",
             peers.as_str(),
@@ -199,15 +204,42 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
         assert_eq!(resident, large, "{}: model not resident", d.node().name);
     }
     store.reset_stats().expect("reset");
+    // The second round runs as another user (nobody), as an application
+    // container of a non-root user would: the socket's mode lets it in.
+    std::fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod work dir");
+    for d in &daemons {
+        let mode =
+            std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(d.socket()).expect("socket"))
+                & 0o777;
+        assert_eq!(mode, 0o666, "{}: socket mode {mode:o}", d.node().name);
+    }
     let second: Vec<ConsumerOutcome> = daemons
         .iter()
-        .map(|d| ossc_cluster::start_attached_consumer(d.node(), &bins, &model, d.dir()))
+        .map(|d| {
+            ossc_cluster::start_attached_consumer_as(d.node(), &bins, &model, d.dir(), Some(NOBODY))
+        })
         .collect::<anyhow::Result<Vec<_>>>()
         .expect("second consumers")
         .into_iter()
         .map(|c| finish(c, &bins, &model))
         .collect();
     let again = store.stats().expect("stats").bytes_served;
+    // The audit log says who read: root first, then the other user.
+    for d in &daemons {
+        let audit = std::fs::read_to_string(d.dir().join("audit.log")).expect("audit log");
+        let uids: std::collections::BTreeSet<u64> = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|r| r["uid"].as_u64())
+            .collect();
+        assert_eq!(
+            uids,
+            [0, u64::from(NOBODY)].into(),
+            "{}: audit uids",
+            d.node().name
+        );
+    }
     for c in &second {
         note!("  again {}: {:.2} s", c.node, c.wall.as_secs_f64());
     }

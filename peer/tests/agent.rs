@@ -394,6 +394,12 @@ async fn mirror_then_serve_over_the_socket() {
     );
     assert_eq!(first["bytes"], 300_000);
     assert_eq!(first["pid"], std::process::id());
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        first["uid"],
+        unsafe { libc::geteuid() },
+        "the kernel-reported user"
+    );
     assert!(!first["comm"].as_str().unwrap().is_empty());
     assert!(lines.iter().any(|l| l["source"] == "cache"));
     assert!(lines

@@ -14,7 +14,12 @@ use std::sync::Mutex;
 pub struct AuditRecord {
     /// RFC 3339, UTC.
     pub time: String,
+    /// The pid the client declared (its own namespace's).
     pub pid: u32,
+    /// The client's user id, from the kernel (`SO_PEERCRED`), so it cannot
+    /// be forged; absent if the kernel did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     pub comm: String,
     pub path: String,
     pub key: String,
@@ -82,6 +87,7 @@ mod tests {
         let rec = AuditRecord {
             time: now_rfc3339(),
             pid: 1,
+            uid: Some(1000),
             comm: "python3".into(),
             path: "a.bin".into(),
             key: "m/a.bin".into(),

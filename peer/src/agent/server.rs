@@ -66,8 +66,9 @@ async fn handle_connection(agent: Arc<Agent>, mut stream: UnixStream) {
             return;
         }
     };
+    let uid = stream.peer_cred().ok().map(|c| c.uid());
     let (response, memfd) = match Request::parse(&line) {
-        Ok(req) => agent.handle(req).await,
+        Ok(req) => agent.handle(req, uid).await,
         Err(e) => (Response::err(libc::EINVAL, e.to_string()), None),
     };
     let text = response.line();
@@ -138,8 +139,13 @@ async fn send_line_with_fd(
 }
 
 impl Agent {
-    /// Answers one request; the memfd (if any) is attached to the answer.
-    pub(super) async fn handle(&self, req: Request) -> (Response, Option<Arc<Memfd>>) {
+    /// Answers one request from a client of user `uid` (kernel-reported);
+    /// the memfd (if any) is attached to the answer.
+    pub(super) async fn handle(
+        &self,
+        req: Request,
+        uid: Option<u32>,
+    ) -> (Response, Option<Arc<Memfd>>) {
         match req {
             Request::Hello { pid, role, comm } => {
                 tracing::info!(pid, role, comm = %comm, "process registered");
@@ -163,7 +169,7 @@ impl Agent {
             Request::Status => (Response::Status(self.status_json().to_string()), None),
             Request::Open { pid, path } => {
                 Metrics::add(&self.metrics.opens, 1);
-                let (resp, memfd) = self.open(pid, &path).await;
+                let (resp, memfd) = self.open(pid, uid, &path).await;
                 let counter = match &resp {
                     Response::Fd { .. } => &self.metrics.opens_fd,
                     Response::Pass => &self.metrics.opens_pass,
@@ -175,7 +181,7 @@ impl Agent {
         }
     }
 
-    async fn open(&self, pid: u32, path: &str) -> (Response, Option<Arc<Memfd>>) {
+    async fn open(&self, pid: u32, uid: Option<u32>, path: &str) -> (Response, Option<Arc<Memfd>>) {
         let m = match self.mirrored().await {
             Ok(m) => m,
             Err((errno, message)) => return (Response::err(errno, message), None),
@@ -189,6 +195,7 @@ impl Agent {
             self.audit.record(&AuditRecord {
                 time: now_rfc3339(),
                 pid,
+                uid,
                 comm: procscan::process_name(pid),
                 path: rel.clone(),
                 key: key.to_string(),
