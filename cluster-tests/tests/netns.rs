@@ -489,6 +489,45 @@ fn four_nodes_with_peers_fetch_the_model_about_once() {
     );
     let from_peers: u64 = peers.consumers.iter().map(|c| c.bytes_from("peer")).sum();
     assert!(from_peers > 0, "no node reported bytes from peers");
+    // Per object, the status says where each file's bytes came from, and
+    // from which peer: the per-peer figures add up to the peer bytes, and
+    // the files' store and peer bytes add up to the node's totals.
+    for c in &peers.consumers {
+        let st = c.agent_status.as_ref().expect("agent status");
+        let files = st["files"].as_array().expect("files");
+        let (mut store, mut peer) = (0, 0);
+        for f in files {
+            let from = &f["fetched_from"];
+            let by_peer: u64 = from["by_peer"]
+                .as_object()
+                .expect("by_peer")
+                .values()
+                .filter_map(|v| v.as_u64())
+                .sum();
+            assert_eq!(by_peer, from["peer"].as_u64().unwrap(), "{}: {f}", c.node);
+            assert!(
+                !from["by_peer"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key(&ossc_cluster::peer_id(
+                        s.cluster
+                            .nodes()
+                            .iter()
+                            .find(|h| h.name == c.node)
+                            .expect("the consumer's host")
+                    )),
+                "{}: a node counted bytes from itself",
+                c.node
+            );
+            store += from["store"].as_u64().unwrap();
+            peer += from["peer"].as_u64().unwrap();
+        }
+        // (The node's store total also counts the small files, which the
+        // mirror writes to disk.)
+        let small = st["catalog"]["small_bytes"].as_u64().expect("small_bytes");
+        assert_eq!(store + small, c.bytes_from("store"), "{}", c.node);
+        assert_eq!(peer, c.bytes_from("peer"), "{}", c.node);
+    }
     note!(
         "peers: wall {:.2} s vs {:.2} s without ({:.2} x)",
         peers.wall.as_secs_f64(),

@@ -180,10 +180,15 @@ pub fn render_status(status: &serde_json::Value) -> String {
             peers["self"].as_str().unwrap_or("?")
         );
         for p in peers["peers"].as_array().into_iter().flatten() {
+            let id = p["id"].as_str().unwrap_or("?");
+            let idle = peers["peer_idle_upload_bytes_per_sec"][id]
+                .as_u64()
+                .map(|b| format!("  idle upload {:.1} MB/s", b as f64 / 1e6))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  peer {:<24} {:<5} sent {} bytes  received {} bytes  failures {}",
-                p["id"].as_str().unwrap_or("?"),
+                "  peer {:<24} {:<5} sent {} bytes  received {} bytes  failures {}{idle}",
+                id,
                 if p["alive"] == true { "alive" } else { "dead" },
                 num(&p["bytes_sent"]),
                 num(&p["bytes_received"]),
@@ -194,8 +199,8 @@ pub fn render_status(status: &serde_json::Value) -> String {
     if let Some(files) = status["files"].as_array() {
         let _ = writeln!(
             out,
-            "{:<48} {:>14} {:>7} {:<10} {:>8} {:>10}",
-            "file", "size", "done", "state", "source", "expires"
+            "{:<48} {:>14} {:>7} {:<10} {:>8} {:>14} {:>14} {:>10}",
+            "file", "size", "done", "state", "source", "from store", "from peers", "expires"
         );
         for f in files {
             let size = num(&f["size"]);
@@ -205,14 +210,21 @@ pub fn render_status(status: &serde_json::Value) -> String {
             } else {
                 done as f64 * 100.0 / size as f64
             };
+            let from = |k: &str| {
+                f["fetched_from"][k]
+                    .as_u64()
+                    .map_or_else(|| "-".to_string(), |b| b.to_string())
+            };
             let _ = writeln!(
                 out,
-                "{:<48} {:>14} {:>6.1}% {:<10} {:>8} {:>10}",
+                "{:<48} {:>14} {:>6.1}% {:<10} {:>8} {:>14} {:>14} {:>10}",
                 f["path"].as_str().unwrap_or("?"),
                 size,
                 pct,
                 f["state"].as_str().unwrap_or("?"),
                 f["source"].as_str().unwrap_or("-"),
+                from("store"),
+                from("peer"),
                 f["seconds_to_expiry"]
                     .as_u64()
                     .map(|s| format!("{s}s"))
@@ -239,9 +251,11 @@ mod tests {
                 "self": "10.0.0.1:7468",
                 "alive": ["10.0.0.1:7468", "10.0.0.2:7468"],
                 "peers": [{"id": "10.0.0.2:7468", "alive": true, "bytes_sent": 5,
-                           "bytes_received": 6, "failures": 0}]
+                           "bytes_received": 6, "failures": 0}],
+                "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 2500000}
             },
-            "files": []
+            "files": [{"path": "m.safetensors", "size": 10, "bytes_done": 10, "state": "ready",
+                       "source": "peer", "fetched_from": {"store": 4, "peer": 6, "by_peer": {}}}]
         });
         let text = render_status(&status);
         assert!(
@@ -251,6 +265,17 @@ mod tests {
         assert!(
             text.contains("peer 10.0.0.2:7468            alive sent 5 bytes  received 6 bytes"),
             "{text}"
+        );
+        assert!(text.contains("idle upload 2.5 MB/s"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("m.safetensors"))
+            .expect("file row");
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols[1..],
+            ["10", "100.0%", "ready", "peer", "4", "6", "-"],
+            "{row}"
         );
         let alone = render_status(&serde_json::json!({"peers": null, "files": []}));
         assert!(!alone.contains("peer layer"), "{alone}");

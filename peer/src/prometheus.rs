@@ -124,6 +124,107 @@ pub fn render(status: &Value) -> String {
             })
             .collect(),
     );
+    let path_label = |f: &Value| escape_label(f["path"].as_str().unwrap_or(""));
+    let mut object_samples = Vec::new();
+    let mut object_peer_samples = Vec::new();
+    for f in &files {
+        let from = &f["fetched_from"];
+        if from.is_null() {
+            continue;
+        }
+        for source in ["store", "peer"] {
+            object_samples.push((
+                format!("{{path=\"{}\",source=\"{source}\"}}", path_label(f)),
+                num(&from[source]),
+            ));
+        }
+        if let Some(by_peer) = from["by_peer"].as_object() {
+            for (peer, bytes) in by_peer {
+                object_peer_samples.push((
+                    format!(
+                        "{{path=\"{}\",peer=\"{}\"}}",
+                        path_label(f),
+                        escape_label(peer)
+                    ),
+                    num(bytes),
+                ));
+            }
+        }
+    }
+    metric(
+        "ossc_file_fetched_bytes",
+        "gauge",
+        "Bytes of each large file's last fetch, by source (store or peer).",
+        object_samples,
+    );
+    metric(
+        "ossc_file_fetched_from_peer_bytes",
+        "gauge",
+        "Bytes of each large file's last fetch that came from each peer.",
+        object_peer_samples,
+    );
+    let peers = status["peers"]["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let per_peer = |key: &str| -> Vec<(String, u64)> {
+        peers
+            .iter()
+            .map(|p| {
+                (
+                    format!(
+                        "{{peer=\"{}\"}}",
+                        escape_label(p["id"].as_str().unwrap_or(""))
+                    ),
+                    if key == "alive" {
+                        u64::from(p["alive"].as_bool().unwrap_or(false))
+                    } else {
+                        num(&p[key])
+                    },
+                )
+            })
+            .collect()
+    };
+    if !status["peers"].is_null() {
+        metric(
+            "ossc_peer_up",
+            "gauge",
+            "1 while the peer answers heartbeats, else 0.",
+            per_peer("alive"),
+        );
+        metric(
+            "ossc_peer_sent_bytes_total",
+            "counter",
+            "Chunk bytes this node served to each peer.",
+            per_peer("bytes_sent"),
+        );
+        metric(
+            "ossc_peer_received_bytes_total",
+            "counter",
+            "Verified chunk bytes this node kept from each peer.",
+            per_peer("bytes_received"),
+        );
+        metric(
+            "ossc_peer_failures_total",
+            "counter",
+            "Failed heartbeats and pulls, per peer (bad chunks included).",
+            per_peer("failures"),
+        );
+        let idle = status["peers"]["peer_idle_upload_bytes_per_sec"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (format!("{{peer=\"{}\"}}", escape_label(k)), num(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        metric(
+            "ossc_peer_idle_upload_bytes_per_second",
+            "gauge",
+            "Spare upload bandwidth each peer last reported (pulls are weighted by it).",
+            idle,
+        );
+    }
     let pids = status["registered_pids"]
         .as_object()
         .map_or(0, |o| o.len() as u64);
@@ -189,9 +290,14 @@ mod tests {
             "bytes_resident": 64, "memory_limit": 1000,
             "metrics": {"opens": 5, "opens_fd": 2, "opens_pass": 3, "opens_err": 0, "fetches": 2,
                         "fetch_errors": 1, "evictions": 0, "expirations": 4},
-            "files": [{"path": "a\"b.safetensors", "state": "ready", "bytes_done": 64},
+            "files": [{"path": "a\"b.safetensors", "state": "ready", "bytes_done": 64,
+                       "fetched_from": {"store": 16, "peer": 48, "by_peer": {"10.0.0.2:7468": 48}}},
                       {"path": "c.safetensors", "state": "fetching", "bytes_done": 7}],
             "registered_pids": {"10": {}, "11": {}},
+            "peers": {"peers": [
+                {"id": "10.0.0.2:7468", "alive": true, "bytes_sent": 5, "bytes_received": 48, "failures": 0},
+                {"id": "10.0.0.3:7468", "alive": false, "bytes_sent": 0, "bytes_received": 0, "failures": 3}],
+                "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 1000000}},
         });
         let text = render(&status);
         for line in [
@@ -205,6 +311,15 @@ mod tests {
             "ossc_files{state=\"fetching\"} 1",
             "ossc_file_bytes_done{path=\"a\\\"b.safetensors\"} 64",
             "ossc_registered_processes 2",
+            "ossc_file_fetched_bytes{path=\"a\\\"b.safetensors\",source=\"peer\"} 48",
+            "ossc_file_fetched_bytes{path=\"a\\\"b.safetensors\",source=\"store\"} 16",
+            "ossc_file_fetched_from_peer_bytes{path=\"a\\\"b.safetensors\",peer=\"10.0.0.2:7468\"} 48",
+            "ossc_peer_up{peer=\"10.0.0.2:7468\"} 1",
+            "ossc_peer_up{peer=\"10.0.0.3:7468\"} 0",
+            "ossc_peer_sent_bytes_total{peer=\"10.0.0.2:7468\"} 5",
+            "ossc_peer_received_bytes_total{peer=\"10.0.0.2:7468\"} 48",
+            "ossc_peer_failures_total{peer=\"10.0.0.3:7468\"} 3",
+            "ossc_peer_idle_upload_bytes_per_second{peer=\"10.0.0.2:7468\"} 1000000",
             "# TYPE ossc_bytes_total counter",
         ] {
             assert!(

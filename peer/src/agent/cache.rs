@@ -78,6 +78,19 @@ struct FileInner {
     last_open: Option<Instant>,
     last_open_wall: Option<SystemTime>,
     opened_since_ready: bool,
+    /// Where the last completed fetch got its bytes (store, peers, by peer).
+    fetched_from: Option<FetchedFrom>,
+}
+
+/// Bytes of one object's last fetch by source, for STATUS and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FetchedFrom {
+    /// From the object store (refetches included).
+    pub store: u64,
+    /// From peers, verified and kept.
+    pub peer: u64,
+    /// `peer`, per peer id.
+    pub by_peer: std::collections::BTreeMap<String, u64>,
 }
 
 /// One large object and its cache state.
@@ -102,6 +115,7 @@ impl LargeFile {
                 last_open: None,
                 last_open_wall: None,
                 opened_since_ready: false,
+                fetched_from: None,
             }),
             changed: watch::channel(0).0,
             open_waiters: AtomicUsize::new(0),
@@ -146,6 +160,8 @@ pub struct FileStatus {
     /// RFC 3339 time of the last OPEN.
     pub last_use: Option<String>,
     pub seconds_to_expiry: Option<u64>,
+    /// Bytes of the last completed fetch by source (absent before one).
+    pub fetched_from: Option<FetchedFrom>,
 }
 
 #[derive(Debug, Default)]
@@ -315,6 +331,11 @@ impl Cache {
                     inner.state = FileState::Ready { memfd, source };
                     inner.ready_at = Some(Instant::now());
                     inner.opened_since_ready = false;
+                    inner.fetched_from = Some(FetchedFrom {
+                        store: outcome.bytes_store,
+                        peer: outcome.bytes_peer,
+                        by_peer: outcome.by_peer.clone(),
+                    });
                 }
                 Err(e) => {
                     Metrics::add(&self.metrics.fetch_errors, 1);
@@ -702,6 +723,7 @@ impl Cache {
                             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     }),
                     seconds_to_expiry,
+                    fetched_from: inner.fetched_from.clone(),
                 }
             })
             .collect()
