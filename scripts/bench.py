@@ -154,6 +154,7 @@ def main():
     p.add_argument("--nodes", default="1,2,4", help="peers: cluster sizes")
     p.add_argument("--link-mbit", type=int, default=300, help="peers: node link and store uplink cap")
     p.add_argument("--peer-env", action="append", default=[], help="peers: KEY=VALUE for the peers phase")
+    p.add_argument("--chunk-mb", type=int, help="peers: peer.chunkSizeBytes in MiB (default: the agent's 16)")
     p.add_argument("--out-name", default="peers", help="peers: results go to target/bench/<out-name>.json")
     args = p.parse_args()
     if args.size_mb is None:
@@ -312,6 +313,8 @@ def bench_peers(args):
            "--rounds", str(args.rounds), "--out", raw_path]
     for kv in args.peer_env:
         cmd += ["--peer-env", kv]
+    if args.chunk_mb:
+        cmd += ["--chunk-mb", str(args.chunk_mb)]
     subprocess.run(cmd, env=env, check=True)
     raw = json.loads(raw_path.read_text())
     model = raw["model_bytes"]

@@ -6,33 +6,29 @@ effects that the netns measurements showed to matter:
   * ring imbalance: chunks (16 MiB) are assigned per object by rendezvous
     hashing, so the busiest owner holds more than 1/N of the model (Monte Carlo
     over random assignments; with fewer chunks than nodes most nodes own none);
-  * owner-only pulls: a node pulls a chunk only from its owner, so the busiest
-    owner uploads its share to N-1 nodes;
-  * waves: an owner fetches its own chunks with STORE_CONC parts of PART bytes
-    in flight, all sharing its store rate, so a wave of chunks completes
-    together; the last wave can only be exchanged after the store phase
-    (the "tail": last wave x (N-1) / Bn);
-  * chunk wait: a puller waits at most PEER_WAIT_S for the owner to hold a
-    chunk, then fetches it from the store; a wave that takes longer than that
-    sends that share of pulls to the store, which slows the owners' own
-    fetches further (solved as a fixed point).
+  * owner-first pulls: in a simultaneous start every node asks a chunk's owner
+    (no one else holds it yet), so the busiest owner uploads its share to N-1
+    nodes; holders relay only chunks that completed before a pull began;
+  * cut-through: owners stream a chunk while it arrives from the store, and
+    waits follow the owner's progress, so the store phase and the exchange
+    overlap (no waves, no timed-out pulls, egress = one model); the pipeline
+    adds about one chunk's transfer on a node link.
 
 Times (M model bytes, Bs store uplink, Bn node link, payload rates):
-  no peers:       T = T0 + max(N*M/Bs, M/min(Bn, STORE_CONC*conn_rate))    egress N*M
-  peers (today):  T = T0 + max(E/Bs, Smax/Bstore_node, Smax*(N-1)/Bn, M/Bn) + tail
-                  egress E = M*(1 + f*(N-1)), f = share of pulls timing out
-  peers (target): pull from any holder, progress-based waits, chunk-sized waves:
-                  T = T0 + max(M/Bs, M/Bn) + ceil(log2 N)*C/Bn               egress M
+  no peers:  T = T0 + max(N*M/Bs, M/min(Bn, STORE_CONC*conn_rate))                 egress N*M
+  peers:     T = T0 + max(M/Bs, Smax/Bstore_node, Smax*(N-1)/Bn, M/Bn) + C/Bn       egress M
+  ideal:     a relay tree from any holder (not built: holders relay only what
+             they completed before a pull started):
+             T = T0 + max(M/Bs, M/Bn) + ceil(log2 N)*C/Bn                           egress M
 T0 (agent start-up, listing, membership, verification) is calibrated from the
 measured N=1 point (no peers); tbf caps are turned into payload rates with
 EFFICIENCY.
 
 Not modelled (where it breaks): start-up grace (the 5 s wait for peers to
-appear and all-to-all 1 s heartbeats, O(N^2) messages, grow with N); frame
-stalls (a pull stream with no 1 MiB frame for FRAME_STALL_S is abandoned; with
-owner-only pulls the busiest owner serves up to (N-1)*PULL_CONC streams -
-flagged, not simulated); CPU (on the 2-core VM N agents and consumers share 2
-cores; real nodes don't, so T0 stays flat); TCP dynamics and tbf bursts.
+appear and all-to-all 1 s heartbeats, O(N^2) messages, grow with N); the busiest
+owner's connection count ((N-1)*PULL_CONC streams at N=256 is ~4000); CPU (on
+the 2-core VM N agents and consumers share 2 cores; real nodes don't, so T0
+stays flat); TCP dynamics and tbf bursts.
 
 Usage:
   python3 scripts/peer_scaling_model.py                       # predictions to 256 nodes
@@ -46,13 +42,9 @@ import statistics
 import sys
 
 MiB = 1 << 20
-# The peer layer's constants (peer/src/swarm/): chunk size, pull concurrency,
-# how long a puller waits for an owner, the frame size and its stall timeout.
+# The peer layer's constants (peer/src/swarm/): chunk size and pull concurrency.
 CHUNK = 16 * MiB
 PULL_CONC = 16
-PEER_WAIT_S = 10.0 + 2.0  # DEFAULT_PEER_WAIT + RESPONSE_MARGIN
-FRAME = 1 * MiB
-FRAME_STALL_S = 5.0
 # Store fetch defaults of the cluster harness (prefetch.vcpus=4 x workers=8 parts of 8 MiB).
 STORE_CONC = 32
 PART = 8 * MiB
@@ -82,29 +74,6 @@ def max_owner_share(chunk_counts, n, trials=MONTE_CARLO_TRIALS, seed=1):
     return statistics.mean(worst)
 
 
-def fallback_fraction(n, m, bs, store_node, iterations=200):
-    """Share of pulls that time out waiting for the owner (a fixed point).
-
-    An owner fetches its own chunks with STORE_CONC parts of PART bytes in
-    flight, so the chunks of one wave complete together, D = (bytes in flight)
-    / (owner's own-chunk store rate) after they start. A puller waits at most
-    PEER_WAIT_S; with D longer, about 1 - PEER_WAIT_S/D of its pulls go to the
-    store instead, which adds store demand, slows every owner's own chunks
-    and lengthens D again. bs, store_node: payload rates."""
-    if n == 1:
-        return 0.0
-    in_flight = min(m / n, STORE_CONC * PART)
-    f = 0.0
-    for _ in range(iterations):
-        own_rate = min(store_node, bs / (n * (1 + f * (n - 1))))
-        d = in_flight / own_rate
-        f_next = min(1.0, max(0.0, 1 - PEER_WAIT_S / d))
-        if abs(f_next - f) < 1e-6:
-            break
-        f = 0.5 * (f + f_next)
-    return f
-
-
 def objects_for(model_bytes, files):
     """files: a count (equal shards) or the list of file sizes."""
     sizes = files if isinstance(files, list) else [model_bytes // files] * files
@@ -112,38 +81,25 @@ def objects_for(model_bytes, files):
 
 
 def predict(n, m, bs, bn, t0, files=4, conn_rate=math.inf, rtt=0.0):
-    """Predicted (time, egress) for each design, plus risk notes."""
+    """Predicted (time, egress) for each design, plus notes on what bounds it."""
     bs, bn = bs * EFFICIENCY, bn * EFFICIENCY
     store_node = min(bn, STORE_CONC * conn_rate)
     out = {}
     out["no_peers"] = {"time": t0 + max(n * m / bs, m / store_node), "egress": n * m, "notes": []}
     smax = max_owner_share(objects_for(m, files), n)
-    f = fallback_fraction(n, m, bs, store_node)
-    egress = m * (1 + f * (n - 1))
-    up = smax * (1 - f) * (n - 1) / bn
-    t_store = max(egress / bs, smax / store_node)
-    # Last-wave tail: an owner's chunks complete in waves of its in-flight
-    # bytes (all parts of a wave share its store rate, so they finish together);
-    # the last wave can only be exchanged after the store phase: each owner
-    # uploads it to N-1 nodes.
-    tail = min(smax, STORE_CONC * PART) * (1 - f) * (n - 1) / bn if n > 1 else 0.0
-    t = t0 + max(t_store, up, m / bn) + tail + rtt
-    notes = []
-    if f > 0:
-        notes.append(f"chunk wait: {100 * f:.0f}% of pulls time out and go to the store")
-    # Chunk wait from imbalance: the busiest owner lags the average one by its
-    # excess share at its fair store rate.
-    lag = (smax - m / n) / min(store_node, bs / n) if n > 1 else 0.0
-    if lag > PEER_WAIT_S:
-        notes.append(f"busiest owner lags ~{lag:.0f} s > {PEER_WAIT_S:.0f} s wait")
-    streams = (n - 1) * PULL_CONC
-    if n > 1 and streams * FRAME / bn > FRAME_STALL_S:
-        notes.append(f"frame stall: busiest owner serves up to {streams} streams, "
-                     f"{streams * FRAME / bn:.0f} s per frame round > {FRAME_STALL_S:.0f} s")
-    out["peers_owner_only"] = {"time": t, "egress": egress, "notes": notes, "max_owner_share": smax,
-                               "fallback_fraction": f, "tail": tail}
+    bounds = {
+        "store uplink": m / bs,
+        "busiest owner's store share": smax / store_node,
+        "busiest owner's upload": smax * (n - 1) / bn,
+        "node downlink": m / bn,
+    }
+    limit = max(bounds, key=bounds.get)
+    hop = CHUNK / bn if n > 1 else 0.0
+    notes = [f"bound by the {limit}"] if n > 1 else []
+    out["peers"] = {"time": t0 + bounds[limit] + hop + rtt, "egress": m, "notes": notes,
+                    "max_owner_share": smax}
     gens = math.ceil(math.log2(n)) if n > 1 else 0
-    out["peers_any_holder"] = {"time": t0 + max(m / bs, m / bn) + gens * CHUNK / bn + rtt,
+    out["ideal_relay_tree"] = {"time": t0 + max(m / bs, m / bn) + gens * CHUNK / bn + rtt,
                                "egress": m, "notes": []}
     return out
 
@@ -156,16 +112,15 @@ def table(scenario, ns, m, bs, bn, t0, files, conn_rate, rtt):
     nfiles = len(files) if isinstance(files, list) else files
     print(f"\n### {scenario}: model {m / 1e9:.1f} GB ({nfiles} files), store uplink {bs * 8 / 1e9:g} Gbit/s, "
           f"node links {bn * 8 / 1e9:g} Gbit/s, T0 {t0:.1f} s")
-    print("| N | no peers: time s | egress/model | peers (today): time s | egress/model | "
-          "busiest owner's share | peers (target design): time s | egress/model | risks (today's design) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| N | no peers: time s | egress/model | peers: time s | egress/model | "
+          "busiest owner's share | ideal relay tree: time s | what bounds the peers' time |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for n in ns:
         p = predict(n, m, bs, bn, t0, files, conn_rate, rtt)
-        a, b, c = p["no_peers"], p["peers_owner_only"], p["peers_any_holder"]
+        a, b, c = p["no_peers"], p["peers"], p["ideal_relay_tree"]
         print(f"| {n} | {fmt_s(a['time'])} | {a['egress'] / m:.0f} | {fmt_s(b['time'])} | {b['egress'] / m:.2f} | "
-              f"{b['max_owner_share'] / m:.3f} | {fmt_s(c['time'])} | {c['egress'] / m:.0f} | "
-              f"{'; '.join(b['notes']) or '-'} |")
+              f"{b['max_owner_share'] / m:.3f} | {fmt_s(c['time'])} | {'; '.join(b['notes']) or '-'} |")
         rows.append({"nodes": n, **{k: {kk: vv for kk, vv in v.items()} for k, v in p.items()}})
     return rows
 
@@ -192,7 +147,7 @@ def check(path):
     rows = []
     for n in sorted({k[0] for k in med}):
         p = predict(n, m, bs, bn, t0, files)
-        for mode, key in (("no_peers", "no_peers"), ("peers", "peers_owner_only")):
+        for mode, key in (("no_peers", "no_peers"), ("peers", "peers")):
             if (n, mode) not in med:
                 continue
             t, e = med[(n, mode)]
@@ -205,17 +160,15 @@ def check(path):
 
 
 def main():
-    global PEER_WAIT_S, STORE_CONC
+    global STORE_CONC
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", help="peers.json (or peers-raw.json) from `bash scripts/bench.sh peers`")
     ap.add_argument("--nodes", default="1,2,4,8,32,256")
     ap.add_argument("--json", help="write the predictions here")
-    ap.add_argument("--peer-wait", type=float, default=PEER_WAIT_S,
-                    help="seconds a puller waits for an owner (what-if; default: the code's 10 s + 2 s margin)")
     ap.add_argument("--store-conc", type=int, default=STORE_CONC,
                     help="store parts in flight per node (what-if; default: the cluster harness's 32)")
     args = ap.parse_args()
-    PEER_WAIT_S, STORE_CONC = args.peer_wait, args.store_conc
+    STORE_CONC = args.store_conc
     ns = [int(x) for x in args.nodes.split(",")]
     out = {}
     t0 = 3.0

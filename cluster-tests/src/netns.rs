@@ -759,8 +759,8 @@ impl HostProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Waits for exit; after `timeout` kills it and returns a Timeout error
-    /// carrying what it printed.
+    /// Waits for exit until `timeout` after the process *started*; then kills
+    /// it and returns a Timeout error carrying what it printed.
     pub fn wait(mut self, timeout: Duration) -> Result<ProcessOutput> {
         let deadline = self.started + timeout;
         let status = loop {

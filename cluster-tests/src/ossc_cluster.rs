@@ -291,11 +291,13 @@ pub fn run_phase(
         phase,
         extra_env,
         &serde_json::Value::Null,
+        CONSUMER_TIMEOUT,
     )
 }
 
 /// [`run_phase`] with `config_extra` (a JSON object, e.g. `{"peer":
-/// {"chunkSizeBytes": 4194304}}`) merged into every node's config file.
+/// {"chunkSizeBytes": 4194304}}`) merged into every node's config file, and
+/// `timeout` for each consumer (counted from its own start).
 #[allow(clippy::too_many_arguments)]
 pub fn run_phase_with_config(
     cluster: &Cluster,
@@ -306,6 +308,7 @@ pub fn run_phase_with_config(
     phase: &str,
     extra_env: &[(String, String)],
     config_extra: &serde_json::Value,
+    timeout: Duration,
 ) -> Result<PhaseOutcome> {
     store.reset_stats()?;
     let t0 = Instant::now();
@@ -322,9 +325,11 @@ pub fn run_phase_with_config(
             config_extra,
         )?);
     }
+    // Each wait's deadline counts from that consumer's own start, so they all
+    // get the full `timeout` (they run side by side).
     let results: Vec<Result<ConsumerOutcome>> = running
         .into_iter()
-        .map(|c| c.finish(bins, model, CONSUMER_TIMEOUT.saturating_sub(t0.elapsed())))
+        .map(|c| c.finish(bins, model, timeout))
         .collect();
     let wall = t0.elapsed();
     let stats = store.stats()?;
@@ -402,8 +407,9 @@ impl RunningConsumer {
         self.dir.join("agent").join("connector.sock")
     }
 
-    /// Waits for the consumer (at most `timeout`), asks the agent for its
-    /// status, and checks that the consumer succeeded with the whole model.
+    /// Waits for the consumer (until `timeout` after its start), asks the
+    /// agent for its status, and checks that the consumer succeeded with the
+    /// whole model.
     pub fn finish(
         self,
         bins: &Binaries,

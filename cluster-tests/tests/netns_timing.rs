@@ -121,6 +121,7 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
         "no-peers",
         &[],
         &config,
+        ossc_cluster::CONSUMER_TIMEOUT,
     )
     .expect("phase without peers");
     report("no-peers", &without, &model);
@@ -138,6 +139,7 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
         "peers",
         &ossc_cluster::peer_env(&cluster, &secret),
         &config,
+        ossc_cluster::CONSUMER_TIMEOUT,
     )
     .expect("phase with peers");
     report("peers", &with, &model);

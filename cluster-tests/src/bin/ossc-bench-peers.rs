@@ -18,7 +18,7 @@
 //! (medians, ratios, model comparison) is left to `scripts/bench.py`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};
@@ -56,13 +56,15 @@ struct Args {
     /// Extra `KEY=VALUE` environment for the peers phase (e.g. the transport).
     peer_env: Vec<(String, String)>,
     timeout: Duration,
+    /// `peer.chunkSizeBytes` in MiB (None: the default).
+    chunk_mb: Option<u64>,
 }
 
 fn usage() -> String {
     format!(
         "usage: ossc-bench-peers [--nodes 1,2,4] [--model-mb {DEFAULT_MODEL_MB}] [--shards {DEFAULT_SHARDS}] \
          [--node-mbit {DEFAULT_RATE_MBIT}] [--store-mbit {DEFAULT_RATE_MBIT}] [--rounds {DEFAULT_ROUNDS}] \
-         [--peer-env KEY=VALUE]... [--timeout-s {DEFAULT_TIMEOUT_S}] --out FILE.json\n(env OSSC_BIN / OSSC_PRELOAD_LIB: the binaries under test)"
+         [--peer-env KEY=VALUE]... [--chunk-mb N] [--timeout-s {DEFAULT_TIMEOUT_S}] --out FILE.json\n(env OSSC_BIN / OSSC_PRELOAD_LIB: the binaries under test)"
     )
 }
 
@@ -77,6 +79,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::new(),
         peer_env: Vec::new(),
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
+        chunk_mb: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -101,6 +104,7 @@ fn parse_args() -> Result<Args> {
             "--node-mbit" => args.node_mbit = value.parse().map_err(|e| bad(&e))?,
             "--store-mbit" => args.store_mbit = value.parse().map_err(|e| bad(&e))?,
             "--rounds" => args.rounds = value.parse().map_err(|e| bad(&e))?,
+            "--chunk-mb" => args.chunk_mb = Some(value.parse().map_err(|e| bad(&e))?),
             "--out" => args.out = PathBuf::from(value),
             "--timeout-s" => {
                 args.timeout = Duration::from_secs(value.parse().map_err(|e| bad(&e))?)
@@ -147,46 +151,6 @@ fn pull_failures(dir: &Path) -> (usize, Vec<String>) {
         }
     }
     (count, examples)
-}
-
-/// Like `ossc_cluster::run_phase` (one consumer per node at once, every
-/// node's processes killed afterwards), with `timeout` per consumer counted
-/// from its own spawn: `HostProcess::wait` measures from the spawn, so the
-/// harness's "remaining time" argument shortens late consumers' budgets.
-#[allow(clippy::too_many_arguments)] // the harness's own run_phase has the same shape
-fn run_phase(
-    cluster: &Cluster,
-    bins: &Binaries,
-    store: &Store,
-    model: &Model,
-    work: &Path,
-    phase: &str,
-    extra_env: &[(String, String)],
-    timeout: Duration,
-) -> Result<PhaseOutcome> {
-    store.reset_stats()?;
-    let t0 = Instant::now();
-    let mut running = Vec::new();
-    for node in cluster.nodes() {
-        let dir = work.join(phase).join(&node.name);
-        running.push(ossc_cluster::start_consumer(
-            node, bins, store, model, &dir, extra_env,
-        )?);
-    }
-    let results: Vec<Result<_>> = running
-        .into_iter()
-        .map(|c| c.finish(bins, model, timeout))
-        .collect();
-    let wall = t0.elapsed();
-    let stats = store.stats()?;
-    for node in cluster.nodes() {
-        node.kill_all()?;
-    }
-    Ok(PhaseOutcome {
-        consumers: results.into_iter().collect::<Result<_>>()?,
-        store: stats,
-        wall,
-    })
 }
 
 /// One phase as JSON: wall, store egress and every node's bytes by source.
@@ -247,12 +211,16 @@ fn main() -> Result<()> {
         let store = Store::start(&cluster, &bins, &model)?;
         let mut peer_env = ossc_cluster::peer_env(&cluster, &secret);
         peer_env.extend(args.peer_env.iter().cloned());
+        let config = match args.chunk_mb {
+            Some(mb) => json!({"peer": {"chunkSizeBytes": mb << 20}}),
+            None => Value::Null,
+        };
         let mut rounds = Vec::new();
         for round in 0..args.rounds {
             let mut entry = serde_json::Map::new();
             for (name, env) in [("no_peers", &[][..]), ("peers", &peer_env[..])] {
                 let phase = format!("n{n}-r{round}-{name}");
-                let out = run_phase(
+                let out = ossc_cluster::run_phase_with_config(
                     &cluster,
                     &bins,
                     &store,
@@ -260,6 +228,7 @@ fn main() -> Result<()> {
                     &work,
                     &phase,
                     env,
+                    &config,
                     args.timeout,
                 )
                 .with_context(|| format!("phase {phase}"))?;
@@ -291,6 +260,7 @@ fn main() -> Result<()> {
         "node_link_bits_per_sec": Rate::mbit(args.node_mbit).bits_per_sec(),
         "store_uplink_bits_per_sec": Rate::mbit(args.store_mbit).bits_per_sec(),
         "rounds": args.rounds,
+        "chunk_bytes": args.chunk_mb.map(|mb| mb << 20),
         "peer_env": args.peer_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "results": results,
     });

@@ -334,6 +334,9 @@ impl Shared {
         let excluded: Arc<Mutex<HashSet<String>>> = Arc::default();
         // Have-maps: one round now (a late joiner finds holders for its first
         // chunks), then in the background while the chunks arrive.
+        // (Declared first, dropped last: the refresher stops before the
+        // maps are forgotten.)
+        let _forget = ForgetMaps(&self.holders, &book.version);
         self.refresh_have_maps(&book.version).await;
         let _refresher = AbortOnDrop(tokio::spawn({
             let me = self.clone();
@@ -347,7 +350,6 @@ impl Shared {
                 }
             }
         }));
-        let _forget = ForgetMaps(&self.holders, &book.version);
         let mut set: JoinSet<Result<ChunkDone, ObjectClientError>> = JoinSet::new();
         for index in 0..n {
             let (me, meta, book, target, progress, excluded) = (
