@@ -1,6 +1,7 @@
 //! The peer layer ("swarm"): agents of a multi-node job split each object's
 //! chunks by consistent hashing, fetch only their own chunks from the store
-//! and pull the rest from the owning peer over gRPC (issue 4, first slice).
+//! and pull the rest from peers — the owner, which streams a chunk while it
+//! arrives, or any holder, weighted by idle upload bandwidth (issue 4).
 //!
 //! Design decisions:
 //! - **Chunks of [`DEFAULT_CHUNK_SIZE`] = 16 MiB** (`peer.chunkSizeBytes`):
@@ -9,11 +10,15 @@
 //!   bookkeeping are negligible (a 1 GB shard is ~60 chunks), small enough to
 //!   spread a single shard over many nodes. Dragonfly's rule (length / 500,
 //!   power of two, 4–64 MiB) gives 16 MiB for shards of 4–8 GB, the common
-//!   size of safetensors shards. Not yet tuned by measurement.
+//!   size of safetensors shards. Measured (docs/benchmarks.md, 534 MB model,
+//!   4 nodes, 300 Mbit/s): 4 MiB 0.47×, 16 MiB 0.40×, 64 MiB 0.57× the time
+//!   without peers — small chunks pay per-chunk costs, large ones leave too
+//!   few chunks to balance the owners.
 //! - **Membership** ([`peer_set`]): static list / DNS + 1 s heartbeats, dead
 //!   after 3 s. **Ownership** ([`ring`]): rendezvous hashing over alive ids.
 //! - **Transport** ([`PeerTransport`], `OSS_CONNECTOR_PEER_TRANSPORT` /
-//!   `peer.transport` = `grpc` | `quic`): control (Hello) always over gRPC.
+//!   `peer.transport` = `grpc` | `quic`): control (Hello, Have) always over
+//!   gRPC.
 //!   Bulk chunks over gRPC server streaming (tonic, frames ≤ 1 MiB,
 //!   [`chunk_server`]) or over QUIC ([`quic`]: one stream per chunk, a fixed
 //!   header then raw bytes, UDP on the same port number as the gRPC
@@ -22,9 +27,11 @@
 //!   **gRPC is the default because it measured faster and cheaper**: the
 //!   `transport_throughput` measurement (1 GiB in 16 MiB chunks, 16 pulls
 //!   in flight, two in-process nodes on loopback, 2-CPU machine) gave gRPC
-//!   with mutual TLS 0.69 GB/s at 1.39 CPU-s/GB (sender + receiver) against
-//!   QUIC (quinn 0.11, TLS 1.3) 0.38 GB/s at 2.52 CPU-s/GB; plaintext gRPC
-//!   0.58 GB/s at 1.22 CPU-s/GB. QUIC pays per ~1.4 KB packet (AEAD, ACKs,
+//!   with mutual TLS 0.87–0.96 GB/s at 2.06–2.26 CPU-s/GB (sender +
+//!   receiver) against QUIC (quinn 0.11, TLS 1.3) 0.39–0.40 GB/s at
+//!   4.41–4.47 CPU-s/GB; plaintext gRPC 1.05–1.16 GB/s at 1.66–1.84
+//!   CPU-s/GB (the machine is noisy: runs differ by up to 2×, the ranking
+//!   never did). QUIC pays per ~1.4 KB packet (AEAD, ACKs,
 //!   UDP syscalls; no receive offload on loopback) where TLS over TCP pays
 //!   per 16 KiB record with the kernel segmenting. Dragonfly's opposite
 //!   result (QUIC 1.4× faster than gRPC) compares against a gRPC path with

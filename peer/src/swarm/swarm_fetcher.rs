@@ -1178,26 +1178,12 @@ mod tests {
         // no CRC header): it records chunk CRCs that match its bad bytes, so
         // only node 0's whole-object check against its store can catch them.
         let bad_store = Arc::new(MockObjectClient::new("b").with_crc64_headers(false));
-        let nodes_for_owner = |alive: &[String], owner: &str| {
-            let version = ObjectVersion {
-                bucket: "b".into(),
-                key: meta.key.clone(),
-                etag: meta.etag.clone(),
-                size,
-            };
-            (0..size.div_ceil(CHUNK)).find(|i| {
-                let id = ChunkId {
-                    object: version.clone(),
-                    index: *i,
-                };
-                ring::owner(alive.iter().map(String::as_str), &id) == Some(owner)
-            })
-        };
         let nodes = cluster(vec![mock.clone(), bad_store.clone()], &[SECRET, SECRET], t).await;
         wait_alive(&nodes, 2).await;
         let alive = nodes[0].peers().alive_ids();
-        let index =
-            nodes_for_owner(&alive, nodes[1].peers().self_id()).expect("node 1 owns a chunk");
+        let index = *chunks_owned_by(&alive, nodes[1].peers().self_id(), &version_of(&meta))
+            .first()
+            .expect("node 1 owns a chunk");
         let mut bad = d.clone();
         bad[(index * CHUNK + 100) as usize] ^= 0x5a;
         bad_store.put_object_with_etag(meta.key.clone(), bad, meta.etag.clone());
@@ -1466,6 +1452,39 @@ mod tests {
         }
     }
 
+    /// The chunks of `version` (at [`CHUNK`]) that the ring over `alive`
+    /// gives to `owner`.
+    fn chunks_owned_by(alive: &[String], owner: &str, version: &ObjectVersion) -> Vec<u64> {
+        (0..version.size.div_ceil(CHUNK))
+            .filter(|i| {
+                let id = ChunkId {
+                    object: version.clone(),
+                    index: *i,
+                };
+                ring::owner(alive.iter().map(String::as_str), &id) == Some(owner)
+            })
+            .collect()
+    }
+
+    /// `puller` pulls chunk `index` of `version` from `from` into `into`, in
+    /// the background.
+    fn spawn_pull(
+        puller: &Swarm,
+        from: &Swarm,
+        version: &ObjectVersion,
+        index: u64,
+        into: &Arc<VecTarget>,
+    ) -> tokio::task::JoinHandle<Result<u64, String>> {
+        let fetcher = puller.swarm_fetcher().clone();
+        let from = from.peers().self_id().to_string();
+        let into = into.clone();
+        let id = ChunkId {
+            object: version.clone(),
+            index,
+        };
+        tokio::spawn(async move { fetcher.pull_chunk(&from, &id, &*into).await })
+    }
+
     async fn a_chunk_is_streamed_to_peers_while_it_arrives(t: PeerTransport) {
         let size = 4 * CHUNK;
         let d = data(size, 8);
@@ -1495,16 +1514,7 @@ mod tests {
         );
         sink.write_at(a as u64, &d[a..mid]).unwrap();
         let got = Arc::new(VecTarget::with_len(size as usize));
-        let pull = tokio::spawn({
-            let fetcher = nodes[1].swarm_fetcher().clone();
-            let from = nodes[0].peers().self_id().to_string();
-            let got = got.clone();
-            let id = ChunkId {
-                object: version.clone(),
-                index: 1,
-            };
-            async move { fetcher.pull_chunk(&from, &id, &*got).await }
-        });
+        let pull = spawn_pull(&nodes[1], &nodes[0], &version, 1, &got);
         // The first half reaches the puller before the chunk is complete.
         let until = std::time::Instant::now() + Duration::from_secs(5);
         while got.contents()[a..mid] != d[a..mid] {
@@ -1528,16 +1538,7 @@ mod tests {
         // owner refetched different bytes) is rejected, not kept.
         sink.write_at(b as u64, &d[b..b + CHUNK as usize]).unwrap();
         let other = Arc::new(VecTarget::with_len(size as usize));
-        let pull = tokio::spawn({
-            let fetcher = nodes[1].swarm_fetcher().clone();
-            let from = nodes[0].peers().self_id().to_string();
-            let other = other.clone();
-            let id = ChunkId {
-                object: version.clone(),
-                index: 2,
-            };
-            async move { fetcher.pull_chunk(&from, &id, &*other).await }
-        });
+        let pull = spawn_pull(&nodes[1], &nodes[0], &version, 2, &other);
         tokio::time::sleep(Duration::from_millis(300)).await;
         book.record(2, 0x1234);
         let err = pull.await.unwrap().unwrap_err();
@@ -1595,17 +1596,15 @@ mod tests {
         let version = version_of(&meta);
         let _h0 = hold(&nodes[0], &version, &d);
         let _h1 = hold(&nodes[1], &version, &d);
-        let owned_by_0 = (0..size.div_ceil(CHUNK))
-            .filter(|i| {
-                let id = ChunkId {
-                    object: version.clone(),
-                    index: *i,
-                };
-                ring::owner(nodes[2].peers().alive_ids().iter().map(String::as_str), &id)
-                    == Some(nodes[0].peers().self_id())
-            })
-            .count();
-        assert!(owned_by_0 > 0, "node 0 owns no chunk of this object");
+        let owned_by_0 = chunks_owned_by(
+            &nodes[2].peers().alive_ids(),
+            nodes[0].peers().self_id(),
+            &version,
+        );
+        assert!(
+            !owned_by_0.is_empty(),
+            "node 0 owns no chunk of this object"
+        );
         mock.reset_stats();
         let results = fetch_each(&[(&nodes[2], meta.clone())]).await;
         let (r, out) = &results[0];
@@ -1672,15 +1671,8 @@ mod tests {
         nodes[2].server().inject_corruption(true);
         let version = version_of(&meta);
         let alive = nodes[0].peers().alive_ids();
-        let share_of_2: u64 = (0..size.div_ceil(CHUNK))
-            .filter(|i| {
-                let id = ChunkId {
-                    object: version.clone(),
-                    index: *i,
-                };
-                ring::owner(alive.iter().map(String::as_str), &id)
-                    == Some(nodes[2].peers().self_id())
-            })
+        let share_of_2: u64 = chunks_owned_by(&alive, nodes[2].peers().self_id(), &version)
+            .into_iter()
             .map(|i| super::super::chunk_book::chunk_range(size, CHUNK, i))
             .map(|r| r.end - r.start)
             .sum();
