@@ -993,6 +993,21 @@ mod tests {
             .collect()
     }
 
+    /// Three live nodes sharing one store that holds a `size`-byte object
+    /// (pseudo-random from `seed`): the store, the object's bytes and meta.
+    async fn three_nodes_one_store(
+        size: u64,
+        seed: u64,
+        t: PeerTransport,
+    ) -> (Arc<MockObjectClient>, Vec<u8>, ObjectMeta, Vec<Swarm>) {
+        let (mock, d) = mock_with(size, seed);
+        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
+        let nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
+        wait_alive(&nodes, 3).await;
+        (mock, d, meta, nodes)
+    }
+
     fn mock_with(size: u64, seed: u64) -> (Arc<MockObjectClient>, Vec<u8>) {
         let mock = Arc::new(MockObjectClient::new("b"));
         let d = data(size, seed);
@@ -1208,11 +1223,7 @@ mod tests {
 
     async fn a_dead_peer_falls_back_to_the_store_and_leaves_the_ring(t: PeerTransport) {
         let size = 24 * CHUNK + 1;
-        let (mock, d) = mock_with(size, 5);
-        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
-        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let mut nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
-        wait_alive(&nodes, 3).await;
+        let (mock, d, meta, mut nodes) = three_nodes_one_store(size, 5, t).await;
         let dead = nodes.pop().unwrap();
         let dead_id = dead.peers().self_id().to_string();
         dead.shutdown().await;
@@ -1548,11 +1559,7 @@ mod tests {
 
     async fn holders_serve_the_chunks_their_owners_lack(t: PeerTransport) {
         let size = 12 * CHUNK + 11;
-        let (mock, d) = mock_with(size, 9);
-        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
-        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
-        wait_alive(&nodes, 3).await;
+        let (mock, d, meta, nodes) = three_nodes_one_store(size, 9, t).await;
         // Node 1 holds the object; node 0 (owner of about a third of the
         // chunks) knows nothing of it; node 2 (owner of another third) loads.
         let _held = hold(&nodes[1], &version_of(&meta), &d);
@@ -1628,11 +1635,7 @@ mod tests {
 
     async fn a_dead_owners_chunks_are_fetched_once_by_their_new_owners(t: PeerTransport) {
         let size = 30 * CHUNK + 3;
-        let (mock, d) = mock_with(size, 11);
-        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
-        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let mut nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
-        wait_alive(&nodes, 3).await;
+        let (mock, d, meta, mut nodes) = three_nodes_one_store(size, 11, t).await;
         // Node 0 has started the object but its download hangs: pulls of its
         // chunks wait on it (keep-alives), until it dies.
         let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(size as usize));
@@ -1663,11 +1666,7 @@ mod tests {
 
     async fn a_corrupting_peers_chunks_are_refetched_once_for_the_swarm(t: PeerTransport) {
         let size = 24 * CHUNK + 17;
-        let (mock, d) = mock_with(size, 12);
-        let meta = mock.head("model/shard-1.safetensors").await.unwrap();
-        let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let nodes = cluster(clients, &[SECRET, SECRET, SECRET], t).await;
-        wait_alive(&nodes, 3).await;
+        let (mock, d, meta, nodes) = three_nodes_one_store(size, 12, t).await;
         nodes[2].server().inject_corruption(true);
         let version = version_of(&meta);
         let alive = nodes[0].peers().alive_ids();
