@@ -392,6 +392,41 @@ mod tests {
     }
 
     #[test]
+    fn written_ranges_merge_and_the_prefix_counts_only_bytes_from_the_chunk_start() {
+        let mut v = Vec::new();
+        insert_range(&mut v, 10..20);
+        insert_range(&mut v, 30..40);
+        insert_range(&mut v, 0..5);
+        assert_eq!(v, [0..5, 10..20, 30..40]);
+        insert_range(&mut v, 5..10);
+        assert_eq!(v, [0..20, 30..40]);
+        insert_range(&mut v, 15..35);
+        let whole = Range { start: 0, end: 40 };
+        assert_eq!(v, std::slice::from_ref(&whole));
+        insert_range(&mut v, 3..3);
+        assert_eq!(v, std::slice::from_ref(&whole));
+
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(10));
+        let book = ChunkBook::new(version(10), 4, &target);
+        // Chunk 1 ([4, 8)): its second half first, then a write across
+        // chunks 1 and 2.
+        book.note_written(6, 2);
+        assert_eq!(book.state(1).prefix, 0, "not from the chunk's start");
+        book.note_written(4, 2);
+        assert_eq!(book.state(1).prefix, 4);
+        book.note_written(7, 3);
+        assert_eq!(book.state(2).prefix, 2);
+        assert_eq!(book.state(0), SlotState::default());
+        // Held chunks show in the have-map; forgetting one resets it.
+        book.record(1, 9);
+        book.record(2, 8);
+        assert_eq!(book.have_map(), (vec![0b110], vec![0, 9, 8]));
+        book.forget(1);
+        assert_eq!(book.state(1), SlotState::default());
+        assert_eq!(book.have_map().0, vec![0b100]);
+    }
+
+    #[test]
     fn ranges_cover_the_object() {
         assert_eq!(chunk_range(10, 4, 0), 0..4);
         assert_eq!(chunk_range(10, 4, 2), 8..10);

@@ -208,6 +208,7 @@ impl ChunkServer {
             upload: self.upload.clone(),
             patience,
             progress_at: Instant::now(),
+            sent_at: Instant::now(),
             pos: 0,
         })
     }
@@ -228,6 +229,8 @@ pub(crate) struct Serving {
     patience: Duration,
     /// When the chunk last advanced (or serving began).
     progress_at: Instant,
+    /// When the last frame (data or keep-alive) went out.
+    sent_at: Instant,
     /// Bytes of the chunk sent so far.
     pos: u64,
 }
@@ -276,6 +279,7 @@ impl Serving {
                 let offset = self.pos;
                 self.pos += n;
                 self.progress_at = Instant::now();
+                self.sent_at = self.progress_at;
                 return Ok(Segment::Data { offset, bytes });
             }
             if let (true, Some(crc)) = (self.pos == len, state.held) {
@@ -289,11 +293,15 @@ impl Serving {
                     self.patience
                 )));
             }
-            let wake = (now + KEEPALIVE_EVERY).min(deadline);
-            let next: SlotState = self.book.wait_change(index, state, wake).await;
-            if next == state && Instant::now() >= wake && wake < deadline {
+            let keepalive_at = self.sent_at + KEEPALIVE_EVERY;
+            if now >= keepalive_at {
+                self.sent_at = now;
                 return Ok(Segment::KeepAlive);
             }
+            let next: SlotState = self
+                .book
+                .wait_change(index, state, keepalive_at.min(deadline))
+                .await;
             if next.prefix < state.prefix {
                 // Forgotten (about to be refetched): what was sent stays; the
                 // receiver's CRC check at the end rejects it if it changed.
@@ -375,5 +383,108 @@ impl PeerControl for ChunkServer {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fetcher::{ChunkTarget, VecTarget};
+    use crate::swarm::chunk_book::RecordingSink;
+    use ossc_core::object_client::RangeSink;
+
+    const CHUNK: u64 = 64 << 10;
+
+    fn serving(book: &Arc<ChunkBook>, index: u64, patience: Duration) -> Serving {
+        Serving {
+            range: book.range(index),
+            book: book.clone(),
+            id: ossc_proto::v1::ChunkId {
+                object: None,
+                chunk_size: CHUNK,
+                index,
+            },
+            corrupt: false,
+            peer: None,
+            upload: Arc::new(UploadMeter::new(None)),
+            patience,
+            progress_at: Instant::now(),
+            sent_at: Instant::now(),
+            pos: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_streams_as_it_lands_with_keep_alives_then_its_crc() {
+        let version = ObjectVersion {
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: "e".into(),
+            size: 2 * CHUNK,
+        };
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(2 * CHUNK as usize));
+        let book = Arc::new(ChunkBook::new(version, CHUNK, &target));
+        let sink = RecordingSink {
+            target: target.clone(),
+            book: book.clone(),
+        };
+        let data: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+        let half = (CHUNK / 2) as usize;
+        let mut s = serving(&book, 0, Duration::from_secs(5));
+        sink.write_at(0, &data[..half]).unwrap();
+        assert_eq!(
+            s.next_segment().await.unwrap(),
+            Segment::Data {
+                offset: 0,
+                bytes: data[..half].to_vec()
+            }
+        );
+        // Nothing lands: a keep-alive after about KEEPALIVE_EVERY.
+        let t = Instant::now();
+        assert_eq!(s.next_segment().await.unwrap(), Segment::KeepAlive);
+        assert!(t.elapsed() >= KEEPALIVE_EVERY - Duration::from_millis(50));
+        // The rest lands while the server waits: it goes out at once.
+        let writer = {
+            let (sink, data) = (sink, data.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                sink.write_at(half as u64, &data[half..]).unwrap();
+                sink
+            })
+        };
+        let t = Instant::now();
+        assert_eq!(
+            s.next_segment().await.unwrap(),
+            Segment::Data {
+                offset: half as u64,
+                bytes: data[half..].to_vec()
+            }
+        );
+        assert!(t.elapsed() < KEEPALIVE_EVERY, "the data waited for a tick");
+        let _sink = writer.await.unwrap();
+        // Every byte sent, the CRC not recorded yet: keep-alives, then the end.
+        let crc = ossc_core::crc64::crc64(&data);
+        let recorder = {
+            let book = book.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1300)).await;
+                book.record(0, crc);
+            })
+        };
+        assert_eq!(s.next_segment().await.unwrap(), Segment::KeepAlive);
+        assert_eq!(s.next_segment().await.unwrap(), Segment::End { crc });
+        recorder.await.unwrap();
+
+        // A chunk that never advances fails after its patience, keep-alives
+        // until then.
+        let mut stuck = serving(&book, 1, Duration::from_millis(1500));
+        assert_eq!(stuck.next_segment().await.unwrap(), Segment::KeepAlive);
+        let err = stuck.next_segment().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
+        // A closed book ends every stream with UNAVAILABLE.
+        let mut late = serving(&book, 1, Duration::from_secs(5));
+        book.close();
+        let err = late.next_segment().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     }
 }
