@@ -25,15 +25,7 @@ const REGION: &str = "cn-beijing";
 const MIB: u64 = 1024 * 1024;
 
 fn data(n: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    ossc_core::object_client::mock::pseudo_random_bytes(n as usize, seed)
 }
 
 fn write(root: &Path, key: &str, bytes: &[u8]) {

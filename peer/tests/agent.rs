@@ -27,15 +27,7 @@ const PREFIX: &str = "models/qwen/";
 
 /// Deterministic pseudo-random bytes (xorshift), different per seed.
 fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    ossc_core::object_client::mock::pseudo_random_bytes(len, seed)
 }
 
 struct TestAgent {

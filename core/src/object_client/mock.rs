@@ -357,6 +357,20 @@ impl RangeSink for VecSink {
     }
 }
 
+/// `len` deterministic pseudo-random bytes (xorshift64), different per
+/// `seed`: test and benchmark data that no compression or dedup can shortcut.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
