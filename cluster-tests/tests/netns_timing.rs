@@ -28,7 +28,8 @@
 //!   peers each node's downlink carries one model, a quarter from the store
 //!   and the rest streamed by the owners *while their chunks arrive*
 //!   (cut-through, `peer/src/swarm/chunk_server.rs`). Measured on this
-//!   2-core machine: 0.37 (27.9 s without, 10.4 s with; wire time 6.6 s).
+//!   2-core machine, five runs: 0.37–0.44 (27.9–28.2 s without, 10.4–12.4 s
+//!   with; wire time 6.6 s).
 //!   Before cut-through (store-then-forward) it was 0.43–0.50.
 
 use std::sync::{Mutex, MutexGuard};
