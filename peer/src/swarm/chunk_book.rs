@@ -48,6 +48,28 @@ pub struct ObjectVersion {
     pub size: u64,
 }
 
+impl From<&ossc_proto::v1::ObjectVersion> for ObjectVersion {
+    fn from(o: &ossc_proto::v1::ObjectVersion) -> ObjectVersion {
+        ObjectVersion {
+            bucket: o.bucket.clone(),
+            key: o.key.clone(),
+            etag: o.etag.clone(),
+            size: o.size,
+        }
+    }
+}
+
+impl From<&ObjectVersion> for ossc_proto::v1::ObjectVersion {
+    fn from(v: &ObjectVersion) -> ossc_proto::v1::ObjectVersion {
+        ossc_proto::v1::ObjectVersion {
+            bucket: v.bucket.clone(),
+            key: v.key.clone(),
+            etag: v.etag.clone(),
+            size: v.size,
+        }
+    }
+}
+
 /// Chunk `index` of an object version: bytes
 /// `[index × chunk_size, min(size, (index + 1) × chunk_size))`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -222,24 +244,6 @@ impl ChunkBook {
     /// Readable: not closed and the target still alive.
     pub fn is_live(&self) -> bool {
         !self.closed.load(Ordering::Acquire) && self.target.strong_count() > 0
-    }
-
-    /// Waits until chunk `index` is held (its CRC), the book closes, or `until`.
-    pub async fn wait_for(&self, index: u64, until: Instant) -> Option<u64> {
-        let slot = self.slot(index)?;
-        let mut rx = slot.state.subscribe();
-        loop {
-            if let Some(crc) = rx.borrow_and_update().held {
-                return Some(crc);
-            }
-            if !self.is_live() {
-                return None;
-            }
-            match tokio::time::timeout_at(until, rx.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return self.held(index),
-            }
-        }
     }
 
     /// Waits until chunk `index` differs from `seen` (more bytes, held, or
@@ -444,7 +448,7 @@ mod tests {
             tokio::spawn(async move {
                 let until = Instant::now() + Duration::from_secs(5);
                 let book = reg.wait_get(&v, until).await.unwrap();
-                book.wait_for(1, until).await
+                book.wait_change(1, SlotState::default(), until).await.held
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -456,9 +460,12 @@ mod tests {
         let mut buf = [0u8; 4];
         book.read(4, &mut buf).unwrap();
         assert_eq!(&buf, b"abcd");
-        // A timed-out wait answers None.
+        // A timed-out wait answers the unchanged state.
         let soon = Instant::now() + Duration::from_millis(10);
-        assert_eq!(book.wait_for(2, soon).await, None);
+        assert_eq!(
+            book.wait_change(2, SlotState::default(), soon).await,
+            SlotState::default()
+        );
         assert_eq!(reg.len(), 1);
         drop(target);
         assert!(book.read(4, &mut buf).is_err());

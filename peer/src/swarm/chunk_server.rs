@@ -72,11 +72,8 @@ pub struct ChunkServer {
 }
 
 impl ChunkServer {
-    pub fn new(books: Arc<BookRegistry>, peers: Arc<PeerSet>) -> ChunkServer {
-        ChunkServer::with_upload_meter(books, peers, Arc::new(UploadMeter::new(None)))
-    }
-
-    pub fn with_upload_meter(
+    /// Serves `books` to `peers`, counting served bytes in `upload`.
+    pub fn new(
         books: Arc<BookRegistry>,
         peers: Arc<PeerSet>,
         upload: Arc<UploadMeter>,
@@ -101,13 +98,7 @@ impl ChunkServer {
         let maps = versions
             .iter()
             .filter_map(|o| {
-                let version = ObjectVersion {
-                    bucket: o.bucket.clone(),
-                    key: o.key.clone(),
-                    etag: o.etag.clone(),
-                    size: o.size,
-                };
-                let book = self.books.get(&version)?;
+                let book = self.books.get(&ObjectVersion::from(o))?;
                 let (bitmap, chunk_crc64) = book.have_map();
                 Some(HaveMap {
                     object: Some(o.clone()),
@@ -174,16 +165,11 @@ impl ChunkServer {
         let id = req
             .chunk
             .ok_or_else(|| Status::invalid_argument("no chunk"))?;
-        let object = id
+        let version = id
             .object
-            .clone()
+            .as_ref()
+            .map(ObjectVersion::from)
             .ok_or_else(|| Status::invalid_argument("no object"))?;
-        let version = ObjectVersion {
-            bucket: object.bucket,
-            key: object.key,
-            etag: object.etag,
-            size: object.size,
-        };
         let patience = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_SERVE_WAIT);
         let book = self
             .books

@@ -58,12 +58,9 @@ impl Holders {
             .insert(peer.to_string(), answer.idle_upload_bytes_per_sec);
         for version in asked {
             let map = answer.maps.iter().find(|m| {
-                m.object.as_ref().is_some_and(|o| {
-                    o.bucket == version.bucket
-                        && o.key == version.key
-                        && o.etag == version.etag
-                        && o.size == version.size
-                })
+                m.object
+                    .as_ref()
+                    .is_some_and(|o| ObjectVersion::from(o) == *version)
             });
             let entry = s.maps.entry(version.clone()).or_default();
             match map {
@@ -130,12 +127,7 @@ mod tests {
     fn answer(v: &ObjectVersion, bitmap: Vec<u8>, idle: u64) -> HaveResponse {
         HaveResponse {
             maps: vec![v1::HaveMap {
-                object: Some(v1::ObjectVersion {
-                    bucket: v.bucket.clone(),
-                    key: v.key.clone(),
-                    etag: v.etag.clone(),
-                    size: v.size,
-                }),
+                object: Some(v.into()),
                 chunk_size: 10,
                 bitmap,
                 chunk_crc64: vec![],

@@ -324,7 +324,7 @@ impl Swarm {
             tls.clone(),
         ));
         let books = Arc::new(BookRegistry::default());
-        let server = Arc::new(ChunkServer::with_upload_meter(
+        let server = Arc::new(ChunkServer::new(
             books.clone(),
             peers.clone(),
             Arc::new(upload::UploadMeter::new(config.upload_capacity)),

@@ -478,7 +478,7 @@ impl Shared {
     async fn refresh_have_maps(&self, version: &ObjectVersion) {
         let asked = std::slice::from_ref(version);
         let request = v1::HaveRequest {
-            objects: vec![proto_version(version)],
+            objects: vec![version.into()],
         };
         let calls = self
             .peers
@@ -696,7 +696,7 @@ impl Shared {
         let wait = self.settings.peer_wait;
         let request = v1::ChunkRequest {
             chunk: Some(v1::ChunkId {
-                object: Some(proto_version(&id.object)),
+                object: Some((&id.object).into()),
                 chunk_size: self.settings.chunk_size,
                 index: id.index,
             }),
@@ -786,16 +786,6 @@ impl Shared {
                 "chunk CRC-64 mismatch: peer recorded {claimed:#018x}, data has {actual:#018x}"
             )))
         }
-    }
-}
-
-/// `version` as the protocol spells it.
-fn proto_version(version: &ObjectVersion) -> v1::ObjectVersion {
-    v1::ObjectVersion {
-        bucket: version.bucket.clone(),
-        key: version.key.clone(),
-        etag: version.etag.clone(),
-        size: version.size,
     }
 }
 
@@ -1275,12 +1265,7 @@ mod tests {
         let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock];
         let nodes = cluster(clients, &[SECRET, SECRET], PeerTransport::Quic).await;
         wait_alive(&nodes, 2).await;
-        let version = ObjectVersion {
-            bucket: "b".into(),
-            key: "k".into(),
-            etag: "\"e\"".into(),
-            size,
-        };
+        let version = test_version(size);
         let _held = hold(&nodes[0], &version, &d);
         let id = ChunkId {
             object: version.clone(),
@@ -1314,12 +1299,7 @@ mod tests {
         let good = nodes[0].local_addr();
         let request = v1::ChunkRequest {
             chunk: Some(v1::ChunkId {
-                object: Some(v1::ObjectVersion {
-                    bucket: version.bucket.clone(),
-                    key: version.key.clone(),
-                    etag: version.etag.clone(),
-                    size,
-                }),
+                object: Some((&version).into()),
                 chunk_size: CHUNK,
                 index: 1,
             }),
@@ -1446,6 +1426,16 @@ mod tests {
         assert_eq!(nodes[1].swarm_fetcher().transport(), "grpc");
     }
 
+    /// Object version `b/k` with ETag `"e"` and `size` bytes.
+    fn test_version(size: u64) -> ObjectVersion {
+        ObjectVersion {
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: "\"e\"".into(),
+            size,
+        }
+    }
+
     fn version_of(meta: &ObjectMeta) -> ObjectVersion {
         ObjectVersion {
             bucket: "b".into(),
@@ -1494,12 +1484,7 @@ mod tests {
         let mock = Arc::new(MockObjectClient::new("b"));
         let nodes = cluster(vec![mock.clone(), mock], &[SECRET, SECRET], t).await;
         wait_alive(&nodes, 2).await;
-        let version = ObjectVersion {
-            bucket: "b".into(),
-            key: "k".into(),
-            etag: "\"e\"".into(),
-            size,
-        };
+        let version = test_version(size);
         // Node 0 is "downloading" the object: chunk 1 lands in two halves.
         let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(size as usize));
         let book = nodes[0]
@@ -1570,7 +1555,7 @@ mod tests {
         );
         assert_eq!(o.bytes_peer, size);
         // Node 1 answers Have with its bitmap and its idle upload figure.
-        let have = nodes[1].server().have(&[proto_version(&version_of(&meta))]);
+        let have = nodes[1].server().have(&[(&version_of(&meta)).into()]);
         assert_eq!(have.maps.len(), 1);
         assert!(have.maps[0].bitmap.iter().all(|b| *b != 0));
         assert!(have.idle_upload_bytes_per_sec > 0);
