@@ -2,11 +2,16 @@
 //!
 //! All objects go through one [`FetchEngine`], so the engine-wide in-flight
 //! limit (`prefetch.vcpus × prefetch.workers`) governs the whole copy and
-//! earlier objects finish first. Each file is created at its final size and
-//! filled with positional writes straight from the response bodies (no
-//! intermediate buffers); it is renamed into place only after its CRC-64 has
-//! been checked, so an interrupted copy never leaves a complete-looking file
-//! with wrong bytes.
+//! earlier objects finish first. Each file is written into its own randomly
+//! named hidden temp file (`safe_dir`: `O_EXCL | O_NOFOLLOW`, so no temp name
+//! can collide with a key or another download, or follow a planted symlink),
+//! created at its final size and filled with positional writes straight from
+//! the response bodies (no intermediate buffers). It is renamed into place
+//! only after the bytes *on disk* have been read back and match the CRC-64 of
+//! the bytes received (itself checked against the store's), and after an
+//! fsync, so an interrupted or racing copy never leaves a complete-looking
+//! file with wrong bytes. Directories under the destination are created and
+//! walked without following symlinks.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -16,6 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ossc_core::fetch::{FetchEngine, FetchProgress};
 use ossc_core::object_client::{list_all, ObjectMeta, RangeSink};
+
+use crate::safe_dir::{Replace, SafeDir};
+
+/// Mode of the files and directories `ossc cp` creates.
+const FILE_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o755;
 
 /// How often the progress line is refreshed.
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
@@ -83,10 +94,14 @@ pub async fn copy_prefix(
         .into_iter()
         .filter(|o| !o.key.ends_with('/'))
         .collect();
+    let root = Arc::new(
+        SafeDir::open_root(dest, DIR_MODE)
+            .with_context(|| format!("creating {}", dest.display()))?,
+    );
     let mut plan = Vec::new();
     for o in objects {
         match local_relative_path(&o.key, prefix) {
-            Ok(rel) => plan.push((o, dest.join(rel))),
+            Ok(rel) => plan.push((o, rel)),
             Err(e) => tracing::warn!("skipping: {e:#}"),
         }
     }
@@ -105,10 +120,11 @@ pub async fn copy_prefix(
 
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (meta, path) in plan {
+    for (meta, rel) in plan {
         let engine = engine.clone();
         let progress = progress.clone();
-        tasks.spawn(async move { fetch_one(&engine, meta, &path, progress).await });
+        let root = root.clone();
+        tasks.spawn(async move { fetch_one(&engine, meta, &root, &rel, progress).await });
     }
     let mut summary = CopySummary::default();
     let mut ticker = tokio::time::interval(PROGRESS_TICK);
@@ -146,31 +162,28 @@ pub async fn copy_prefix(
 async fn fetch_one(
     engine: &FetchEngine,
     meta: ObjectMeta,
-    path: &Path,
+    root: &SafeDir,
+    rel: &Path,
     progress: Arc<FetchProgress>,
 ) -> Result<bool> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}ossc-partial",
-        path.extension()
-            .map(|e| format!("{}.", e.to_string_lossy()))
-            .unwrap_or_default()
-    ));
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.set_len(meta.size)?;
-    let sink: Arc<dyn RangeSink> = Arc::new(file);
-    let fetched = match engine.fetch_object(&meta, sink, progress).await {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(anyhow::Error::new(e).context(format!("downloading {}", meta.key)));
-        }
-    };
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    let rel = rel.to_str().context("local name is not UTF-8")?;
+    let (parent, leaf) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let dir = root
+        .mkdir_all(parent, DIR_MODE)
+        .with_context(|| format!("creating directory {parent:?}"))?;
+    let tmp = dir
+        .create_temp("", FILE_MODE)
+        .with_context(|| format!("creating a temp file for {rel:?}"))?;
+    tmp.file().set_len(meta.size)?;
+    let sink: Arc<dyn RangeSink> = Arc::new(tmp.file().try_clone()?);
+    let fetched = engine
+        .fetch_object(&meta, sink, progress)
+        .await
+        .with_context(|| format!("downloading {}", meta.key))?;
+    let (leaf, size, crc64) = (leaf.to_string(), meta.size, fetched.crc64);
+    tokio::task::spawn_blocking(move || tmp.publish(&leaf, size, Some(crc64), Replace::Entry))
+        .await?
+        .with_context(|| format!("verifying and publishing {rel:?}"))?;
     Ok(fetched.crc64_verified)
 }
 
@@ -194,5 +207,70 @@ mod tests {
         ] {
             assert!(local_relative_path(bad, "m/").is_err(), "{bad:?} accepted");
         }
+    }
+
+    use ossc_core::fetch::FetchConfig;
+    use ossc_core::object_client::mock::{pseudo_random_bytes, MockObjectClient};
+
+    fn engine(objects: &[(&str, Vec<u8>)]) -> Arc<FetchEngine> {
+        let mock = Arc::new(MockObjectClient::new("b").with_chunk_size(1 << 10));
+        for (key, data) in objects {
+            mock.put_object(*key, data.clone());
+        }
+        Arc::new(FetchEngine::new(
+            mock,
+            FetchConfig {
+                part_size: 4 << 10,
+                max_in_flight: 16,
+                ..Default::default()
+            },
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_named_like_a_temp_file_is_copied_exactly() {
+        // `a.json` takes many parts; the key named like its old temp file
+        // lands while `a.json` is still downloading.
+        let objects = [
+            ("m/a.json", pseudo_random_bytes(1 << 20, 1)),
+            ("m/a.json.ossc-partial", b"tiny".to_vec()),
+            ("m/.ossc-tmp.0123456789abcdef", b"also tiny".to_vec()),
+            ("m/sub/b.bin", pseudo_random_bytes(10_000, 2)),
+        ];
+        let dest = tempfile::tempdir().unwrap();
+        let summary = copy_prefix(engine(&objects), "m/", dest.path(), false)
+            .await
+            .unwrap();
+        assert_eq!(summary.files, objects.len());
+        for (key, data) in &objects {
+            let got = std::fs::read(dest.path().join(key.strip_prefix("m/").unwrap())).unwrap();
+            assert!(got == *data, "{key}: wrong bytes");
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dest.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![".ossc-tmp.0123456789abcdef", "a.json", "a.json.ossc-partial", "sub"],
+            "no temp file left"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_symlinked_directory_in_the_destination_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+        let objects = [("m/sub/b.bin", b"payload".to_vec())];
+        let err = copy_prefix(engine(&objects), "m/", &dest, false)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("sub"), "{err:#}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 }

@@ -1,28 +1,40 @@
 //! Mirroring a listing into MODEL_DIR.
 //!
-//! Design decision: the agent never destroys what it did not create. Every path
-//! it writes is recorded in `MODEL_DIR/.ossc-manifest.json`; at startup a path
-//! that exists but is not in the previous manifest is *foreign*: it is left
-//! byte-for-byte intact, reported with an error naming it, and OPENs of it are
-//! answered `ERR EEXIST`. The manifest is written twice: once before touching
-//! the tree (old ∪ new entries, so a crash mid-mirror leaves nothing that would
-//! later look foreign) and once at the end (new entries only). Small objects
-//! become real files (downloaded to a hidden temp name, CRC-checked by the fetch
-//! engine, renamed into place); large objects become sparse placeholders of the
-//! exact size, so `stat`/`ls`/`glob` work without the hook.
+//! Design decisions:
+//! - The agent never destroys what it did not create. Every path it writes is
+//!   recorded in `MODEL_DIR/.ossc-manifest.json` (see `manifest`); at startup a
+//!   path that exists but is not in the previous manifest is *foreign*: it is
+//!   left byte-for-byte intact, reported with an error naming it, and OPENs of
+//!   it are answered `ERR EEXIST`. The manifest is written twice: once before
+//!   touching the tree (old ∪ new entries, so a crash mid-mirror leaves nothing
+//!   that would later look foreign) and once at the end (new entries only).
+//! - Nothing in MODEL_DIR is followed: every create, replace and delete goes
+//!   through `safe_dir` (directory fds, `O_NOFOLLOW`, `O_EXCL`), so a symlink
+//!   planted anywhere inside MODEL_DIR cannot redirect a write or a delete
+//!   outside it.
+//! - No wrong byte is published. Small objects become real files: each is
+//!   downloaded into its own randomly named temp file, read back and checked
+//!   against the CRC-64 of the bytes received (which the fetch engine checked
+//!   against the store's), fsynced and only then renamed into place; the CRC-64
+//!   goes into the manifest. On restart a small file is reused only if its
+//!   content still hashes to that CRC (and to the listing's, when the store
+//!   gives one); otherwise it is refetched. Large objects become sparse
+//!   placeholders of the exact size, so `stat`/`ls`/`glob` work without the
+//!   hook.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use ossc_core::fetch::{FetchEngine, FetchProgress};
 use ossc_core::object_client::ObjectMeta;
-use serde::{Deserialize, Serialize};
 
-use super::keys::{self, KeyKind, MANIFEST_NAME};
+use super::keys::{self, KeyKind};
+pub use super::manifest::{Manifest, ManifestFile, ManifestKind};
+use super::manifest::MANIFEST_VERSION;
+use crate::safe_dir::{Kind, Replace, SafeDir, Stat};
 
 /// Small files downloaded concurrently (each is one or a few ranged GETs; the
 /// engine's in-flight limit still applies across all of them).
@@ -32,57 +44,6 @@ pub const SMALL_FILE_CONCURRENCY: usize = 64;
 const FILE_MODE: u32 = 0o644;
 /// Mode of directories the agent creates.
 const DIR_MODE: u32 = 0o755;
-/// Manifest format version.
-const MANIFEST_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ManifestKind {
-    Small,
-    Placeholder,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestFile {
-    pub key: String,
-    pub size: u64,
-    pub etag: String,
-    pub kind: ManifestKind,
-}
-
-/// What the agent created in MODEL_DIR.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub version: u32,
-    pub bucket: String,
-    pub prefix: String,
-    pub files: BTreeMap<String, ManifestFile>,
-    pub dirs: BTreeSet<String>,
-}
-
-impl Manifest {
-    pub fn path(model_dir: &Path) -> PathBuf {
-        model_dir.join(MANIFEST_NAME)
-    }
-
-    /// The previous manifest, or an empty one (missing or unreadable: then every
-    /// existing path counts as foreign, the safe side).
-    pub fn load(model_dir: &Path) -> Manifest {
-        match std::fs::read(Self::path(model_dir)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "ignoring unreadable {MANIFEST_NAME}");
-                Manifest::default()
-            }),
-            Err(_) => Manifest::default(),
-        }
-    }
-
-    pub fn store(&self, model_dir: &Path) -> io::Result<()> {
-        let tmp = model_dir.join(format!("{MANIFEST_NAME}.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, Self::path(model_dir))
-    }
-}
 
 /// How an OPEN of a mirrored path is answered.
 #[derive(Debug, Clone)]
@@ -179,15 +140,23 @@ pub struct MirrorParams<'a> {
     pub engine: &'a FetchEngine,
 }
 
+/// One small file to publish: reuse what is on disk if its content checks out,
+/// else download it.
+struct SmallJob {
+    rel: String,
+    meta: ObjectMeta,
+    /// CRC-64 the manifest recorded for the file on disk, if it may be reused.
+    reuse_crc64: Option<u64>,
+    /// Whether an entry of ours is at the path (replaced, not refused).
+    replace: Replace,
+}
+
 /// Creates directories, downloads small files, creates placeholders.
 pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Result<Catalog> {
     let model_dir = params.model_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(model_dir)?;
+    let root = Arc::new(SafeDir::open_root(model_dir, DIR_MODE)?);
     let plan = plan(params.prefix, listing);
-    let old = Manifest::load(model_dir);
+    let old = Manifest::load(&root);
     let mut catalog = Catalog {
         rejected: plan.rejected.clone(),
         ..Default::default()
@@ -228,11 +197,12 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
                 size: meta.size,
                 etag: meta.etag.clone(),
                 kind,
+                crc64: None,
             },
         );
     }
-    // Phase 1 (read-only): which directories are blocked by foreign entries,
-    // which files collide with foreign entries.
+    // Phase 1 (read-only but for emptied directories of ours): which
+    // directories are blocked by foreign entries, which files collide with them.
     let mut blocked_dirs: BTreeMap<String, String> = BTreeMap::new();
     let mut dirs_to_create = Vec::new();
     let mut dirs_to_replace = Vec::new();
@@ -240,24 +210,29 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
         if keys::ancestors(dir).any(|a| blocked_dirs.contains_key(a)) {
             continue;
         }
-        let path = model_dir.join(dir);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_dir() => {
+        match root.lstat(dir) {
+            Ok(Some(Stat {
+                kind: Kind::Dir, ..
+            })) => {
                 if old.dirs.contains(dir) {
                     new.dirs.insert(dir.clone());
                 }
             }
             // Ours from an earlier listing: a file became a directory.
-            Ok(m) if m.file_type().is_file() && old.files.contains_key(dir) => {
-                dirs_to_replace.push(dir.clone())
-            }
-            Ok(m) => {
-                let what = describe(&m);
-                tracing::error!(path = %path.display(), "foreign {what} blocks a directory of the mirror; left intact");
+            Ok(Some(Stat {
+                kind: Kind::File, ..
+            })) if old.files.contains_key(dir) => dirs_to_replace.push(dir.clone()),
+            Ok(Some(st)) => {
+                let what = st.kind.describe().to_string();
+                tracing::error!(path = %model_dir.join(dir).display(), "foreign {what} blocks a directory of the mirror; left intact");
                 blocked_dirs.insert(dir.clone(), what);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => dirs_to_create.push(dir.clone()),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Ok(None) => dirs_to_create.push(dir.clone()),
+            Err(e) => {
+                let what = format!("unusable path ({e})");
+                tracing::error!(path = %model_dir.join(dir).display(), "{what} blocks a directory of the mirror; left intact");
+                blocked_dirs.insert(dir.clone(), what);
+            }
         }
     }
     let mut actions = Vec::new();
@@ -278,23 +253,26 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
             foreign(format!("{what} at {dir}"), &mut catalog, &mut new);
             continue;
         }
-        let path = model_dir.join(rel);
         let ours = old.files.get(rel);
-        let on_disk_size = match std::fs::symlink_metadata(&path) {
-            Ok(m) if ours.is_some() && m.file_type().is_file() => Some(m.len()),
-            Ok(m) if ours.is_some() && m.file_type().is_dir() && is_empty_dir(&path) => {
+        let on_disk_size = match root.lstat(rel) {
+            Ok(Some(st)) if ours.is_some() && st.kind == Kind::File => Some(st.size),
+            Ok(Some(st)) if ours.is_some() && st.kind == Kind::Dir && root.remove_dir(rel).is_ok() => {
                 // Ours from an earlier listing: an empty directory became a file.
-                std::fs::remove_dir(&path)?;
                 None
             }
-            Ok(m) => {
-                let what = describe(&m);
-                tracing::error!(path = %path.display(), key = %meta.key, "foreign {what} collides with an object; left intact, OPENs of it fail with EEXIST");
+            Ok(Some(st)) => {
+                let what = st.kind.describe().to_string();
+                tracing::error!(path = %model_dir.join(rel).display(), key = %meta.key, "foreign {what} collides with an object; left intact, OPENs of it fail with EEXIST");
                 foreign(what, &mut catalog, &mut new);
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+            Ok(None) => None,
+            Err(e) => {
+                let what = format!("unusable path ({e})");
+                tracing::error!(path = %model_dir.join(rel).display(), key = %meta.key, "{what}; left intact, OPENs of it fail with EEXIST");
+                foreign(what, &mut catalog, &mut new);
+                continue;
+            }
         };
         actions.push((rel.clone(), meta.clone(), ours.cloned(), on_disk_size));
     }
@@ -308,25 +286,35 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
     intent.dirs.extend(old.dirs.iter().cloned());
     intent.dirs.extend(dirs_to_create.iter().cloned());
     intent.dirs.extend(dirs_to_replace.iter().cloned());
-    intent.store(model_dir)?;
+    intent.store(&root)?;
 
     // Phase 3: create.
     for dir in dirs_to_replace {
-        std::fs::remove_file(model_dir.join(&dir))?;
-        create_dir(&model_dir.join(&dir))?;
+        root.remove_file(&dir)?;
+        root.mkdir(&dir, DIR_MODE)?;
         new.dirs.insert(dir);
     }
     for dir in dirs_to_create {
-        create_dir(&model_dir.join(&dir))?;
+        root.mkdir(&dir, DIR_MODE)?;
         new.dirs.insert(dir);
     }
     let mut small_jobs = Vec::new();
     for (rel, meta, ours, on_disk_size) in actions {
-        let path = model_dir.join(&rel);
+        let replace = if on_disk_size.is_some() {
+            Replace::Entry
+        } else {
+            Replace::Never
+        };
         if meta.size <= params.small_file_bytes {
-            let unchanged = ours.as_ref().is_some_and(|o| {
-                o.kind == ManifestKind::Small && o.etag == meta.etag && o.size == meta.size
-            }) && on_disk_size == Some(meta.size);
+            let reuse_crc64 = ours
+                .as_ref()
+                .filter(|o| {
+                    o.kind == ManifestKind::Small
+                        && o.etag == meta.etag
+                        && o.size == meta.size
+                        && on_disk_size == Some(meta.size)
+                })
+                .and_then(|o| o.crc64);
             catalog.entries.insert(
                 rel.clone(),
                 Entry::Small {
@@ -334,41 +322,56 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
                     size: meta.size,
                 },
             );
-            if !unchanged {
-                small_jobs.push((rel, meta));
-            }
+            small_jobs.push(SmallJob {
+                rel,
+                meta,
+                reuse_crc64,
+                replace,
+            });
         } else {
             let unchanged = ours
                 .as_ref()
                 .is_some_and(|o| o.kind == ManifestKind::Placeholder)
                 && on_disk_size == Some(meta.size);
             if !unchanged {
-                write_placeholder(&path, meta.size)?;
+                write_placeholder(&root, &rel, meta.size, replace)?;
             }
             catalog.entries.insert(rel, Entry::Large { meta });
         }
     }
 
     // Small files, concurrently.
-    let results: Vec<(String, ObjectMeta, io::Result<()>)> =
-        futures::stream::iter(small_jobs.into_iter().map(|(rel, meta)| async move {
-            let res = download_small(params.engine, &model_dir.join(&rel), &meta).await;
-            (rel, meta, res)
+    let results: Vec<(String, ObjectMeta, io::Result<u64>)> =
+        futures::stream::iter(small_jobs.into_iter().map(|job| {
+            let root = root.clone();
+            async move {
+                let res = publish_small(params.engine, root, &job).await;
+                (job.rel, job.meta, res)
+            }
         }))
         .buffer_unordered(SMALL_FILE_CONCURRENCY)
         .collect()
         .await;
     for (rel, meta, res) in results {
         match res {
-            Ok(()) => catalog.small_bytes += meta.size,
+            Ok(crc64) => {
+                catalog.small_bytes += meta.size;
+                if let Some(f) = new.files.get_mut(&rel) {
+                    f.crc64 = Some(crc64);
+                }
+            }
             Err(e) => {
                 tracing::error!(key = %meta.key, error = %e, "downloading small file failed");
                 new.files.remove(&rel);
+                let errno = match e.raw_os_error() {
+                    Some(libc::EEXIST) => libc::EEXIST,
+                    _ => libc::EIO,
+                };
                 catalog.entries.insert(
                     rel,
                     Entry::Failed {
                         key: meta.key.clone(),
-                        errno: libc::EIO,
+                        errno,
                         error: e.to_string(),
                     },
                 );
@@ -381,86 +384,75 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
         if new.files.contains_key(rel) || catalog.entries.contains_key(rel) {
             continue;
         }
-        let path = model_dir.join(rel);
-        if std::fs::symlink_metadata(&path)
-            .is_ok_and(|m| m.file_type().is_file() && m.len() == f.size)
-        {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "removing stale mirrored file failed");
+        let is_ours = matches!(
+            root.lstat(rel),
+            Ok(Some(Stat { kind: Kind::File, size })) if size == f.size
+        );
+        if is_ours {
+            if let Err(e) = root.remove_file(rel) {
+                tracing::warn!(path = %model_dir.join(rel).display(), error = %e, "removing stale mirrored file failed");
             }
         }
     }
     for dir in old.dirs.iter().rev() {
         if !plan.dirs.contains(dir) {
             // Only succeeds when empty: never removes anything else.
-            let _ = std::fs::remove_dir(model_dir.join(dir));
+            let _ = root.remove_dir(dir);
         }
     }
-    new.store(model_dir)?;
+    new.store(&root)?;
     Ok(catalog)
 }
 
-fn create_dir(path: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new().mode(DIR_MODE).create(path)
-}
-
-fn is_empty_dir(path: &Path) -> bool {
-    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
-}
-
-fn describe(m: &std::fs::Metadata) -> String {
-    let t = m.file_type();
-    if t.is_symlink() {
-        "symlink".into()
-    } else if t.is_dir() {
-        "directory".into()
-    } else if t.is_file() {
-        "file".into()
-    } else {
-        "special file".into()
-    }
-}
-
-/// Hidden temp name next to `path` (same filesystem, so rename is atomic).
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let short: String = name.chars().take(64).collect();
-    path.with_file_name(format!(".{short}.ossc-tmp.{}", std::process::id()))
+/// Splits a relative path into its directory (empty for the top) and name.
+fn split_parent(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
 }
 
 /// A sparse file of exactly `size` bytes, created atomically.
-fn write_placeholder(path: &Path, size: u64) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let f = std::fs::File::create(&tmp)?;
-    f.set_len(size)?;
-    f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+fn write_placeholder(root: &SafeDir, rel: &str, size: u64, replace: Replace) -> io::Result<()> {
+    let (parent, leaf) = split_parent(rel);
+    let tmp = root.create_temp(parent, FILE_MODE)?;
+    tmp.file().set_len(size)?;
+    tmp.publish(leaf, size, None, replace)?;
+    Ok(())
 }
 
-async fn download_small(engine: &FetchEngine, path: &Path, meta: &ObjectMeta) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let file = std::fs::File::create(&tmp)?;
-    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
-    let result = if meta.size == 0 {
-        Ok(())
+/// Keeps the file on disk if its content still hashes to what the manifest
+/// (and the listing, when it has a CRC) says; else downloads it. Returns the
+/// CRC-64 of the file now published.
+async fn publish_small(engine: &FetchEngine, root: Arc<SafeDir>, job: &SmallJob) -> io::Result<u64> {
+    let meta = &job.meta;
+    let mut replace = job.replace;
+    if let Some(recorded) = job.reuse_crc64 {
+        let (dir, rel, size) = (root.clone(), job.rel.clone(), meta.size);
+        let on_disk = tokio::task::spawn_blocking(move || dir.crc64_of(&rel, size))
+            .await
+            .map_err(io::Error::other)?;
+        let listed = meta.crc64.unwrap_or(recorded);
+        match on_disk {
+            Ok(crc) if crc == recorded && crc == listed => return Ok(crc),
+            Ok(crc) => tracing::warn!(key = %meta.key, on_disk = format_args!("{crc:#018x}"), recorded = format_args!("{recorded:#018x}"), "mirrored file's content changed; refetching"),
+            Err(e) => tracing::warn!(key = %meta.key, error = %e, "mirrored file unreadable; refetching"),
+        }
+        replace = Replace::Entry;
+    }
+    let (parent, leaf) = split_parent(&job.rel);
+    let tmp = root.create_temp(parent, FILE_MODE)?;
+    let received_crc64 = if meta.size == 0 {
+        ossc_core::crc64::crc64(&[])
     } else {
-        let sink = Arc::new(file.try_clone()?);
+        let sink = Arc::new(tmp.file().try_clone()?);
         engine
             .fetch_object(meta, sink, Arc::new(FetchProgress::default()))
             .await
-            .map(|_| ())
-            .map_err(|e| io::Error::other(e.to_string()))
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .crc64
     };
-    drop(file);
-    let result = result.and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let (leaf, size) = (leaf.to_string(), meta.size);
+    tokio::task::spawn_blocking(move || tmp.publish(&leaf, size, Some(received_crc64), replace))
+        .await
+        .map_err(io::Error::other)?
 }
 
 #[cfg(test)]
@@ -498,40 +490,12 @@ mod tests {
     }
 
     #[test]
-    fn manifest_round_trips_and_missing_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Manifest::load(dir.path()), Manifest::default());
-        let mut m = Manifest {
-            version: MANIFEST_VERSION,
-            bucket: "b".into(),
-            ..Default::default()
-        };
-        m.files.insert(
-            "a.bin".into(),
-            ManifestFile {
-                key: "a.bin".into(),
-                size: 3,
-                etag: "e".into(),
-                kind: ManifestKind::Small,
-            },
-        );
-        m.dirs.insert("d".into());
-        m.store(dir.path()).unwrap();
-        assert_eq!(Manifest::load(dir.path()), m);
-        std::fs::write(Manifest::path(dir.path()), b"not json").unwrap();
-        assert_eq!(
-            Manifest::load(dir.path()),
-            Manifest::default(),
-            "unreadable = nothing is ours"
-        );
-    }
-
-    #[test]
     fn placeholders_are_sparse_and_exact() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
+        let root = SafeDir::open_root(dir.path(), DIR_MODE).unwrap();
         let p = dir.path().join("big.bin");
-        write_placeholder(&p, 10 << 20).unwrap();
+        write_placeholder(&root, "big.bin", 10 << 20, Replace::Never).unwrap();
         let m = std::fs::metadata(&p).unwrap();
         assert_eq!(m.len(), 10 << 20);
         assert!(m.blocks() * 512 < m.len());
@@ -541,5 +505,215 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    use ossc_core::fetch::FetchConfig;
+    use ossc_core::object_client::mock::{pseudo_random_bytes, MockObjectClient};
+    use ossc_core::object_client::list_all;
+
+    /// A mock bucket `b`, an engine with small parts (many concurrent GETs
+    /// per file) and the listing of prefix `p/`.
+    struct Bucket {
+        mock: Arc<MockObjectClient>,
+        engine: FetchEngine,
+    }
+
+    impl Bucket {
+        fn new(objects: &[(String, Vec<u8>)]) -> Bucket {
+            let mock = Arc::new(MockObjectClient::new("b").with_chunk_size(7));
+            for (key, data) in objects {
+                mock.put_object(key.clone(), data.clone());
+            }
+            let engine = FetchEngine::new(
+                mock.clone(),
+                FetchConfig {
+                    part_size: 61,
+                    max_in_flight: 64,
+                    ..Default::default()
+                },
+            );
+            Bucket { mock, engine }
+        }
+
+        async fn mirror(&self, model_dir: &Path, small_file_bytes: u64) -> Catalog {
+            let listing = list_all(self.mock.as_ref(), "p/").await.unwrap();
+            let params = MirrorParams {
+                model_dir,
+                bucket: "b",
+                prefix: "p/",
+                small_file_bytes,
+                engine: &self.engine,
+            };
+            mirror(&params, &listing).await.unwrap()
+        }
+    }
+
+    /// Names that break naive temp naming: a long shared prefix, the old
+    /// temp-name shapes, unicode, a name that is all prefix.
+    fn hostile_small_files() -> Vec<(String, Vec<u8>)> {
+        let long = "x".repeat(64);
+        let mut names: Vec<String> = (0..40).map(|i| format!("{long}_{i:02}.json")).collect();
+        names.push(format!(".{long}.ossc-tmp.{}", std::process::id()));
+        names.push(TEMP_NAME_EXAMPLE.into());
+        names.push("日本語_модель_🙂.json".into());
+        names.push(format!("{}a", "y".repeat(240)));
+        names.push(format!("{}b", "y".repeat(240)));
+        names.push("config.json.ossc-partial".into());
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (format!("p/{n}"), pseudo_random_bytes(100 + 37 * i, i as u64)))
+            .collect()
+    }
+
+    const TEMP_NAME_EXAMPLE: &str = ".ossc-tmp.0123456789abcdef";
+
+    fn assert_mirrored(model_dir: &Path, objects: &[(String, Vec<u8>)]) {
+        let manifest = Manifest::parse(&std::fs::read(Manifest::path(model_dir)).unwrap()).unwrap();
+        for (key, data) in objects {
+            let rel = key.strip_prefix("p/").unwrap();
+            let got = std::fs::read(model_dir.join(rel)).unwrap();
+            assert!(got == *data, "{rel}: wrong bytes");
+            assert_eq!(
+                manifest.files[rel].crc64,
+                Some(ossc_core::crc64::crc64(data)),
+                "{rel}"
+            );
+        }
+        let names: Vec<String> = std::fs::read_dir(model_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), objects.len() + 1, "no temp file left: {names:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn small_files_with_a_shared_name_prefix_each_get_their_own_bytes() {
+        let objects = hostile_small_files();
+        let bucket = Bucket::new(&objects);
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = dir.path().join("model");
+        let catalog = bucket.mirror(&model_dir, 1 << 20).await;
+        let failed: Vec<_> = catalog
+            .entries
+            .values()
+            .filter(|e| !matches!(e, Entry::Small { .. }))
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_mirrored(&model_dir, &objects);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reuse_checks_content_and_refetches_a_changed_file() {
+        let objects = hostile_small_files();
+        let bucket = Bucket::new(&objects);
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = dir.path().join("model");
+        bucket.mirror(&model_dir, 1 << 20).await;
+        // Same size, same manifest entry, other bytes.
+        let (victim_key, victim_data) = &objects[3];
+        let victim = model_dir.join(victim_key.strip_prefix("p/").unwrap());
+        let mut wrong = victim_data.clone();
+        wrong[0] ^= 0xff;
+        std::fs::write(&victim, &wrong).unwrap();
+
+        bucket.mock.reset_stats();
+        bucket.mirror(&model_dir, 1 << 20).await;
+        assert_mirrored(&model_dir, &objects);
+        let refetched: BTreeSet<String> =
+            bucket.mock.get_log().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            refetched,
+            BTreeSet::from([victim_key.clone()]),
+            "only the changed file is refetched"
+        );
+
+        // A manifest without CRCs (older agent): everything is refetched once.
+        let mut m = Manifest::parse(&std::fs::read(Manifest::path(&model_dir)).unwrap()).unwrap();
+        m.files.values_mut().for_each(|f| f.crc64 = None);
+        m.store(&SafeDir::open_root(&model_dir, DIR_MODE).unwrap()).unwrap();
+        bucket.mock.reset_stats();
+        bucket.mirror(&model_dir, 1 << 20).await;
+        assert!(bucket.mock.get_log().len() >= objects.len());
+        assert_mirrored(&model_dir, &objects);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn planted_symlinks_and_manifests_never_reach_outside_model_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = dir.path().join("model");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&model_dir).unwrap();
+        std::fs::create_dir_all(outside.join("empty")).unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        let victims = ["victim", "abs-victim", "tmp-victim", "big-victim", "manifest-victim", "target-victim"];
+        for v in victims {
+            std::fs::write(outside.join(v), format!("precious {v}")).unwrap();
+        }
+        let pid = std::process::id();
+        let link = |name: String, to: &str| {
+            std::os::unix::fs::symlink(outside.join(to), model_dir.join(name)).unwrap()
+        };
+        // Every predictable name: temp names, the manifest's temp, a target,
+        // a directory component.
+        link(format!(".config.json.ossc-tmp.{pid}"), "tmp-victim");
+        link(format!(".big.bin.ossc-tmp.{pid}"), "big-victim");
+        link(format!(".ossc-manifest.json.tmp.{pid}"), "manifest-victim");
+        link("link.json".into(), "target-victim");
+        link("sub".into(), "sub");
+        // A planted manifest claiming files and directories outside MODEL_DIR.
+        let size = |v: &str| std::fs::metadata(outside.join(v)).unwrap().len();
+        let entry = |size| ManifestFile {
+            key: "p/x".into(),
+            size,
+            etag: "e".into(),
+            kind: ManifestKind::Small,
+            crc64: None,
+        };
+        let mut planted = Manifest {
+            version: MANIFEST_VERSION,
+            ..Default::default()
+        };
+        planted.files.insert("../outside/victim".into(), entry(size("victim")));
+        let abs = outside.join("abs-victim").to_string_lossy().into_owned();
+        planted.files.insert(abs, entry(size("abs-victim")));
+        planted.dirs.insert("../outside/empty".into());
+        std::fs::write(
+            Manifest::path(&model_dir),
+            serde_json::to_vec(&planted).unwrap(),
+        )
+        .unwrap();
+
+        let objects = vec![
+            ("p/config.json".to_string(), b"{\"a\": 1}".to_vec()),
+            ("p/link.json".to_string(), b"{}".to_vec()),
+            ("p/sub/inner.json".to_string(), b"{}".to_vec()),
+            ("p/big.bin".to_string(), pseudo_random_bytes(5000, 1)),
+        ];
+        let bucket = Bucket::new(&objects);
+        let catalog = bucket.mirror(&model_dir, 1000).await;
+
+        for v in victims {
+            assert_eq!(
+                std::fs::read_to_string(outside.join(v)).unwrap(),
+                format!("precious {v}"),
+                "{v} changed"
+            );
+        }
+        assert!(outside.join("empty").is_dir(), "outside directory removed");
+        assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0);
+        assert_eq!(std::fs::read(model_dir.join("config.json")).unwrap(), objects[0].1);
+        assert_eq!(std::fs::metadata(model_dir.join("big.bin")).unwrap().len(), 5000);
+        for rel in ["link.json", "sub/inner.json"] {
+            assert!(
+                matches!(catalog.entries[rel], Entry::Foreign { .. }),
+                "{rel}: {:?}",
+                catalog.entries[rel]
+            );
+        }
+        // The planted manifest was not acted on; ours replaced it.
+        let m = Manifest::parse(&std::fs::read(Manifest::path(&model_dir)).unwrap()).unwrap();
+        let files: Vec<&str> = m.files.keys().map(String::as_str).collect();
+        assert_eq!(files, vec!["big.bin", "config.json"]);
     }
 }

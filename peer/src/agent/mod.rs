@@ -10,8 +10,9 @@
 //! still being built simply waits for it, and a listing failure is reported to
 //! every READY/OPEN with a clear message instead of killing the agent.
 //!
-//! Module map: [`keys`] (key validation, natural sort), [`mirror`] (MODEL_DIR
-//! and its manifest), [`cache`] (memfds, state machine, memory cap, expiry),
+//! Module map: [`keys`] (key validation, natural sort), [`mirror`] (MODEL_DIR),
+//! [`manifest`] (what the agent created there, validated on load),
+//! [`cache`] (memfds, state machine, memory cap, expiry),
 //! [`fetcher`] (where large objects' bytes come from: the store, or the peer
 //! layer in `crate::swarm`),
 //! [`order`] (prefetch order), [`server`] (the socket), [`sys`] (memfd,
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod cache;
 pub mod fetcher;
 pub mod keys;
+pub mod manifest;
 pub mod metrics;
 pub mod mirror;
 pub mod order;
