@@ -253,7 +253,12 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            vec![".ossc-tmp.0123456789abcdef", "a.json", "a.json.ossc-partial", "sub"],
+            vec![
+                ".ossc-tmp.0123456789abcdef",
+                "a.json",
+                "a.json.ossc-partial",
+                "sub"
+            ],
             "no temp file left"
         );
     }

@@ -123,6 +123,11 @@ impl SafeDir {
             .recursive(true)
             .mode(mode)
             .create(path)?;
+        Self::open(path)
+    }
+
+    /// Opens the existing directory `path` as the root (resolved normally).
+    pub fn open(path: &Path) -> io::Result<SafeDir> {
         let c = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: `c` is a NUL-terminated path that lives across the call.
@@ -438,9 +443,7 @@ impl TempFile {
                 if got != want {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!(
-                            "bytes on disk have CRC-64 {got:#018x}, expected {want:#018x}"
-                        ),
+                        format!("bytes on disk have CRC-64 {got:#018x}, expected {want:#018x}"),
                     ));
                 }
                 got
@@ -547,8 +550,13 @@ mod tests {
         }
         a.file().write_all_at(b"aaaa", 0).unwrap();
         b.file().write_all_at(b"bb", 0).unwrap();
-        a.publish("x", 4, Some(ossc_core::crc64::crc64(b"aaaa")), Replace::Never)
-            .unwrap();
+        a.publish(
+            "x",
+            4,
+            Some(ossc_core::crc64::crc64(b"aaaa")),
+            Replace::Never,
+        )
+        .unwrap();
         b.publish("y", 2, Some(ossc_core::crc64::crc64(b"bb")), Replace::Never)
             .unwrap();
         let root = tmp.path().join("root");
@@ -572,7 +580,10 @@ mod tests {
 
         let t = dir.create_temp("", 0o644).unwrap();
         t.file().write_all_at(b"goo", 0).unwrap();
-        assert!(t.publish("f", 4, Some(good), Replace::Never).is_err(), "short file");
+        assert!(
+            t.publish("f", 4, Some(good), Replace::Never).is_err(),
+            "short file"
+        );
         assert_eq!(entries(&root), Vec::<String>::new());
 
         // The temp name now refers to another inode: nothing is published.
@@ -637,7 +648,10 @@ mod tests {
         assert!(dir.mkdir_all("d/new/deeper", 0o755).is_err());
         assert!(dir.remove_file("d/f").is_err());
         assert!(dir.open_file("d/f").is_err());
-        assert!(dir.open_file("lf").is_err(), "a symlinked file is not opened");
+        assert!(
+            dir.open_file("lf").is_err(),
+            "a symlinked file is not opened"
+        );
         assert!(dir.read_bounded("lf", 100).is_err());
         assert_eq!(
             dir.lstat("lf").unwrap().map(|s| s.kind),
@@ -649,7 +663,15 @@ mod tests {
         dir.remove_file("d").unwrap();
         assert_eq!(std::fs::read(outside.join("f")).unwrap(), b"outside");
 
-        for bad in ["../x", "a/../../x", "/etc/passwd", "", "a//b", "./a", "a\0b"] {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "./a",
+            "a\0b",
+        ] {
             assert!(dir.lstat(bad).is_err(), "{bad:?}");
             assert!(dir.mkdir(bad, 0o755).is_err(), "{bad:?}");
             assert!(dir.remove_file(bad).is_err(), "{bad:?}");

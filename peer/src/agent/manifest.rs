@@ -240,8 +240,7 @@ mod tests {
         let elsewhere = tmp.path().join("elsewhere.json");
         std::fs::write(&elsewhere, serde_json::to_vec(&sample()).unwrap()).unwrap();
         std::fs::remove_file(Manifest::path(&tmp.path().join("model"))).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, Manifest::path(&tmp.path().join("model")))
-            .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, Manifest::path(&tmp.path().join("model"))).unwrap();
         assert_eq!(Manifest::load(&dir), Manifest::default());
     }
 
@@ -260,8 +259,25 @@ mod tests {
         use rand::{Rng, SeedableRng};
         use std::path::Component;
         let pieces = [
-            "..", ".", "", "a", "b.json", "日本", "\0", "\n", "\u{7f}", " ", "..a", "a..", "~",
-            "\\..", "...", "%2e%2e", "\u{202e}", ".ossc-manifest.json", ".ossc-tmp.1",
+            "..",
+            ".",
+            "",
+            "a",
+            "b.json",
+            "日本",
+            "\0",
+            "\n",
+            "\u{7f}",
+            " ",
+            "..a",
+            "a..",
+            "~",
+            "\\..",
+            "...",
+            "%2e%2e",
+            "\u{202e}",
+            ".ossc-manifest.json",
+            ".ossc-tmp.1",
         ];
         let long = "x".repeat(keys::NAME_MAX_BYTES + 1);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x0550_c0de);
@@ -306,6 +322,9 @@ mod tests {
                 "{rel:?} escapes: {below:?}"
             );
         }
-        assert!(accepted > 1000, "the generator mostly produced rejects ({accepted})");
+        assert!(
+            accepted > 1000,
+            "the generator mostly produced rejects ({accepted})"
+        );
     }
 }

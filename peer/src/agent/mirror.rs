@@ -32,8 +32,8 @@ use ossc_core::fetch::{FetchEngine, FetchProgress};
 use ossc_core::object_client::ObjectMeta;
 
 use super::keys::{self, KeyKind};
-pub use super::manifest::{Manifest, ManifestFile, ManifestKind};
 use super::manifest::MANIFEST_VERSION;
+pub use super::manifest::{Manifest, ManifestFile, ManifestKind};
 use crate::safe_dir::{Kind, Replace, SafeDir, Stat};
 
 /// Small files downloaded concurrently (each is one or a few ranged GETs; the
@@ -256,7 +256,9 @@ pub async fn mirror(params: &MirrorParams<'_>, listing: &[ObjectMeta]) -> io::Re
         let ours = old.files.get(rel);
         let on_disk_size = match root.lstat(rel) {
             Ok(Some(st)) if ours.is_some() && st.kind == Kind::File => Some(st.size),
-            Ok(Some(st)) if ours.is_some() && st.kind == Kind::Dir && root.remove_dir(rel).is_ok() => {
+            Ok(Some(st))
+                if ours.is_some() && st.kind == Kind::Dir && root.remove_dir(rel).is_ok() =>
+            {
                 // Ours from an earlier listing: an empty directory became a file.
                 None
             }
@@ -421,7 +423,11 @@ fn write_placeholder(root: &SafeDir, rel: &str, size: u64, replace: Replace) -> 
 /// Keeps the file on disk if its content still hashes to what the manifest
 /// (and the listing, when it has a CRC) says; else downloads it. Returns the
 /// CRC-64 of the file now published.
-async fn publish_small(engine: &FetchEngine, root: Arc<SafeDir>, job: &SmallJob) -> io::Result<u64> {
+async fn publish_small(
+    engine: &FetchEngine,
+    root: Arc<SafeDir>,
+    job: &SmallJob,
+) -> io::Result<u64> {
     let meta = &job.meta;
     let mut replace = job.replace;
     if let Some(recorded) = job.reuse_crc64 {
@@ -432,8 +438,12 @@ async fn publish_small(engine: &FetchEngine, root: Arc<SafeDir>, job: &SmallJob)
         let listed = meta.crc64.unwrap_or(recorded);
         match on_disk {
             Ok(crc) if crc == recorded && crc == listed => return Ok(crc),
-            Ok(crc) => tracing::warn!(key = %meta.key, on_disk = format_args!("{crc:#018x}"), recorded = format_args!("{recorded:#018x}"), "mirrored file's content changed; refetching"),
-            Err(e) => tracing::warn!(key = %meta.key, error = %e, "mirrored file unreadable; refetching"),
+            Ok(crc) => {
+                tracing::warn!(key = %meta.key, on_disk = format_args!("{crc:#018x}"), recorded = format_args!("{recorded:#018x}"), "mirrored file's content changed; refetching")
+            }
+            Err(e) => {
+                tracing::warn!(key = %meta.key, error = %e, "mirrored file unreadable; refetching")
+            }
         }
         replace = Replace::Entry;
     }
@@ -508,8 +518,8 @@ mod tests {
     }
 
     use ossc_core::fetch::FetchConfig;
-    use ossc_core::object_client::mock::{pseudo_random_bytes, MockObjectClient};
     use ossc_core::object_client::list_all;
+    use ossc_core::object_client::mock::{pseudo_random_bytes, MockObjectClient};
 
     /// A mock bucket `b`, an engine with small parts (many concurrent GETs
     /// per file) and the listing of prefix `p/`.
@@ -562,7 +572,12 @@ mod tests {
         names
             .into_iter()
             .enumerate()
-            .map(|(i, n)| (format!("p/{n}"), pseudo_random_bytes(100 + 37 * i, i as u64)))
+            .map(|(i, n)| {
+                (
+                    format!("p/{n}"),
+                    pseudo_random_bytes(100 + 37 * i, i as u64),
+                )
+            })
             .collect()
     }
 
@@ -584,7 +599,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), objects.len() + 1, "no temp file left: {names:?}");
+        assert_eq!(
+            names.len(),
+            objects.len() + 1,
+            "no temp file left: {names:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -605,7 +624,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn reuse_checks_content_and_refetches_a_changed_file() {
-        let objects = hostile_small_files();
+        let objects: Vec<(String, Vec<u8>)> = (0..10)
+            .map(|i| {
+                (
+                    format!("p/f{i}.json"),
+                    pseudo_random_bytes(100 + i, i as u64),
+                )
+            })
+            .collect();
         let bucket = Bucket::new(&objects);
         let dir = tempfile::tempdir().unwrap();
         let model_dir = dir.path().join("model");
@@ -631,7 +657,8 @@ mod tests {
         // A manifest without CRCs (older agent): everything is refetched once.
         let mut m = Manifest::parse(&std::fs::read(Manifest::path(&model_dir)).unwrap()).unwrap();
         m.files.values_mut().for_each(|f| f.crc64 = None);
-        m.store(&SafeDir::open_root(&model_dir, DIR_MODE).unwrap()).unwrap();
+        m.store(&SafeDir::open_root(&model_dir, DIR_MODE).unwrap())
+            .unwrap();
         bucket.mock.reset_stats();
         bucket.mirror(&model_dir, 1 << 20).await;
         assert!(bucket.mock.get_log().len() >= objects.len());
@@ -646,7 +673,14 @@ mod tests {
         std::fs::create_dir_all(&model_dir).unwrap();
         std::fs::create_dir_all(outside.join("empty")).unwrap();
         std::fs::create_dir_all(outside.join("sub")).unwrap();
-        let victims = ["victim", "abs-victim", "tmp-victim", "big-victim", "manifest-victim", "target-victim"];
+        let victims = [
+            "victim",
+            "abs-victim",
+            "tmp-victim",
+            "big-victim",
+            "manifest-victim",
+            "target-victim",
+        ];
         for v in victims {
             std::fs::write(outside.join(v), format!("precious {v}")).unwrap();
         }
@@ -674,7 +708,9 @@ mod tests {
             version: MANIFEST_VERSION,
             ..Default::default()
         };
-        planted.files.insert("../outside/victim".into(), entry(size("victim")));
+        planted
+            .files
+            .insert("../outside/victim".into(), entry(size("victim")));
         let abs = outside.join("abs-victim").to_string_lossy().into_owned();
         planted.files.insert(abs, entry(size("abs-victim")));
         planted.dirs.insert("../outside/empty".into());
@@ -702,8 +738,14 @@ mod tests {
         }
         assert!(outside.join("empty").is_dir(), "outside directory removed");
         assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0);
-        assert_eq!(std::fs::read(model_dir.join("config.json")).unwrap(), objects[0].1);
-        assert_eq!(std::fs::metadata(model_dir.join("big.bin")).unwrap().len(), 5000);
+        assert_eq!(
+            std::fs::read(model_dir.join("config.json")).unwrap(),
+            objects[0].1
+        );
+        assert_eq!(
+            std::fs::metadata(model_dir.join("big.bin")).unwrap().len(),
+            5000
+        );
         for rel in ["link.json", "sub/inner.json"] {
             assert!(
                 matches!(catalog.entries[rel], Entry::Foreign { .. }),

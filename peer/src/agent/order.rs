@@ -10,9 +10,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::keys::natural_cmp;
+use crate::safe_dir::SafeDir;
 
 /// Suffix of the shard index files that name the weight shards.
 pub const INDEX_SUFFIX: &str = ".index.json";
+/// Largest shard index read (real ones are well under 1 MiB).
+const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Orders `large` (relative paths) for prefetch. `index_files` are relative
 /// paths of `*.index.json` files present under `model_dir`.
@@ -21,7 +24,7 @@ pub fn prefetch_order(model_dir: &Path, large: &[String], index_files: &[String]
     let mut listed: BTreeSet<String> = BTreeSet::new();
     for index in index_files {
         let dir = index.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        for shard in index_shards(&model_dir.join(index)) {
+        for shard in index_shards(model_dir, index) {
             let rel = if dir.is_empty() {
                 shard
             } else {
@@ -45,8 +48,13 @@ pub fn prefetch_order(model_dir: &Path, large: &[String], index_files: &[String]
 }
 
 /// The distinct `weight_map` values of one index file (empty if unreadable).
-fn index_shards(path: &Path) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(path) else {
+/// The file is read without following a symlink and at most
+/// [`MAX_INDEX_BYTES`] of it: MODEL_DIR may hold what others put there.
+fn index_shards(model_dir: &Path, index: &str) -> Vec<String> {
+    let path = model_dir.join(index);
+    let Ok(bytes) = SafeDir::open(model_dir).and_then(|d| d.read_bounded(index, MAX_INDEX_BYTES))
+    else {
+        tracing::warn!(path = %path.display(), "unreadable shard index; ignored for ordering");
         return Vec::new();
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -104,5 +112,26 @@ mod tests {
         let order = prefetch_order(dir.path(), &large, &[]);
         assert_eq!(order.len(), large.len());
         assert_eq!(order[0], "a-9.bin");
+    }
+
+    #[test]
+    fn a_symlinked_index_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        let outside = dir.path().join("outside.index.json");
+        std::fs::write(&outside, r#"{"weight_map":{"a":"b.bin"}}"#).unwrap();
+        std::os::unix::fs::symlink(&outside, model.join("m.index.json")).unwrap();
+        let large = vec!["a.bin".to_string(), "b.bin".to_string()];
+        let order = prefetch_order(&model, &large, &["m.index.json".to_string()]);
+        assert_eq!(
+            order,
+            vec!["a.bin", "b.bin"],
+            "index outside MODEL_DIR was read"
+        );
+        std::fs::remove_file(model.join("m.index.json")).unwrap();
+        std::fs::copy(&outside, model.join("m.index.json")).unwrap();
+        let order = prefetch_order(&model, &large, &["m.index.json".to_string()]);
+        assert_eq!(order, vec!["b.bin", "a.bin"]);
     }
 }
