@@ -271,13 +271,15 @@ impl HttpObjectClient {
         for (name, addr) in &options.resolve {
             builder = builder.resolve(name, *addr);
         }
-        if scheme == "http" && !loopback && credentials.is_some() {
-            if !PLAIN_HTTP_WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    %endpoint,
-                    "signed requests go over plain HTTP to a non-loopback host: the signatures and security tokens can be read on the network; use https://"
-                );
-            }
+        if scheme == "http"
+            && !loopback
+            && credentials.is_some()
+            && !PLAIN_HTTP_WARNED.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                %endpoint,
+                "signed requests go over plain HTTP to a non-loopback host: the signatures and security tokens can be read on the network; use https://"
+            );
         }
         let http = builder
             .build()
