@@ -22,12 +22,21 @@
 //!   any error answer whose `Date` is more than 15 minutes from our clock, the
 //!   offset to the store's clock is stored and used for every later signature,
 //!   so the built-in retry succeeds.
+//! - **Credentials are looked up per request.** Each request signs with what
+//!   the client's [`CredentialSource`] holds at send time, so a refresh never
+//!   interrupts a load; a request the store rejects with
+//!   `InvalidAccessKeyId`, `SecurityTokenExpired` or `InvalidSecurityToken`
+//!   is sent once more after the source re-read its provider
+//!   (`crate::credentials`). TLS roots and proxies come from
+//!   `crate::transport`.
 //! - Each operation retries with its own small budget
 //!   ([`DEFAULT_INNER_MAX_ATTEMPTS`]); callers such as the fetch engine add
 //!   their own outer budget on top.
 
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -37,12 +46,15 @@ use serde::Deserialize;
 
 use crate::config::StoreSettings;
 use crate::crc64::Crc64Hasher;
+use crate::credentials::chain::{self, Family};
+use crate::credentials::{CredentialError, CredentialSource, TimedCredentials};
 use crate::object_client::{
     ClientError, GetRangeMeta, ListPage, ObjectClient, ObjectMeta, RangeSink, Result, ServiceError,
 };
 use crate::retry::{retry, RetryPolicy};
-use crate::sign::{self, uri_encode, RequestToSign};
+use crate::sign::{self, uri_encode, RequestToSign, SignatureVersion};
 use crate::store_url::AddressingStyle;
+use crate::transport::ProxySettings;
 
 /// Default TCP connect timeout: 10 s (a store that does not accept within
 /// that is down or unreachable, not slow).
@@ -85,6 +97,14 @@ pub struct HttpClientOptions {
     pub allow_http2: bool,
     /// Honour `HTTP(S)_PROXY` (default `true`; always off for loopback).
     pub use_env_proxy: bool,
+    /// TLS roots added to the built-in ones; `None` (default) reads the
+    /// system store, `SSL_CERT_FILE` and `OSS_CONNECTOR_CA_FILE`.
+    pub ca_certificates: Option<Vec<reqwest::Certificate>>,
+    /// Proxies; `None` (default) reads `HTTP(S)_PROXY`/`NO_PROXY` from the
+    /// process environment.
+    pub proxy: Option<ProxySettings>,
+    /// Host names pinned to addresses, like `curl --resolve` (default none).
+    pub resolve: Vec<(String, SocketAddr)>,
 }
 
 impl Default for HttpClientOptions {
@@ -100,6 +120,9 @@ impl Default for HttpClientOptions {
             },
             allow_http2: false,
             use_env_proxy: true,
+            ca_certificates: None,
+            proxy: None,
+            resolve: Vec::new(),
         }
     }
 }
@@ -125,6 +148,8 @@ pub struct HttpObjectClient {
     host: String,
     /// Wire path prefix before the key: `/bucket/` or `/`.
     path_prefix: String,
+    /// `None`: anonymous requests.
+    credentials: Option<Arc<CredentialSource>>,
     retry: RetryPolicy,
     clock_offset_ms: AtomicI64,
     requests: AtomicU64,
@@ -141,8 +166,57 @@ impl std::fmt::Debug for HttpObjectClient {
     }
 }
 
+/// Store codes that mean "these credentials are not (or no longer) valid".
+const REJECTED_CREDENTIAL_CODES: &[&str] = &[
+    sign::codes::INVALID_ACCESS_KEY_ID,
+    sign::codes::INVALID_SECURITY_TOKEN,
+    "SecurityTokenExpired",
+];
+
+/// Warned about once per process.
+static PLAIN_HTTP_WARNED: AtomicBool = AtomicBool::new(false);
+
 impl HttpObjectClient {
+    /// A client signing with `settings.credentials` (fixed) or anonymous.
     pub fn new(settings: &StoreSettings, options: HttpClientOptions) -> Result<Self, ClientError> {
+        let source = settings
+            .credentials
+            .clone()
+            .map(|c| Arc::new(CredentialSource::fixed(c)));
+        Self::with_credentials(settings, options, source)
+    }
+
+    /// A client whose credentials come from the provider chain
+    /// (`crate::credentials::chain`), TLS roots and proxies from `lookup`
+    /// (normally the process environment) unless `options` sets them.
+    pub fn from_environment(
+        settings: &StoreSettings,
+        mut options: HttpClientOptions,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ClientError> {
+        let roots = match options.ca_certificates.take() {
+            Some(roots) => roots,
+            None => crate::transport::extra_roots(lookup).map_err(ClientError::InvalidRequest)?,
+        };
+        if options.proxy.is_none() {
+            options.proxy = Some(ProxySettings::from_lookup(lookup));
+        }
+        let family = match settings.signature_version {
+            SignatureVersion::S3V4 => Family::Aws,
+            SignatureVersion::OssV1 | SignatureVersion::OssV4 => Family::Alibaba,
+        };
+        let source = chain::resolve(family, settings.credentials.as_ref(), lookup, &roots)
+            .map_err(|e| ClientError::InvalidRequest(format!("credentials: {e}")))?;
+        options.ca_certificates = Some(roots);
+        Self::with_credentials(settings, options, source.map(Arc::new))
+    }
+
+    /// A client signing with `credentials` (`None`: anonymous).
+    pub fn with_credentials(
+        settings: &StoreSettings,
+        options: HttpClientOptions,
+        credentials: Option<Arc<CredentialSource>>,
+    ) -> Result<Self, ClientError> {
         let endpoint = &settings.endpoint;
         let scheme = endpoint.scheme();
         if scheme != "http" && scheme != "https" {
@@ -178,8 +252,34 @@ impl HttpObjectClient {
         if !options.allow_http2 {
             builder = builder.http1_only();
         }
+        let roots = match options.ca_certificates {
+            Some(roots) => roots,
+            None => crate::transport::extra_roots(&|name| std::env::var(name).ok())
+                .map_err(ClientError::InvalidRequest)?,
+        };
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
         if loopback || !options.use_env_proxy {
             builder = builder.no_proxy();
+        } else {
+            let proxy = options
+                .proxy
+                .unwrap_or_else(ProxySettings::from_process_env);
+            builder = proxy.apply(builder).map_err(ClientError::InvalidRequest)?;
+        }
+        for (name, addr) in &options.resolve {
+            builder = builder.resolve(name, *addr);
+        }
+        if scheme == "http"
+            && !loopback
+            && credentials.is_some()
+            && !PLAIN_HTTP_WARNED.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                %endpoint,
+                "signed requests go over plain HTTP to a non-loopback host: the signatures and security tokens can be read on the network; use https://"
+            );
         }
         let http = builder
             .build()
@@ -189,6 +289,7 @@ impl HttpObjectClient {
             origin: format!("{scheme}://{host_header}"),
             host: host_header,
             path_prefix,
+            credentials,
             settings: settings.clone(),
             retry: options.retry,
             clock_offset_ms: AtomicI64::new(0),
@@ -224,13 +325,46 @@ impl HttpObjectClient {
         shift(SystemTime::now(), self.clock_offset_ms())
     }
 
-    /// Builds, signs and sends one request; error statuses become errors.
+    /// Sends one request signed with the current credentials; when the store
+    /// rejects them, sends it once more with re-read ones.
     async fn send(
         &self,
         method: reqwest::Method,
         key: &str,
         query: &[(String, String)],
         headers: Vec<(String, String)>,
+    ) -> Result<reqwest::Response> {
+        let Some(source) = &self.credentials else {
+            return self.send_once(method, key, query, headers, None).await;
+        };
+        let current = source.current().await.map_err(credential_error)?;
+        let first = self
+            .send_once(method.clone(), key, query, headers.clone(), Some(&current))
+            .await;
+        let rejected = matches!(&first, Err(e) if e.service_code().is_some_and(|code| REJECTED_CREDENTIAL_CODES.contains(&code)));
+        if !rejected || !source.refreshes() {
+            return first;
+        }
+        let fresh = source
+            .refresh_after_rejection(&current)
+            .await
+            .map_err(credential_error)?;
+        if fresh.credentials == current.credentials {
+            return first;
+        }
+        tracing::info!(provider = %source.provider_name(), "retrying with refreshed credentials");
+        self.send_once(method, key, query, headers, Some(&fresh))
+            .await
+    }
+
+    /// Builds, signs and sends one request; error statuses become errors.
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &[(String, String)],
+        headers: Vec<(String, String)>,
+        credentials: Option<&TimedCredentials>,
     ) -> Result<reqwest::Response> {
         let path = format!("{}{}", self.path_prefix, uri_encode(key, true));
         let mut url = format!("{}{}", self.origin, path);
@@ -244,7 +378,7 @@ impl HttpObjectClient {
         }
         let mut all_headers = headers;
         let mut string_to_sign = None;
-        if let Some(creds) = &self.settings.credentials {
+        if let Some(creds) = credentials.map(|c| &c.credentials) {
             let signed = sign::sign(
                 self.settings.signature_version,
                 creds,
@@ -572,6 +706,16 @@ impl ObjectClient for HttpObjectClient {
 }
 
 /// `t + offset_ms` (offset may be negative).
+/// A provider failure as a client error: retryable when the provider may
+/// answer later, otherwise a configuration error.
+fn credential_error(e: CredentialError) -> crate::object_client::ObjectClientError {
+    if e.is_transient() {
+        ClientError::Transport(format!("credentials: {e}")).into()
+    } else {
+        ClientError::InvalidRequest(format!("credentials: {e}")).into()
+    }
+}
+
 fn shift(t: SystemTime, offset_ms: i64) -> SystemTime {
     let d = Duration::from_millis(offset_ms.unsigned_abs());
     if offset_ms >= 0 {

@@ -7,6 +7,8 @@
 //! - [`object_client`]: the [`object_client::ObjectClient`] trait, its two-level
 //!   errors, and the in-memory / throughput-limited / failure-injecting clients
 //!   that tests use in place of a real store.
+//! - [`credentials`]: the provider chain and the refreshing credential cache;
+//!   [`transport`]: TLS roots and proxies.
 //! - [`http_client`]: the real S3/OSS client (reqwest + rustls).
 //! - [`fetch`]: the parallel ranged-GET engine that writes into caller memory.
 //! - [`store_server`]: the embedded object store used by demos, tests and
@@ -14,6 +16,7 @@
 
 pub mod config;
 pub mod crc64;
+pub mod credentials;
 pub mod fetch;
 pub mod http_client;
 pub mod object_client;
@@ -21,3 +24,4 @@ pub mod retry;
 pub mod sign;
 pub mod store_server;
 pub mod store_url;
+pub mod transport;

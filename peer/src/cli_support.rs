@@ -57,8 +57,13 @@ pub fn store_settings(config: &ConnectorConfig, path: Option<&str>) -> Result<St
     Ok(ossc_core::config::resolve_store(&env, config)?)
 }
 
+/// The store client: credentials from the provider chain, TLS roots and
+/// proxies from the environment (`ossc_core::credentials`, `ossc_core::transport`).
 pub fn http_client(settings: &StoreSettings) -> Result<Arc<dyn ObjectClient>> {
-    let client = HttpObjectClient::new(settings, HttpClientOptions::default())
+    let client =
+        HttpObjectClient::from_environment(settings, HttpClientOptions::default(), &|name| {
+            std::env::var(name).ok()
+        })
         .context("building the store client")?;
     Ok(Arc::new(client))
 }
@@ -106,6 +111,7 @@ pub async fn serve_store(
     region: String,
     faults: Option<String>,
     range_behavior: &str,
+    tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<()> {
     let range_behavior = match range_behavior {
         "oss" => RangeBehavior::Oss,
@@ -126,14 +132,22 @@ pub async fn serve_store(
         None => FaultConfig::default(),
     };
     let anonymous = credentials.is_empty();
-    let store = EmbeddedStore::start(StoreServerConfig {
+    let config = StoreServerConfig {
         root: root.clone(),
         addr,
         credentials,
         region,
         faults,
         range_behavior,
-    })
+    };
+    let store = match tls {
+        None => EmbeddedStore::start(config),
+        Some((cert, key)) => {
+            let identity = ossc_core::store_server::tls::TlsIdentity::from_files(&cert, &key)
+                .context("reading --tls-cert/--tls-key")?;
+            EmbeddedStore::start_tls(config, &identity)
+        }
+    }
     .with_context(|| format!("starting the store on {addr}"))?;
     eprintln!(
         "ossc serve-store: serving {} at {} ({}); stats at {}/_ossc/stats",

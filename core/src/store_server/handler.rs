@@ -228,7 +228,7 @@ async fn route(
         1,
     );
 
-    if !state.credentials.is_empty() {
+    if !state.credentials().is_empty() {
         if let Err(e) = authenticate(state, &req, host, &bucket, &key, &raw_path, &query) {
             bump(&c.auth_failures, 1);
             return Err(e);
@@ -374,13 +374,8 @@ fn authenticate(
         query,
         headers: &headers,
     };
-    let lookup = |id: &str| {
-        state
-            .credentials
-            .iter()
-            .find(|c| c.access_key_id == id)
-            .cloned()
-    };
+    let accepted = state.credentials();
+    let lookup = |id: &str| accepted.iter().find(|c| c.access_key_id == id).cloned();
     crate::sign::verify(&to_sign, &lookup, SystemTime::now()).map_err(|e| {
         let status = match e.code {
             "InvalidArgument" | "AuthorizationHeaderMalformed" | "InvalidRequest" => {

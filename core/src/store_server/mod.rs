@@ -26,6 +26,9 @@
 //! at runtime through [`RunningStore`] or the HTTP control plane on the same
 //! port (not authenticated, not faulted, not counted):
 //! `GET /_ossc/stats`, `POST /_ossc/reset`, `GET|PUT /_ossc/faults` (JSON).
+//! The accepted credentials can be replaced at runtime
+//! ([`RunningStore::set_credentials`]), as a key rotation would, and
+//! [`EmbeddedStore::start_tls`] serves HTTPS ([`tls`]).
 
 mod config;
 mod faults;
@@ -33,6 +36,7 @@ mod files;
 mod handler;
 mod listing;
 mod stats;
+pub mod tls;
 mod xml;
 
 #[cfg(test)]
@@ -43,7 +47,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
@@ -122,7 +126,8 @@ pub(crate) struct State {
     root: PathBuf,
     region: String,
     range_behavior: RangeBehavior,
-    credentials: Vec<Credentials>,
+    /// Accepted credentials; empty means anonymous access.
+    credentials: RwLock<Arc<Vec<Credentials>>>,
     files: FileCache,
     counters: Counters,
     faults: Mutex<FaultState>,
@@ -132,6 +137,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    fn credentials(&self) -> Arc<Vec<Credentials>> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn faults(&self) -> MutexGuard<'_, FaultState> {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -157,6 +169,22 @@ impl EmbeddedStore {
     /// called from within one). Fails if `root` is not a directory, the fault
     /// config is invalid, or the address cannot be bound.
     pub fn start(config: StoreServerConfig) -> io::Result<RunningStore> {
+        Self::start_with(config, None)
+    }
+
+    /// Like [`EmbeddedStore::start`], serving HTTPS with `identity`.
+    pub fn start_tls(
+        config: StoreServerConfig,
+        identity: &tls::TlsIdentity,
+    ) -> io::Result<RunningStore> {
+        let acceptor = identity.acceptor()?;
+        Self::start_with(config, Some(acceptor))
+    }
+
+    fn start_with(
+        config: StoreServerConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> io::Result<RunningStore> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             io::Error::other(format!("EmbeddedStore::start needs a tokio runtime: {e}"))
         })?;
@@ -184,18 +212,20 @@ impl EmbeddedStore {
             root: config.root,
             region: config.region,
             range_behavior: config.range_behavior,
-            credentials: config.credentials,
+            credentials: RwLock::new(Arc::new(config.credentials)),
             files: FileCache::default(),
             counters: Counters::default(),
             faults: Mutex::new(FaultState::new(config.faults)),
             request_seq: AtomicU64::new(0),
             id_prefix,
         });
-        tracing::info!(%addr, root = %state.root.display(), anonymous = state.credentials.is_empty(), "embedded store listening");
-        let task = runtime.spawn(serve(listener, state.clone()));
+        tracing::info!(%addr, root = %state.root.display(), anonymous = state.credentials().is_empty(), tls = tls.is_some(), "embedded store listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = runtime.spawn(serve(listener, state.clone(), tls));
         Ok(RunningStore {
             state,
             addr,
+            scheme,
             task: task.abort_handle(),
         })
     }
@@ -203,7 +233,11 @@ impl EmbeddedStore {
 
 /// Accepts connections until aborted; dropping the `JoinSet` on abort also
 /// aborts every connection.
-async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -214,14 +248,31 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
                     }
                     let conn = Arc::new(ConnInfo { fd: stream.as_raw_fd() });
                     let state = state.clone();
+                    let tls = tls.clone();
                     conns.spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
                             handler::handle(state.clone(), conn.clone(), req)
                         });
-                        let served = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let mut builder = hyper::server::conn::http1::Builder::new();
+                        builder.keep_alive(true);
+                        let served = match tls {
+                            None => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Some(acceptor) => match tls::handshake(&acceptor, stream).await {
+                                Ok(stream) => {
+                                    builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                            },
+                        };
                         if let Err(e) = served {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
@@ -241,6 +292,8 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
 pub struct RunningStore {
     state: Arc<State>,
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     task: AbortHandle,
 }
 
@@ -250,14 +303,30 @@ impl RunningStore {
         self.addr
     }
 
-    /// `http://ip:port`, with loopback in place of an unspecified bind address.
+    /// `http://ip:port` (`https://` when serving TLS), with loopback in place
+    /// of an unspecified bind address.
     pub fn endpoint_url(&self) -> String {
         let ip = match self.addr.ip() {
             IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        format!(
+            "{}://{}",
+            self.scheme,
+            SocketAddr::new(ip, self.addr.port())
+        )
+    }
+
+    /// Replaces the accepted credentials; requests signed with a key no
+    /// longer in the set fail with `InvalidAccessKeyId` from now on.
+    /// An empty set turns on anonymous access.
+    pub fn set_credentials(&self, credentials: Vec<Credentials>) {
+        *self
+            .state
+            .credentials
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(credentials);
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -49,6 +49,12 @@ enum Command {
         /// Out-of-bounds ranges: `oss` (whole object, OSS's default) or `s3` (clamped 206, for S3 clients such as s5cmd).
         #[arg(long, default_value = "oss")]
         range_behavior: String,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Generate a synthetic sharded safetensors model (for tests and benchmarks).
     GenModel {
@@ -158,6 +164,8 @@ fn run(cli: Cli) -> Result<()> {
             region,
             faults,
             range_behavior,
+            tls_cert,
+            tls_key,
         } => {
             ossc_peer::cli_support::init_logging_stderr();
             let runtime = tokio::runtime::Runtime::new()?;
@@ -169,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
                 region,
                 faults,
                 &range_behavior,
+                tls_cert.zip(tls_key),
             ))
         }
         Command::Ls { path } => {
