@@ -6,7 +6,7 @@
 #   3. builds everything (the `ossc` binary and libossc_preload.so are used by
 #      the cross-process tests),
 #   4. runs the Rust tests (unit + integration, incl. moto and the embedded store),
-#   5. builds the .deb and .rpm against glibc 2.17 (scripts/package.sh, dev profile),
+#   5. builds the .deb and .rpm against glibc 2.17 (scripts/package.sh, profile package-test),
 #   6. runs the Python consumer tests (safetensors, open/mmap/shutil, cat/cp/
 #      sha256sum through the preload library; the packages installed) in cluster-tests/python.
 # Tests that need root or network namespaces run in CI (as root). Outside CI,
@@ -38,11 +38,11 @@ rust_rc=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$TARGET_DIR/rust-tests.log" || rust_rc=$?
 
 section "packages (glibc 2.17 baseline)"
-# .deb and .rpm of a dev-profile build against glibc 2.17; package.sh fails if either artefact
+# .deb and .rpm of an unoptimised build (Cargo.toml, profile package-test) against glibc 2.17; package.sh fails if either artefact
 # needs a newer glibc. cluster-tests/python/test_packages.py installs and removes them.
 pkg_rc=0
 export OSSC_PACKAGE_DIR="$TARGET_DIR/package"
-bash scripts/package.sh --profile dev --out "$OSSC_PACKAGE_DIR" || pkg_rc=$?
+bash scripts/package.sh --profile package-test --out "$OSSC_PACKAGE_DIR" || pkg_rc=$?
 
 section "python consumer tests"
 py_rc=0
