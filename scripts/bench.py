@@ -1,7 +1,7 @@
 """Side-by-side benchmarks. Every figure is measured in the same run, with the
 contenders interleaved round by round (the machine is noisy; ratios matter,
 not absolute times). Results go to stdout as a Markdown table and to
-target/bench/<name>.json."""
+<cargo target dir>/bench/<name>.json."""
 import argparse
 import json
 import os
@@ -14,7 +14,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REL = REPO / "target" / "release"
+
+
+def cargo_target_dir():
+    """Where cargo builds ($CARGO_TARGET_DIR, .cargo/config.toml or <repo>/target), as cargo says."""
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=REPO,
+                          check=True, capture_output=True, text=True).stdout
+    return Path(json.loads(meta)["target_directory"])
+
+
+TARGET = cargo_target_dir()
+REL = TARGET / "release"
 OSSC = REL / "ossc"
 RAW = REL / "ossc-raw-get"
 PRELOAD = REL / "libossc_preload.so"
@@ -88,7 +98,7 @@ def write_config(vcpus, workers):
 
 
 def report(name, rows, total, notes):
-    out = REPO / "target" / "bench"
+    out = TARGET / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"bytes": total, "rows": rows, "notes": notes}, indent=2))
     print(f"\n{name}: {total / 1e9:.2f} GB model, median of {len(next(iter(rows.values())))} interleaved rounds")
@@ -155,7 +165,7 @@ def main():
     p.add_argument("--link-mbit", type=int, default=300, help="peers: node link and store uplink cap")
     p.add_argument("--peer-env", action="append", default=[], help="peers: KEY=VALUE for the peers phase")
     p.add_argument("--chunk-mb", type=int, help="peers: peer.chunkSizeBytes in MiB (default: the agent's 16)")
-    p.add_argument("--out-name", default="peers", help="peers: results go to target/bench/<out-name>.json")
+    p.add_argument("--out-name", default="peers", help="peers: results go to <cargo target dir>/bench/<out-name>.json")
     args = p.parse_args()
     if args.size_mb is None:
         args.size_mb = 256 if args.which == "peers" else 2048
@@ -304,7 +314,7 @@ def bench_load(args):
 def bench_peers(args):
     """Issue 4: the netns cluster benchmark (cluster-tests/src/bin/ossc-bench-peers.rs, needs root),
     then the Markdown table and the scaling model's check against the measured points."""
-    out = REPO / "target" / "bench"
+    out = TARGET / "bench"
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / f"{args.out_name}-raw.json"
     env = {**os.environ, "OSSC_BIN": str(OSSC), "OSSC_PRELOAD_LIB": str(PRELOAD)}

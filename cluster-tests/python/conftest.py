@@ -16,8 +16,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-OSSC_BIN = Path(os.environ.get("OSSC_BIN", REPO / "target/debug/ossc"))
-PRELOAD = Path(os.environ.get("OSSC_PRELOAD_LIB", REPO / "target/debug/libossc_preload.so"))
+
+
+def cargo_target_dir():
+    """Where cargo builds ($CARGO_TARGET_DIR, .cargo/config.toml or <repo>/target), as cargo says."""
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=REPO,
+                          check=True, capture_output=True, text=True).stdout
+    return Path(json.loads(meta)["target_directory"])
+
+
+OSSC_BIN = Path(os.environ.get("OSSC_BIN") or cargo_target_dir() / "debug" / "ossc")
+PRELOAD = Path(os.environ.get("OSSC_PRELOAD_LIB") or cargo_target_dir() / "debug" / "libossc_preload.so")
 AK, SK = "test-ak", "test-sk-secret"
 REGION = "cn-test"
 

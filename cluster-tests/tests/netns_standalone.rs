@@ -18,6 +18,8 @@
 //! also covered at the process level by `preload/tests/preload.rs`,
 //! `missing_agent_gives_eio`.)
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +56,27 @@ const NOBODY: u32 = 65534;
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The binaries under test, linked (or copied) into `work/bin` (mode 0755) for the applications
+/// of another user: the checkout and its build directory may sit in a private directory (0700,
+/// like `/root` or a `mktemp -d`) that user cannot traverse.
+fn staged_for_other_users(bins: &Binaries, work: &Path) -> std::io::Result<Binaries> {
+    let dir = work.join("bin");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let stage = |from: &Path, name: &str, mode: u32| -> std::io::Result<std::path::PathBuf> {
+        let to = dir.join(name);
+        if std::fs::hard_link(from, &to).is_err() {
+            std::fs::copy(from, &to)?;
+        }
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+        Ok(to)
+    };
+    Ok(Binaries {
+        ossc: stage(&bins.ossc, "ossc", 0o755)?,
+        preload: stage(&bins.preload, "libossc_preload.so", 0o644)?,
+    })
 }
 
 fn finish(c: RunningConsumer, bins: &Binaries, model: &Model) -> ConsumerOutcome {
@@ -103,11 +126,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
         ),
     )
     .expect("secret file");
-    std::fs::set_permissions(
-        &secret_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let peers: Vec<String> = cluster.nodes().iter().map(ossc_cluster::peer_id).collect();
     let peers = peers.join(",");
     let listen = format!("0.0.0.0:{PEER_PORT}");
@@ -206,8 +225,8 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     store.reset_stats().expect("reset");
     // The second round runs as another user (nobody), as an application
     // container of a non-root user would: the socket's mode lets it in.
-    std::fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod work dir");
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755)).expect("chmod work dir");
+    let other_bins = staged_for_other_users(&bins, work).expect("binaries for the other user");
     for d in &daemons {
         let mode =
             std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(d.socket()).expect("socket"))
@@ -217,7 +236,13 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     let second: Vec<ConsumerOutcome> = daemons
         .iter()
         .map(|d| {
-            ossc_cluster::start_attached_consumer_as(d.node(), &bins, &model, d.dir(), Some(NOBODY))
+            ossc_cluster::start_attached_consumer_as(
+                d.node(),
+                &other_bins,
+                &model,
+                d.dir(),
+                Some(NOBODY),
+            )
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .expect("second consumers")

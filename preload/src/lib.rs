@@ -49,6 +49,12 @@ const fn version_bytes<const N: usize>(s: &str) -> [u8; N] {
 #[no_mangle]
 pub static version: [u8; VERSION_STR.len()] = version_bytes(VERSION_STR);
 
+/// The version in a symbol's name, so `nm -D libossc_preload.so | grep version` prints it
+/// without reading the data: `ossc_preload_version_<crate version>`. Its value is the version
+/// string too.
+#[export_name = concat!("ossc_preload_version_", env!("CARGO_PKG_VERSION"))]
+pub static VERSION_SYMBOL: [u8; VERSION_STR.len()] = version_bytes(VERSION_STR);
+
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = preload_constructor;

@@ -67,8 +67,12 @@ fn own_library_path() -> Option<PathBuf> {
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 
+/// Where the packages install the agent binary (scripts/package.sh).
+const INSTALLED_AGENT_BIN: &str = "/usr/local/bin/ossc";
+
 /// Finds the agent binary: `$OSSC_AGENT_BIN`, else `ossc` next to this library, else
-/// `../bin/ossc` relative to it, else the first `ossc` on `$PATH`.
+/// `../bin/ossc` relative to it (the packages' `/usr/local/lib` + `/usr/local/bin`), else
+/// [`INSTALLED_AGENT_BIN`] (the library copied elsewhere), else the first `ossc` on `$PATH`.
 pub fn find_agent_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("OSSC_AGENT_BIN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -93,6 +97,10 @@ pub fn find_agent_binary() -> Option<PathBuf> {
                 }
             }
         }
+    }
+    let installed = PathBuf::from(INSTALLED_AGENT_BIN);
+    if is_executable(&installed) {
+        return Some(installed);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

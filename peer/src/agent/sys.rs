@@ -42,10 +42,18 @@ impl Memfd {
         let name = memfd_name(key);
         let cname = CString::new(name.clone())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in memfd name"))?;
-        // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+        // The raw system call, not glibc's wrapper: the wrapper came with glibc 2.27 and the
+        // shipped binary links against glibc 2.17 (scripts/package.sh), while the system call
+        // itself exists since Linux 3.17.
+        // SAFETY: `cname` is a valid NUL-terminated string that outlives the call; the flags
+        // argument is an unsigned int, as memfd_create(2) takes it.
         let fd = unsafe {
-            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        };
+            libc::syscall(
+                libc::SYS_memfd_create,
+                cname.as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        } as libc::c_int;
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
