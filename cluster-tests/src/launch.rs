@@ -241,7 +241,10 @@ pub struct ProcHook {
     pub cmdline: String,
     /// `libossc_preload.so` is mapped (`/proc/<pid>/maps`).
     pub hooked: bool,
-    /// `ENABLE_CONNECTOR` in the process's environment (`/proc/<pid>/environ`).
+    /// `ENABLE_CONNECTOR` in the process's initial environment
+    /// (`/proc/<pid>/environ`). Processes that rewrite their title over that
+    /// memory (Ray's `ray::*` processes, through setproctitle) may show none
+    /// although they have it: such processes report `os.environ` themselves.
     pub enable_connector: Option<String>,
 }
 
