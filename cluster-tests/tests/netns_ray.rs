@@ -224,6 +224,7 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
         .map(|n| NodeFiles::create(&work.join(&n.name).join("peers"), &config).unwrap())
         .collect();
     let head = cluster.node(0);
+    let mut ray_start_agents = Vec::new();
     for (i, node) in cluster.nodes().iter().enumerate() {
         let mut env = launch::example_env(&bins, &store, &model, &peer_files[i], &python);
         env.extend(peer_env.iter().cloned());
@@ -245,11 +246,16 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
             deadline.step(RAY_START_TIMEOUT).expect("time left"),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
+        // `ray start` was the node's first main process: its agent is up
+        // before any task runs, and it is the one that serves them below.
+        let (agent, _) = launch::node_agent(node, &bins, &peer_files[i].socket())
+            .unwrap_or_else(|e| panic!("after ray start: {e:#}"));
         note!(
-            "{}: ray start took {:.1} s",
+            "{}: ray start took {:.1} s; it started agent pid {agent}",
             node.name,
             out.elapsed.as_secs_f64()
         );
+        ray_start_agents.push(agent);
     }
 
     // Run 1: the tasks inherit ray start's environment (peers on).
@@ -349,6 +355,11 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
             agents.push(pid);
         }
     }
+    assert_eq!(
+        agents[..NODES],
+        ray_start_agents[..],
+        "the agents serving the peers run are not the ones ray start brought up"
+    );
     let mut distinct = agents.clone();
     distinct.sort_unstable();
     distinct.dedup();
