@@ -19,7 +19,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy/kubernetes"
+VENDOR_STYLE = K8S / "vendor-style"
 DOCKERFILE = REPO / "deploy/container/Dockerfile"
+DOCKERFILE_APP = REPO / "deploy/container/Dockerfile.app"
 DOCKERIGNORE = REPO / "deploy/container/Dockerfile.dockerignore"
 
 # Sources whose string literals count as "read by the code". demo.rs only sets variables for
@@ -67,7 +69,7 @@ def daemonset():
 
 
 def app():
-    return one("Deployment")
+    return one("Deployment", "vllm-ossc-example")
 
 
 def pod_spec(workload):
@@ -205,10 +207,10 @@ def cargo_section(path, section):
     return name.group(1)
 
 
-def dockerfile_instructions():
+def dockerfile_instructions(path=DOCKERFILE):
     """(INSTRUCTION, text) pairs with comments dropped and continuation lines joined."""
     out, cur = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.strip()
         if not cur and (not line or line.startswith("#")):
             continue
@@ -617,3 +619,181 @@ def test_dockerignore_keeps_build_outputs_out_of_the_context():
         if line.strip() and not line.startswith("#")
     }
     assert {"target", ".venv", ".bench"} <= patterns
+
+
+# ---------------------------------------------------------------------------------------------
+# schema validation: kubernetes-validate bundles the Kubernetes OpenAPI schemas (no network, no
+# cluster). Strict mode rejects unknown fields, so a misspelt or misplaced key fails here.
+
+# The oldest and the newest minor versions the manifests are checked against.
+K8S_VERSIONS = ["1.28.0", "1.37.0"]
+
+
+def _kubernetes_validate():
+    # Imported here so that a missing package fails these tests only, with a clear message.
+    try:
+        import kubernetes_validate
+    except ImportError as e:  # pragma: no cover - setup-env.sh installs it
+        pytest.fail(f"kubernetes-validate is not installed ({e}): run scripts/setup-env.sh")
+    return kubernetes_validate
+
+
+def schema_errors(doc, version):
+    kv = _kubernetes_validate()
+    try:
+        kv.validate(doc, version, strict=True)
+    except kv.ValidationError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_passes_the_kubernetes_schema(version):
+    checked = 0
+    for path, doc in DOCS:
+        if doc.get("kind") == "Kustomization":
+            continue  # kustomize's own file, not an API object (built by kubectl kustomize)
+        err = schema_errors(doc, version)
+        assert err is None, f"{path.relative_to(REPO)}: {doc['kind']}: {err}"
+        checked += 1
+    kinds = {d["kind"] for _, d in DOCS}
+    assert {"DaemonSet", "Deployment", "ConfigMap", "Secret", "Service"} <= kinds
+    assert checked == len([d for _, d in DOCS if d.get("kind") != "Kustomization"])
+
+
+def test_the_schema_check_rejects_broken_manifests():
+    """The validator is not a rubber stamp: the mistakes a hand edit makes are caught."""
+    import copy
+
+    deployment = vendor_app()
+    assert schema_errors(deployment, K8S_VERSIONS[-1]) is None
+    misspelt = copy.deepcopy(deployment)
+    c = pod_spec(misspelt)["containers"][0]
+    c["volumeMount"] = c.pop("volumeMounts")
+    assert "volumeMount" in (schema_errors(misspelt, K8S_VERSIONS[-1]) or "")
+    wrong_type = copy.deepcopy(deployment)
+    env_of(pod_spec(wrong_type)["containers"][0])["ENABLE_CONNECTOR"]["value"] = 1
+    assert schema_errors(wrong_type, K8S_VERSIONS[-1]) is not None
+    no_containers = copy.deepcopy(deployment)
+    del pod_spec(no_containers)["containers"]
+    assert schema_errors(no_containers, K8S_VERSIONS[-1]) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# vendor style: the connector inside the application image, the server as main process
+
+PACKAGE_PRELOAD = "/usr/local/lib/libossc_preload.so"
+PACKAGE_AGENT = "/usr/local/bin/ossc"
+
+
+def vendor_docs():
+    return [d for p, d in DOCS if p.parent == VENDOR_STYLE]
+
+
+def vendor_one(kind):
+    found = [d for d in vendor_docs() if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind} in {VENDOR_STYLE}, found {len(found)}"
+    return found[0]
+
+
+def vendor_app():
+    return vendor_one("Deployment")
+
+
+def vendor_main():
+    (c,) = pod_spec(vendor_app())["containers"]
+    return c
+
+
+def test_vendor_style_is_the_vendors_sample_shape():
+    c = vendor_main()
+    assert env_value(c, "LD_PRELOAD") == PACKAGE_PRELOAD
+    assert env_value(c, "ENABLE_CONNECTOR") == "1", "the server is the main process"
+    for name in ("OSS_ENDPOINT", "OSS_PATH", "MODEL_DIR"):
+        assert env_value(c, name), name
+        assert rust_reads(name), f"no Rust source reads {name}"
+    oss_path = env_value(c, "OSS_PATH")
+    assert re.fullmatch(r"oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9]/", oss_path), (
+        f"{oss_path}: the vendor's sample names the bucket root"
+    )
+    # The hook reads LD_PRELOAD's role and directory from these two, exactly as the vendor names them.
+    preload = (REPO / "preload/src/state.rs").read_text()
+    assert 'c"ENABLE_CONNECTOR"' in preload and 'c"MODEL_DIR"' in preload
+    # The model the server loads lies below MODEL_DIR (the prefix under the bucket root).
+    model_dir = env_value(c, "MODEL_DIR")
+    args = c["args"]
+    model = args[args.index("--model") + 1].replace("$(MODEL_DIR)", model_dir)
+    assert under(model, model_dir) and model != model_dir
+    # MODEL_DIR is writable (the agent mirrors the tree into it) and not shared with other pods.
+    spec = pod_spec(vendor_app())
+    vol = next(v for v in spec["volumes"] if v["name"] == mount_of_volume_at(c, model_dir)["name"])
+    assert "emptyDir" in vol and not mount_of_volume_at(c, model_dir).get("readOnly")
+
+
+def mount_of_volume_at(c, path):
+    mounts = [m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == path]
+    assert len(mounts) == 1, f"{c['name']}: nothing mounted at {path}"
+    return mounts[0]
+
+
+def test_vendor_style_config_map_is_mounted_where_the_code_reads_it():
+    c = vendor_main()
+    spec = pod_spec(vendor_app())
+    default = re.search(
+        r'const DEFAULT_CONFIG_PATH: &str = "([^"]+)";', (REPO / "core/src/config.rs").read_text()
+    )
+    assert default and default.group(1) == "/etc/oss-connector/config.json"
+    assert "OSS_CONNECTOR_CONFIG" not in env_of(c), "vendor style: the default path, no override"
+    mount = mount_of_volume_at(c, os.path.dirname(default.group(1)))
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    cm_name = vol["configMap"]["name"]
+    cm = vendor_one("ConfigMap")
+    assert cm["metadata"]["name"] == cm_name
+    config = json.loads(cm["data"]["config.json"])
+    # The vendor's sample, value for value (deploy/config.json).
+    assert config == json.loads((REPO / "deploy/config.json").read_text())
+    # The log and audit directories are writable volumes.
+    for key in ("logPath", "auditPath"):
+        m = mount_of_volume_at(c, os.path.dirname(config[key]))
+        assert not m.get("readOnly"), f"{key}'s directory is read-only"
+
+
+def test_vendor_style_credentials_come_from_the_secret():
+    c = vendor_main()
+    secret = vendor_one("Secret")
+    data = {**secret.get("stringData", {}), **secret.get("data", {})}
+    for name in ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET"):
+        e = env_of(c)[name]
+        assert "value" not in e, f"{name} is a literal in the Deployment"
+        ref = e["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in data, ref
+        assert rust_reads(name)
+    # The templates' placeholders appear nowhere else.
+    text = (VENDOR_STYLE / "deployment.yaml").read_text()
+    for value in data.values():
+        assert value not in text
+
+
+def test_vendor_style_memory_limit_holds_the_model_in_the_container():
+    # The agent's memory files are charged to the application container itself.
+    limits = vendor_main()["resources"]["limits"]
+    assert limits["memory"].endswith("Gi") and int(limits["memory"][:-2]) >= 16
+
+
+def test_dockerfile_app_installs_our_package_at_the_paths_the_deployment_names():
+    ins = dockerfile_instructions(DOCKERFILE_APP)
+    copies = [t for i, t in ins if i == "COPY"]
+    assert any(re.match(r"ossc_\*_amd64\.deb\s", t) for t in copies), copies
+    runs = " ".join(t for i, t in ins if i == "RUN")
+    assert re.search(r"dpkg -i /tmp/ossc_\*_amd64\.deb", runs)
+    # The image build fails unless the package put the files where the Deployment expects them.
+    assert f"test -f {PACKAGE_PRELOAD}" in runs and f"test -x {PACKAGE_AGENT}" in runs
+    # The hook finds the agent at ../bin/ossc relative to itself.
+    assert os.path.normpath(os.path.join(os.path.dirname(PACKAGE_PRELOAD), "../bin/ossc")) == (
+        PACKAGE_AGENT
+    )
+    spawn = (REPO / "preload/src/spawn.rs").read_text()
+    assert 'dir.join("..").join("bin").join(AGENT_BIN_NAME)' in spawn
+    # The image does not preload the hook into everything: the Deployment sets it per container.
+    assert not any(i == "ENV" and "LD_PRELOAD" in t for i, t in ins)
+    assert env_value(vendor_main(), "LD_PRELOAD") == PACKAGE_PRELOAD

@@ -5,6 +5,10 @@
 //! - [`ossc_cluster`]: ossc on such a cluster — `ossc serve-store` on the store
 //!   host, consumers under `libossc_preload.so` (and their node agents) on the
 //!   node hosts, the store's egress counter.
+//! - [`launch`]: the vendor's launch scenarios (Ray, SGLang-style multi-node)
+//!   run through `deploy/examples/`, and checks of which processes carry the
+//!   hook and which agent served them.
 
+pub mod launch;
 pub mod netns;
 pub mod ossc_cluster;

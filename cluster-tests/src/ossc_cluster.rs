@@ -155,6 +155,17 @@ impl Model {
     pub fn oss_path(&self) -> String {
         format!("oss://{BUCKET}/{PREFIX}/")
     }
+
+    /// `oss://models/`: the bucket root, as the vendor's guides set `OSS_PATH`
+    /// (the model is then `MODEL_DIR/m1`).
+    pub fn bucket_root(&self) -> String {
+        format!("oss://{BUCKET}/")
+    }
+
+    /// The model's files as the store serves them (`<store root>/models/m1`).
+    pub fn store_dir(&self) -> PathBuf {
+        self.store_root.join(BUCKET).join(PREFIX)
+    }
 }
 
 /// `ossc serve-store` running on the store host.
@@ -440,18 +451,8 @@ fn consumer_command(
     extra_env: &[(String, String)],
     config_extra: &serde_json::Value,
 ) -> Result<std::process::Command> {
-    std::fs::create_dir_all(dir)?;
+    let config_path = write_node_config(dir, config_extra)?;
     let model_dir = dir.join("model");
-    let mut config = serde_json::json!({
-        "logLevel": 1,
-        "logPath": dir.join("connector.log"),
-        "auditPath": dir.join("audit.log"),
-        "expireTimeSec": 120,
-        "prefetch": {"vcpus": 4, "workers": 8},
-    });
-    merge_config(&mut config, config_extra);
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
     let mut cmd = node.command(&bins.ossc);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -462,11 +463,7 @@ fn consumer_command(
         .env("LD_PRELOAD", &bins.preload)
         .env("ENABLE_CONNECTOR", "1")
         .env("MODEL_DIR", &model_dir)
-        .env("OSS_PATH", model.oss_path())
-        .env("OSS_ENDPOINT", store.endpoint())
-        .env("OSS_REGION", REGION)
-        .env("OSS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("OSS_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
+        .envs(store_env(store, &model.oss_path()))
         .env("OSS_CONNECTOR_CONFIG", &config_path)
         .env(
             "CONNECTOR_UDS_PATH",
@@ -480,6 +477,40 @@ fn consumer_command(
         .arg(&model.manifest_path)
         .arg("--json");
     Ok(cmd)
+}
+
+/// Writes a node's connector config file, `dir/config.json` (log and audit
+/// log in `dir`, the vendor's defaults otherwise, `config_extra` merged in;
+/// see [`merge_config`]), creating `dir`. Returns the file's path, for
+/// `OSS_CONNECTOR_CONFIG`.
+pub fn write_node_config(dir: &Path, config_extra: &serde_json::Value) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let mut config = serde_json::json!({
+        "logLevel": 1,
+        "logPath": dir.join("connector.log"),
+        "auditPath": dir.join("audit.log"),
+        "expireTimeSec": 120,
+        "prefetch": {"vcpus": 4, "workers": 8},
+    });
+    merge_config(&mut config, config_extra);
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(config_path)
+}
+
+/// The store variables a main process (or daemon) needs: `OSS_PATH` (`oss_path`),
+/// `OSS_ENDPOINT`, `OSS_REGION` and the signing credentials.
+pub fn store_env(store: &Store, oss_path: &str) -> Vec<(String, String)> {
+    [
+        ("OSS_PATH", oss_path.to_string()),
+        ("OSS_ENDPOINT", store.endpoint()),
+        ("OSS_REGION", REGION.to_string()),
+        ("OSS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_string()),
+        ("OSS_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn check_consumer(
@@ -638,17 +669,7 @@ pub fn start_peer_daemon(
     dir: &Path,
     extra: &DaemonSettings,
 ) -> Result<PeerDaemon> {
-    std::fs::create_dir_all(dir)?;
-    let mut config = serde_json::json!({
-        "logLevel": 1,
-        "logPath": dir.join("connector.log"),
-        "auditPath": dir.join("audit.log"),
-        "expireTimeSec": 120,
-        "prefetch": {"vcpus": 4, "workers": 8},
-    });
-    merge_config(&mut config, &extra.config);
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
+    let config_path = write_node_config(dir, &extra.config)?;
     let socket = dir.join("agent").join("connector.sock");
     let mut cmd = node.command(&bins.ossc);
     cmd.env_clear()
@@ -657,11 +678,7 @@ pub fn start_peer_daemon(
             "HOME",
             std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
         )
-        .env("OSS_PATH", model.oss_path())
-        .env("OSS_ENDPOINT", store.endpoint())
-        .env("OSS_REGION", REGION)
-        .env("OSS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-        .env("OSS_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET)
+        .envs(store_env(store, &model.oss_path()))
         .env("OSS_CONNECTOR_CONFIG", &config_path)
         .envs(extra.env.iter().map(|(k, v)| (k, v)))
         .arg("peer")

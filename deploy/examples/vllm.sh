@@ -7,5 +7,5 @@ export OSS_PATH=${OSS_PATH:-oss://my-bucket/qwen/Qwen2.5-7B-Instruct/}
 export MODEL_DIR=${MODEL_DIR:-/tmp/model}
 # ENABLE_CONNECTOR=1: this is the main process; it starts the node agent. vLLM's forked workers
 # inherit the hook and attach to the same agent.
-LD_PRELOAD=/usr/lib/ossc/libossc_preload.so ENABLE_CONNECTOR=1 \
+LD_PRELOAD=${OSSC_PRELOAD_LIB:-/usr/local/lib/libossc_preload.so} ENABLE_CONNECTOR=1 \
   python3 -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" "$@"
