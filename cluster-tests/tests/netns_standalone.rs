@@ -96,11 +96,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     let secret_file = work.join("cluster-secret");
     std::fs::write(
         &secret_file,
-        format!(
-            "standalone-{}-{:?}\n",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ),
+        format!("{}\n", ossc_cluster::new_cluster_secret()),
     )
     .expect("secret file");
     std::fs::set_permissions(

@@ -8,5 +8,6 @@ pub mod download;
 pub mod model_reader;
 pub mod peer_daemon;
 pub mod prometheus;
+pub mod secret_cli;
 pub mod swarm;
 pub mod synthetic_model;
