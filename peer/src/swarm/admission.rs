@@ -113,6 +113,8 @@ pub struct ConnectionGate {
     limits: ServeLimits,
     is_listed: IsListed,
     state: Mutex<GateState>,
+    /// Connections accepted (admitted or not).
+    pub accepted: AtomicU64,
     /// Connections closed at once because a cap was reached.
     pub refused: AtomicU64,
     /// Connections closed for not authenticating in time or idling.
@@ -155,6 +157,7 @@ impl ConnectionGate {
             limits,
             is_listed,
             state: Mutex::default(),
+            accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
         })
@@ -170,6 +173,7 @@ impl ConnectionGate {
 
     /// A ticket for a connection from `ip`, or None over a cap.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         let listed = (self.is_listed)(ip);
         let mut st = self.lock();
         let from_ip = st.per_ip.get(&ip).copied().unwrap_or(0);

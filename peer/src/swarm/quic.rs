@@ -40,6 +40,12 @@
 //!   measured and dropped: on a CPU-bound receiver the larger bursts
 //!   overflowed the socket buffer, quinn took the losses for an MTU black
 //!   hole and fell back to 1200-byte packets (slower than the default).
+//! - **Bounds**: at most [`MAX_SERVED_CONNECTIONS`] connections served at
+//!   once (handshakes in progress included; beyond it new ones are refused
+//!   before any crypto), [`HANDSHAKE_TIMEOUT`] per handshake,
+//!   [`MAX_CONCURRENT_STREAMS`] streams per connection, [`REQUEST_TIMEOUT`]
+//!   for a stream's request and [`IDLE_TIMEOUT`] of silence per connection.
+//!   Every request is authenticated before its `ChunkRequest` is decoded.
 //! - **Fallback**: a peer whose QUIC handshake fails or times out
 //!   ([`CONNECT_TIMEOUT`]) is pulled from over gRPC for
 //!   [`QUIC_RETRY_AFTER`]; this is logged once per peer (and again when QUIC
@@ -110,6 +116,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed handshake, how long that peer is served by gRPC before
 /// QUIC is tried again.
 pub const QUIC_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Most connections peers may hold open to us at once (beyond it new ones
+/// are refused before their handshake); a cluster needs one per peer.
+pub const MAX_SERVED_CONNECTIONS: usize = 256;
+/// How long an incoming connection's handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server waits for a request's bytes after a stream opens.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Application error code of a stream reset by the server mid-chunk.
@@ -558,14 +569,32 @@ async fn accept_loop(
     server: Arc<ChunkServer>,
     served: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
 ) {
+    // Handshakes in progress count too, so a flood of half-open handshakes
+    // is bounded like established connections.
+    let pending = Arc::new(AtomicU64::new(0));
     while let Some(incoming) = endpoint.accept().await {
+        let open = served.lock().unwrap_or_else(|p| p.into_inner()).len()
+            + pending.load(Ordering::Relaxed) as usize;
+        if open >= MAX_SERVED_CONNECTIONS {
+            tracing::debug!(remote = %incoming.remote_address(), "QUIC: connection cap reached, refused");
+            incoming.refuse();
+            continue;
+        }
         let server = server.clone();
         let served = served.clone();
+        let pending = pending.clone();
+        pending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+            pending.fetch_sub(1, Ordering::Relaxed);
+            let conn = match handshake {
+                Err(_) => {
+                    tracing::debug!(remote = %remote, "QUIC handshake timed out");
+                    return;
+                }
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     // A wrong-secret node lands here (its certificate does
                     // not chain to our CA, or it rejects ours).
                     tracing::warn!(remote = %remote, error = %e, "QUIC handshake from peer failed");
