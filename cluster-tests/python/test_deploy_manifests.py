@@ -374,7 +374,7 @@ def test_the_cluster_secret_reaches_the_daemon_only_as_a_file():
     # The template's placeholder is too short to be accepted: an unedited template makes the
     # daemon refuse to start instead of using a well-known secret.
     placeholder = data[items.get(key, key)]
-    assert len(placeholder.strip()) < rust_const("peer/src/swarm/auth.rs", "MIN_SECRET_BYTES")
+    assert len(placeholder.strip()) < rust_const("peer/src/swarm/auth.rs", "MIN_SECRET_CHARS")
     # The value itself appears in no command line and no env var of any workload.
     for workload in [daemonset(), app()]:
         for cc in all_containers(pod_spec(workload)):

@@ -228,6 +228,18 @@ impl Store {
     }
 }
 
+/// A fresh random cluster secret (32 bytes from the kernel, hex), as
+/// `ossc secret generate --hex` prints.
+pub fn new_cluster_secret() -> String {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
+        &mut bytes,
+    )
+    .expect("reading /dev/urandom");
+    hex::encode(bytes)
+}
+
 /// The peer layer's environment for every node of `cluster`: the static peer
 /// list (every node's agent), the listen address and the cluster secret.
 pub fn peer_env(cluster: &Cluster, secret: &str) -> Vec<(String, String)> {

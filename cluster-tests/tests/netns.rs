@@ -471,14 +471,7 @@ fn four_nodes_with_peers_fetch_the_model_about_once() {
     // the whole model.
     let baseline = run(&s, "no-peers", &[]);
     check_no_peers(&s, &baseline);
-    let secret = format!(
-        "cluster-tests-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
+    let secret = ossc_cluster::new_cluster_secret();
     let peers = run(&s, "peers", &ossc_cluster::peer_env(&s.cluster, &secret));
     let model = s.model.total_bytes;
     assert!(

@@ -110,11 +110,7 @@ impl Setup {
         })
         .expect("cluster");
         let store = Store::start(&cluster, &bins, &model).expect("store");
-        let secret = format!(
-            "netns-faults-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        );
+        let secret = ossc_cluster::new_cluster_secret();
         Setup {
             store,
             cluster,

@@ -119,11 +119,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     let secret_file = work.join("cluster-secret");
     std::fs::write(
         &secret_file,
-        format!(
-            "standalone-{}-{:?}\n",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ),
+        format!("{}\n", ossc_cluster::new_cluster_secret()),
     )
     .expect("secret file");
     std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");

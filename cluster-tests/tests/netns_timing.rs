@@ -126,11 +126,7 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
     )
     .expect("phase without peers");
     report("no-peers", &without, &model);
-    let secret = format!(
-        "timing-{}-{:?}",
-        std::process::id(),
-        std::time::Instant::now()
-    );
+    let secret = ossc_cluster::new_cluster_secret();
     let with = ossc_cluster::run_phase_with_config(
         &cluster,
         &bins,

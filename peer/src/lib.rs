@@ -9,5 +9,6 @@ pub mod model_reader;
 pub mod peer_daemon;
 pub mod prometheus;
 pub mod safe_dir;
+pub mod secret_cli;
 pub mod swarm;
 pub mod synthetic_model;

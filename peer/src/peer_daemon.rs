@@ -209,7 +209,7 @@ mod tests {
         let lookup = env(&[
             (peer_env::PEERS, "192.0.2.1:1"),
             (peer_env::LISTEN, "127.0.0.1:1"),
-            (peer_env::SECRET, "an-environment-secret-0123456789"),
+            (peer_env::SECRET, "Ev7Qp2Lm9Xr4Tb6Wz1Nc8Vd3Hs5Kf0Gj"),
         ]);
         let c = swarm_config(&args, &lookup, &Default::default())
             .unwrap()
@@ -229,8 +229,8 @@ mod tests {
     fn the_secret_file_flag_wins_and_no_peers_means_no_peer_layer() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secret");
-        std::fs::write(&file, "a-file-secret-0123456789abcdef\n").unwrap();
-        let lookup = env(&[(peer_env::SECRET, "an-environment-secret-0123456789")]);
+        std::fs::write(&file, "Fo3Rx8Mq2Wp6Tz9Lb4Nv7Kc1Hd5Js0Ga\n").unwrap();
+        let lookup = env(&[(peer_env::SECRET, "Ev7Qp2Lm9Xr4Tb6Wz1Nc8Vd3Hs5Kf0Gj")]);
         let with_file = PeerArgs {
             peers: Some("127.0.0.1:7468".into()),
             secret_file: Some(file.clone()),
@@ -251,11 +251,12 @@ mod tests {
         .unwrap();
         // Which secret is in use: a tag signed with it verifies under it.
         let file_secret =
-            crate::swarm::ClusterSecret::new(b"a-file-secret-0123456789abcdef").unwrap();
+            crate::swarm::ClusterSecret::new(b"Fo3Rx8Mq2Wp6Tz9Lb4Nv7Kc1Hd5Js0Ga").unwrap();
         let verifies = |s: &crate::swarm::ClusterSecret| {
             let mut md = tonic::metadata::MetadataMap::new();
-            s.sign(&mut md, "n", "/m");
-            file_secret.verify(&md, "/m").is_ok()
+            s.sign(&mut md, "n", "/m", &[0; 32]);
+            let nonces = crate::swarm::auth::NonceCache::default();
+            file_secret.verify(&md, "/m", &[0; 32], &nonces).is_ok()
         };
         assert!(verifies(&from_file.secret));
         assert!(!verifies(&from_env.secret));

@@ -97,7 +97,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             peers: peers.clone(),
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             advertise: None,
-            secret: ClusterSecret::new(b"agent-test-cluster-secret").unwrap(),
+            secret: ClusterSecret::new(b"Hn4Qe7Rw2Ty5Ui8Op1As3Df6Gh9Jk0Lz").unwrap(),
             chunk_size: CHUNK,
             pull_concurrency: 4,
             peer_wait: Duration::from_secs(5),
@@ -109,6 +109,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             },
             tls: true,
             corrupt_served_chunks: false,
+            limits: Default::default(),
             transport: Default::default(),
             upload_capacity: None,
         });
@@ -201,7 +202,7 @@ async fn peers_without_a_secret_refuse_to_start() {
     // Env wins over the file; defaults are documented values.
     let env = |k: &str| match k {
         "OSS_CONNECTOR_PEERS" => Some(" a:1 , b:2 ".to_string()),
-        "OSS_CONNECTOR_CLUSTER_SECRET" => Some("s3cret-s3cret-s3cret".to_string()),
+        "OSS_CONNECTOR_CLUSTER_SECRET" => Some("Sx5Dc8Fv1Gb4Hn7Jm0Kq3Lw6Ze9Ra2Ty".to_string()),
         _ => None,
     };
     let file = ossc_core::config::PeerConfig {
@@ -217,7 +218,7 @@ async fn peers_without_a_secret_refuse_to_start() {
     // The secret file form.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret");
-    std::fs::write(&path, "file-secret-file-secret\n").unwrap();
+    std::fs::write(&path, "Fk2Lp5Mq8Nr1Os4Pt7Qu0Rv3Sw6Tx9Uy\n").unwrap();
     let file = ossc_core::config::PeerConfig {
         peers: vec!["c:3".into()],
         secret_file: Some(path),
@@ -229,7 +230,7 @@ async fn peers_without_a_secret_refuse_to_start() {
     assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
     let shown = format!("{c:?}");
     assert!(
-        !shown.contains("file-secret"),
+        !shown.contains("Fk2Lp5Mq8"),
         "secret never printed: {shown}"
     );
 }

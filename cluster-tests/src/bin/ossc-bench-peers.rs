@@ -193,14 +193,7 @@ fn main() -> Result<()> {
         "model: {} bytes in {} files; node links {} Mbit/s, store uplink {} Mbit/s",
         model.total_bytes, model.files, args.node_mbit, args.store_mbit
     );
-    let secret = format!(
-        "bench-peers-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
+    let secret = ossc_cluster::new_cluster_secret();
     let mut results = Vec::new();
     for &n in &args.nodes {
         let cluster = Cluster::create(&ClusterSpec {

@@ -89,6 +89,8 @@ enum Command {
     /// Run the node agent as a standalone node daemon: prefetch OSS_PATH, serve peers, never
     /// exit for lack of clients; applications attach with ENABLE_CONNECTOR=2.
     Peer(ossc_peer::peer_daemon::PeerArgs),
+    /// Cluster secrets: `ossc secret generate` prints a new random one.
+    Secret(ossc_peer::secret_cli::SecretArgs),
     /// Show the node agent's state.
     Status {
         /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
@@ -192,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => ossc_peer::demo::run(args),
         Command::Agent(args) => ossc_peer::agent_cli::run(args),
         Command::Peer(args) => ossc_peer::peer_daemon::run(args),
+        Command::Secret(args) => ossc_peer::secret_cli::run(args),
         Command::Status { socket, json } => {
             let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
             let status = ossc_peer::cli_support::query_status(&socket)

@@ -16,8 +16,9 @@
 //!   mistaken for a dead one.
 //! - `Have` answers which chunks of the asked versions this node holds
 //!   completely, and its idle upload bandwidth ([`super::upload`]).
-//! - Every request is authenticated first; failures are logged with the
-//!   remote address and claimed node, never the secret. Admission
+//! - Every request is authenticated before its body is decoded (by
+//!   [`super::auth_layer`] for gRPC, by the QUIC server for QUIC); failures
+//!   are logged with the remote address and claimed node, never the secret. Admission
 //!   ([`ChunkServer::admit_metadata`]) and chunk lookup and streaming
 //!   ([`ChunkServer::locate`], [`Serving`]) are shared with the QUIC server
 //!   ([`super::quic`]), so both transports answer identically.
@@ -39,8 +40,10 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use super::auth::NonceCache;
+use super::auth_layer::AuthenticatedPeer;
 use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion, SlotState};
-use super::peer_set::{Peer, PeerSet, HELLO_METHOD};
+use super::peer_set::{Peer, PeerSet};
 use super::upload::UploadMeter;
 
 /// Largest data frame: 1 MiB, well under tonic's 4 MiB message limit, small
@@ -69,6 +72,8 @@ pub struct ChunkServer {
     upload: Arc<UploadMeter>,
     corrupt: AtomicBool,
     stopped: AtomicBool,
+    /// Nonces of accepted requests (replay protection, both transports).
+    nonces: NonceCache,
 }
 
 impl ChunkServer {
@@ -84,6 +89,7 @@ impl ChunkServer {
             upload,
             corrupt: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            nonces: NonceCache::default(),
         }
     }
 
@@ -126,36 +132,49 @@ impl ChunkServer {
         self.stopped.store(true, Ordering::Relaxed);
     }
 
-    fn admit<T>(&self, req: &Request<T>, method: &str) -> Result<String, Status> {
-        self.admit_metadata(req.metadata(), req.remote_addr(), method)
+    /// The node id [`super::auth_layer`] authenticated the request as
+    /// (before its body was decoded); a request that did not pass through
+    /// it is refused.
+    fn admit<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(Status::unavailable("node shutting down"));
+        }
+        req.extensions()
+            .get::<AuthenticatedPeer>()
+            .map(|p| p.0.clone())
+            .ok_or_else(|| Status::unauthenticated("peer authentication failed"))
     }
 
     /// Authenticates a request of either transport (the QUIC server carries
-    /// the same three auth entries in its request message); returns the
-    /// caller's node id.
+    /// the same auth entries in its request message) whose body hashes to
+    /// `body`; returns the caller's node id.
     pub(crate) fn admit_metadata(
         &self,
         md: &MetadataMap,
         remote: Option<SocketAddr>,
         method: &str,
+        body: &[u8; 32],
     ) -> Result<String, Status> {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node shutting down"));
         }
-        self.peers.secret().verify(md, method).map_err(|e| {
-            let claimed = md
-                .get(super::auth::NODE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
-            tracing::warn!(
-                remote = ?remote,
-                claimed_node = claimed,
-                method,
-                error = %e,
-                "peer request refused"
-            );
-            Status::unauthenticated("peer authentication failed")
-        })
+        self.peers
+            .secret()
+            .verify(md, method, body, &self.nonces)
+            .map_err(|e| {
+                let claimed = md
+                    .get(super::auth::NODE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?");
+                tracing::warn!(
+                    remote = ?remote,
+                    claimed_node = claimed,
+                    method,
+                    error = %e,
+                    "peer request refused"
+                );
+                Status::unauthenticated("peer authentication failed")
+            })
     }
 
     /// Finds the chunk a request names (waiting up to [`BOOK_WAIT`] for its
@@ -305,7 +324,7 @@ impl PeerControl for ChunkServer {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloResponse>, Status> {
-        let node = self.admit(&request, HELLO_METHOD)?;
+        let node = self.admit(&request)?;
         self.peers.note_seen(&node);
         let peers = self
             .peers
@@ -324,7 +343,7 @@ impl PeerControl for ChunkServer {
     }
 
     async fn have(&self, request: Request<HaveRequest>) -> Result<Response<HaveResponse>, Status> {
-        self.admit(&request, HAVE_METHOD)?;
+        self.admit(&request)?;
         Ok(Response::new(self.have(&request.into_inner().objects)))
     }
 
@@ -334,7 +353,7 @@ impl PeerControl for ChunkServer {
         &self,
         request: Request<ChunkRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let node = self.admit(&request, FETCH_CHUNK_METHOD)?;
+        let node = self.admit(&request)?;
         let serving = self.locate(&node, request.into_inner()).await?;
         let stream = futures::stream::unfold(Some(serving), |state| async move {
             let mut serving = state?;

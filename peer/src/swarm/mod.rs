@@ -52,10 +52,13 @@
 //! / `peer.advertise`, `OSS_CONNECTOR_CLUSTER_SECRET` / `peer.secretFile`,
 //! `peer.chunkSizeBytes`, `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport`
 //! (default `grpc`), `OSS_CONNECTOR_PEER_TLS` (default on); fault
-//! injection for tests:
+//! injection for tests, compiled in only with the `test-faults` cargo
+//! feature (the cluster tests enable it; release builds ignore it):
 //! `OSSC_FAULT_PEER_CORRUPT=1`.
 
+pub mod admission;
 pub mod auth;
+pub mod auth_layer;
 pub mod chunk_book;
 pub mod chunk_server;
 pub mod holders;
@@ -109,7 +112,8 @@ pub mod env {
     pub const TLS: &str = "OSS_CONNECTOR_PEER_TLS";
     /// `grpc` (default) or `quic`: how this node pulls chunks.
     pub const TRANSPORT: &str = "OSS_CONNECTOR_PEER_TRANSPORT";
-    /// `1`: serve corrupted chunks (fault injection for cluster tests).
+    /// `1`: serve corrupted chunks (fault injection for cluster tests; only
+    /// in builds with the `test-faults` feature).
     pub const FAULT_CORRUPT: &str = "OSSC_FAULT_PEER_CORRUPT";
 }
 
@@ -166,6 +170,8 @@ pub struct SwarmConfig {
     /// `peer.uploadBytesPerSec`: upload capacity for the idle-bandwidth
     /// figure peers weight their picks by (None: the peak observed).
     pub upload_capacity: Option<u64>,
+    /// Connection caps and timeouts of the peer port.
+    pub limits: admission::ServeLimits,
 }
 
 /// Why the peer layer cannot be configured or started.
@@ -257,10 +263,24 @@ impl SwarmConfig {
             pull_concurrency: swarm_fetcher::DEFAULT_PULL_CONCURRENCY,
             peer_wait: swarm_fetcher::DEFAULT_PEER_WAIT,
             timing: MembershipTiming::default(),
+            limits: admission::ServeLimits::default(),
             tls: get(env::TLS).is_none_or(|v| v.trim() != "0"),
-            corrupt_served_chunks: get(env::FAULT_CORRUPT).is_some_and(|v| v.trim() == "1"),
+            corrupt_served_chunks: fault_corrupt_requested(&get),
         }))
     }
+}
+
+/// `OSSC_FAULT_PEER_CORRUPT=1`, honoured only in builds with the
+/// `test-faults` feature (the tests'); other builds log that it is ignored.
+fn fault_corrupt_requested(get: &dyn Fn(&str) -> Option<String>) -> bool {
+    let requested = get(env::FAULT_CORRUPT).is_some_and(|v| v.trim() == "1");
+    if requested && !cfg!(feature = "test-faults") {
+        tracing::warn!(
+            "{} is ignored: this build has no test fault injection",
+            env::FAULT_CORRUPT
+        );
+    }
+    requested && cfg!(feature = "test-faults")
 }
 
 /// A running peer layer: chunk server, heartbeats and the fetcher.
@@ -273,6 +293,7 @@ pub struct Swarm {
     stop: Option<oneshot::Sender<()>>,
     serve_task: JoinHandle<()>,
     heartbeat_task: JoinHandle<()>,
+    gate: Arc<admission::ConnectionGate>,
 }
 
 impl Swarm {
@@ -335,18 +356,28 @@ impl Swarm {
         }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let service = PeerControlServer::from_arc(server.clone());
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let limits = config.limits;
+        let gate = admission::ConnectionGate::new(limits, {
+            let peers = peers.clone();
+            Arc::new(move |ip| peers.lists_ip(ip))
+        });
+        let incoming = gate.clone().incoming(listener);
         let mut builder = tonic::transport::Server::builder();
         if let Some(t) = &tls {
             builder = builder
-                .tls_config(t.server_config())
+                .tls_config(t.server_config().timeout(limits.handshake_timeout))
                 .map_err(|e| tls::TlsSetupError::from_display(&e))?;
         }
+        let auth = auth_layer::AuthLayer::new(server.clone(), limits);
         let serve_task = tokio::spawn(async move {
             let result = builder
                 .initial_stream_window_size(peer_set::STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(peer_set::CONNECTION_WINDOW_BYTES)
+                .max_concurrent_streams(limits.max_concurrent_streams)
+                .http2_keepalive_interval(Some(limits.keepalive_interval))
+                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+                .http2_max_header_list_size(limits.max_header_list_bytes)
+                .layer(auth)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
@@ -418,7 +449,13 @@ impl Swarm {
             stop: Some(stop_tx),
             serve_task,
             heartbeat_task,
+            gate,
         })
+    }
+
+    /// The peer port's connection gate (open connections, refusals).
+    pub fn connections(&self) -> &Arc<admission::ConnectionGate> {
+        &self.gate
     }
 
     pub fn fetcher(&self) -> Arc<dyn ObjectFetcher> {
@@ -487,7 +524,8 @@ mod tests {
             transport: Some("quic".into()),
             ..Default::default()
         };
-        let secret = |k: &str| (k == env::SECRET).then(|| "transport-test-secret-0123".to_string());
+        let secret =
+            |k: &str| (k == env::SECRET).then(|| "Bv6Nm1Qa8Ws3Ed5Rf7Tg9Yh2Uj4Ik0Ol".to_string());
         let c = SwarmConfig::resolve(&secret, &file).unwrap().unwrap();
         assert_eq!(c.transport, PeerTransport::Quic);
         let env_grpc = |k: &str| match k {
@@ -510,5 +548,33 @@ mod tests {
             SwarmConfig::resolve(&secret, &bad),
             Err(SwarmError::BadTransport(_))
         ));
+    }
+
+    #[test]
+    fn the_corruption_fault_works_only_in_builds_with_test_faults() {
+        let file = ossc_core::config::PeerConfig {
+            peers: vec!["127.0.0.1:7468".into()],
+            ..Default::default()
+        };
+        let lookup = |k: &str| match k {
+            env::SECRET => Some(String::from_utf8(auth::TEST_SECRET.to_vec()).unwrap()),
+            env::FAULT_CORRUPT => Some("1".to_string()),
+            _ => None,
+        };
+        let c = SwarmConfig::resolve(&lookup, &file).unwrap().unwrap();
+        // `cargo test -p ossc-peer --lib` runs the build without the
+        // feature; workspace builds (the cluster tests') have it.
+        assert_eq!(c.corrupt_served_chunks, cfg!(feature = "test-faults"));
+    }
+
+    #[test]
+    fn a_weak_secret_stops_the_peer_layer_with_a_clear_error() {
+        let file = ossc_core::config::PeerConfig {
+            peers: vec!["127.0.0.1:7468".into()],
+            ..Default::default()
+        };
+        let weak = |k: &str| (k == env::SECRET).then(|| "my-cluster-secret-2024!".to_string());
+        let err = SwarmConfig::resolve(&weak, &file).unwrap_err().to_string();
+        assert!(err.contains("ossc secret generate"), "{err}");
     }
 }

@@ -285,6 +285,15 @@ impl PeerSet {
         &self.secret
     }
 
+    /// True when some listed peer has address `ip`.
+    pub fn lists_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|p| p.addr.ip() == ip)
+    }
+
     pub fn peer(&self, id: &str) -> Option<Arc<Peer>> {
         self.peers
             .read()
@@ -386,7 +395,7 @@ impl PeerSet {
             ..Default::default()
         });
         self.secret
-            .sign(req.metadata_mut(), &self.self_id, HELLO_METHOD);
+            .sign_request(&mut req, &self.self_id, HELLO_METHOD);
         let mut client = peer.client();
         let result = tokio::time::timeout(self.timing.hello_timeout, client.hello(req)).await;
         match result {

@@ -40,6 +40,12 @@
 //!   measured and dropped: on a CPU-bound receiver the larger bursts
 //!   overflowed the socket buffer, quinn took the losses for an MTU black
 //!   hole and fell back to 1200-byte packets (slower than the default).
+//! - **Bounds**: at most [`MAX_SERVED_CONNECTIONS`] connections served at
+//!   once (handshakes in progress included; beyond it new ones are refused
+//!   before any crypto), [`HANDSHAKE_TIMEOUT`] per handshake,
+//!   [`MAX_CONCURRENT_STREAMS`] streams per connection, [`REQUEST_TIMEOUT`]
+//!   for a stream's request and [`IDLE_TIMEOUT`] of silence per connection.
+//!   Every request is authenticated before its `ChunkRequest` is decoded.
 //! - **Fallback**: a peer whose QUIC handshake fails or times out
 //!   ([`CONNECT_TIMEOUT`]) is pulled from over gRPC for
 //!   [`QUIC_RETRY_AFTER`]; this is logged once per peer (and again when QUIC
@@ -65,17 +71,20 @@ use tokio::task::JoinHandle;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
-use super::auth::{ClusterSecret, AUTH_HEADER, NODE_HEADER, TIME_HEADER};
+use super::auth::{
+    body_digest, new_nonce, now_secs, ClusterSecret, AUTH_HEADER, NODE_HEADER, NONCE_HEADER,
+    TIME_HEADER,
+};
 use super::chunk_server::{ChunkServer, Segment, Serving};
 use super::tls::{PeerTls, PEER_TLS_NAME};
 use crate::agent::fetcher::ChunkTarget;
 
 /// ALPN protocol id of the chunk transport (versioned: a new wire format is
 /// a new id, so old and new nodes fail the handshake and fall back to gRPC).
-pub const ALPN: &[u8] = b"ossc-chunk/2";
+pub const ALPN: &[u8] = b"ossc-chunk/3";
 /// The "method" signed into a QUIC request's HMAC tag (distinct from every
 /// gRPC path, so tags cannot be replayed across transports).
-pub const QUIC_FETCH_METHOD: &str = "quic:/ossc-chunk/2/FetchChunk";
+pub const QUIC_FETCH_METHOD: &str = "quic:/ossc-chunk/3/FetchChunk";
 /// Response header: status (u8), 3 zero bytes, message length (u32 BE),
 /// 8 zero bytes, data length (u64 BE).
 pub const RESPONSE_HEADER_BYTES: usize = 24;
@@ -107,6 +116,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed handshake, how long that peer is served by gRPC before
 /// QUIC is tried again.
 pub const QUIC_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Most connections peers may hold open to us at once (beyond it new ones
+/// are refused before their handshake); a cluster needs one per peer.
+pub const MAX_SERVED_CONNECTIONS: usize = 256;
+/// How long an incoming connection's handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the server waits for a request's bytes after a stream opens.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Application error code of a stream reset by the server mid-chunk.
@@ -438,21 +452,8 @@ impl QuicNode {
             .await
             .map_err(|_| QuicPullError::Lost("opening a stream timed out".into()))?
             .map_err(|e| lost("opening a stream", &e))?;
-        let mut md = MetadataMap::new();
-        secret.sign(&mut md, self_id, QUIC_FETCH_METHOD);
-        let text = |k: &str| {
-            md.get(k)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let message = v1::QuicChunkRequest {
-            request: Some(request),
-            node_id: self_id.to_string(),
-            time: text(TIME_HEADER).parse().unwrap_or_default(),
-            auth: text(AUTH_HEADER),
-        };
-        let body = message.encode_to_vec();
+        let body =
+            signed_request(secret, self_id, &request, now_secs(), &new_nonce()).encode_to_vec();
         let mut framed = Vec::with_capacity(4 + body.len());
         framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
         framed.extend_from_slice(&body);
@@ -568,14 +569,32 @@ async fn accept_loop(
     server: Arc<ChunkServer>,
     served: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
 ) {
+    // Handshakes in progress count too, so a flood of half-open handshakes
+    // is bounded like established connections.
+    let pending = Arc::new(AtomicU64::new(0));
     while let Some(incoming) = endpoint.accept().await {
+        let open = served.lock().unwrap_or_else(|p| p.into_inner()).len()
+            + pending.load(Ordering::Relaxed) as usize;
+        if open >= MAX_SERVED_CONNECTIONS {
+            tracing::debug!(remote = %incoming.remote_address(), "QUIC: connection cap reached, refused");
+            incoming.refuse();
+            continue;
+        }
         let server = server.clone();
         let served = served.clone();
+        let pending = pending.clone();
+        pending.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+            pending.fetch_sub(1, Ordering::Relaxed);
+            let conn = match handshake {
+                Err(_) => {
+                    tracing::debug!(remote = %remote, "QUIC handshake timed out");
+                    return;
+                }
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     // A wrong-secret node lands here (its certificate does
                     // not chain to our CA, or it rejects ours).
                     tracing::warn!(remote = %remote, error = %e, "QUIC handshake from peer failed");
@@ -605,6 +624,39 @@ async fn accept_loop(
     }
 }
 
+/// A `QuicChunkRequest` carrying `request`, signed at `time` with `nonce`.
+fn signed_request(
+    secret: &ClusterSecret,
+    self_id: &str,
+    request: &v1::ChunkRequest,
+    time: u64,
+    nonce: &str,
+) -> v1::QuicChunkRequest {
+    let encoded = request.encode_to_vec();
+    let mut md = MetadataMap::new();
+    secret.sign_at(
+        &mut md,
+        self_id,
+        QUIC_FETCH_METHOD,
+        &body_digest(&encoded),
+        time,
+        nonce,
+    );
+    let text = |k: &str| {
+        md.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    v1::QuicChunkRequest {
+        request: encoded,
+        node_id: self_id.to_string(),
+        time,
+        auth: text(AUTH_HEADER),
+        nonce: text(NONCE_HEADER),
+    }
+}
+
 /// Reads one request: u32 BE length, then a `QuicChunkRequest`.
 async fn read_request(recv: &mut RecvStream) -> Result<v1::QuicChunkRequest, String> {
     let mut len = [0u8; 4];
@@ -629,6 +681,9 @@ fn auth_metadata(req: &v1::QuicChunkRequest) -> MetadataMap {
         md.insert(NODE_HEADER, v);
     }
     md.insert(TIME_HEADER, MetadataValue::from(req.time));
+    if let Ok(v) = MetadataValue::try_from(req.nonce.as_str()) {
+        md.insert(NONCE_HEADER, v);
+    }
     if let Ok(v) = MetadataValue::try_from(req.auth.as_str()) {
         md.insert(AUTH_HEADER, v);
     }
@@ -655,10 +710,15 @@ async fn serve_stream(
         .map_err(|_| "no request within the timeout".to_string())??;
     let md = auth_metadata(&req);
     let located: Result<Serving, Status> = async {
-        let node = server.admit_metadata(&md, Some(remote), QUIC_FETCH_METHOD)?;
-        let request = req
-            .request
-            .ok_or_else(|| Status::invalid_argument("no request"))?;
+        // The tag covers the request's bytes: checked before decoding them.
+        let node = server.admit_metadata(
+            &md,
+            Some(remote),
+            QUIC_FETCH_METHOD,
+            &body_digest(&req.request),
+        )?;
+        let request = v1::ChunkRequest::decode(req.request.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))?;
         server.locate(&node, request).await
     }
     .await;
@@ -711,6 +771,7 @@ async fn serve_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swarm::auth::{AuthError, NonceCache, TEST_SECRET};
 
     #[test]
     fn headers_round_trip_and_the_crypto_builds_from_derived_material() {
@@ -719,31 +780,37 @@ mod tests {
         assert_eq!(u32::from_be_bytes(h[4..8].try_into().unwrap()), 7);
         assert_eq!(&h[8..16], &[0u8; 8]);
         assert_eq!(u64::from_be_bytes(h[16..24].try_into().unwrap()), 16 << 20);
-        let s = ClusterSecret::new(b"quic-test-secret-0123456789").unwrap();
+        let s = ClusterSecret::new(TEST_SECRET).unwrap();
         let tls = PeerTls::new(&s, "127.0.0.1:1").unwrap();
         QuicCrypto::from_tls(&tls).unwrap();
         // Garbage PEM is an error, not a panic.
         assert!(QuicCrypto::from_pems("x", tls.cert_pem(), tls.key_pem()).is_err());
-        // The request's auth entries become the metadata the HMAC check reads.
-        let mut md = MetadataMap::new();
-        s.sign_at(&mut md, "10.0.0.1:7468", QUIC_FETCH_METHOD, 1_000);
-        let req = v1::QuicChunkRequest {
-            request: None,
-            node_id: "10.0.0.1:7468".into(),
-            time: 1_000,
-            auth: md.get(AUTH_HEADER).unwrap().to_str().unwrap().into(),
+        // The request's auth entries become the metadata the HMAC check
+        // reads; the tag covers the encoded request and its nonce.
+        let request = v1::ChunkRequest {
+            wait_ms: 7,
+            ..Default::default()
+        };
+        let req = signed_request(&s, "10.0.0.1:7468", &request, 1_000, &new_nonce());
+        let digest = body_digest(&req.request);
+        let check = |req: &v1::QuicChunkRequest, method: &str, digest: &[u8; 32]| {
+            let nonces = NonceCache::default();
+            s.verify_at(&auth_metadata(req), method, digest, &nonces, 1_000)
         };
         assert_eq!(
-            s.verify_at(&auth_metadata(&req), QUIC_FETCH_METHOD, 1_000)
-                .unwrap(),
+            check(&req, QUIC_FETCH_METHOD, &digest).unwrap(),
             "10.0.0.1:7468"
         );
-        assert!(s
-            .verify_at(
-                &auth_metadata(&req),
-                "/ossc.v1.PeerControl/FetchChunk",
-                1_000
-            )
-            .is_err());
+        assert!(check(&req, "/ossc.v1.PeerControl/FetchChunk", &digest).is_err());
+        let mut altered = req.clone();
+        altered.request = v1::ChunkRequest {
+            wait_ms: 8,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(
+            check(&altered, QUIC_FETCH_METHOD, &body_digest(&altered.request)),
+            Err(AuthError::BadTag)
+        );
     }
 }

@@ -490,7 +490,7 @@ impl Shared {
                 let mut req = tonic::Request::new(request.clone());
                 self.peers
                     .secret()
-                    .sign(req.metadata_mut(), self.peers.self_id(), HAVE_METHOD);
+                    .sign_request(&mut req, self.peers.self_id(), HAVE_METHOD);
                 async move {
                     let mut client = peer.client();
                     match tokio::time::timeout(HAVE_TIMEOUT, client.have(req)).await {
@@ -732,7 +732,7 @@ impl Shared {
         let mut req = tonic::Request::new(request);
         self.peers
             .secret()
-            .sign(req.metadata_mut(), self.peers.self_id(), FETCH_CHUNK_METHOD);
+            .sign_request(&mut req, self.peers.self_id(), FETCH_CHUNK_METHOD);
         let mut client = peer.client();
         let resp = tokio::time::timeout(wait + RESPONSE_MARGIN, client.fetch_chunk(req))
             .await
@@ -818,7 +818,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     const CHUNK: u64 = 64 * 1024;
-    const SECRET: &[u8] = b"test-cluster-secret-0123456789";
+    const SECRET: &[u8] = crate::swarm::auth::TEST_SECRET;
 
     fn data(n: u64, seed: u64) -> Vec<u8> {
         ossc_core::object_client::mock::pseudo_random_bytes(n as usize, seed)
@@ -847,6 +847,7 @@ mod tests {
             },
             tls,
             corrupt_served_chunks: false,
+            limits: Default::default(),
             transport,
             upload_capacity: None,
         }
@@ -1079,7 +1080,7 @@ mod tests {
         let (mock, d) = mock_with(size, 2);
         let meta = mock.head("model/shard-1.safetensors").await.unwrap();
         let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
-        let wrong: &[u8] = b"not-the-cluster-secret-at-all";
+        let wrong: &[u8] = b"Wx3Lr8Tq1Nz6Vb0Kf5Hd9Pj2Mc7Gs4Ya";
         let nodes = cluster_tls(clients, &[SECRET, SECRET, wrong], tls, t).await;
         wait_alive(&nodes[..2], 2).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1113,7 +1114,7 @@ mod tests {
         });
         intruder
             .secret()
-            .sign(req.metadata_mut(), intruder.self_id(), FETCH_CHUNK_METHOD);
+            .sign_request(&mut req, intruder.self_id(), FETCH_CHUNK_METHOD);
         let status = peer.client().fetch_chunk(req).await.unwrap_err();
         let refused = if tls {
             tonic::Code::Unavailable // the TLS handshake fails
@@ -1305,7 +1306,7 @@ mod tests {
             }),
             wait_ms: 0,
         };
-        let wrong = ClusterSecret::new(b"not-the-cluster-secret-at-all").unwrap();
+        let wrong = ClusterSecret::new(b"Wx3Lr8Tq1Nz6Vb0Kf5Hd9Pj2Mc7Gs4Ya").unwrap();
         let right = ClusterSecret::new(SECRET).unwrap();
         let wrong_tls = PeerTls::new(&wrong, "127.0.0.1:9").unwrap();
         let right_tls = PeerTls::new(&right, "127.0.0.1:9").unwrap();

@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn the_ca_is_derived_from_the_secret_and_node_certs_are_fresh() {
-        let s = ClusterSecret::new(b"tls-test-secret-0123456789").unwrap();
+        let s = ClusterSecret::new(crate::swarm::auth::TEST_SECRET).unwrap();
         let a = PeerTls::new(&s, "10.0.0.1:7468").unwrap();
         let b = PeerTls::new(&s, "10.0.0.2:7468").unwrap();
         // Same secret: same CA key (and so the same anchor), other node keys.
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(key_a, ca_key(&s).unwrap().public_key_pem());
         assert_eq!(a.ca_pem, b.ca_pem);
         assert_ne!(a.key_pem, b.key_pem);
-        let other = ClusterSecret::new(b"another-secret-0123456789").unwrap();
+        let other = ClusterSecret::new(b"Zr4Wq8Ne2Ty6Ui0Op3As7Df1Gh5Jk9Lx").unwrap();
         assert_ne!(ca_key(&other).unwrap().public_key_pem(), key_a);
         assert!(!format!("{a:?}").contains("PRIVATE"));
     }

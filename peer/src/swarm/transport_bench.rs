@@ -37,7 +37,7 @@ const DEFAULT_ROUNDS: usize = 3;
 /// The production chunk size and pull concurrency.
 const CHUNK: u64 = super::DEFAULT_CHUNK_SIZE;
 const PULLS: usize = super::swarm_fetcher::DEFAULT_PULL_CONCURRENCY;
-const SECRET: &[u8] = b"transport-bench-secret-0123456789";
+const SECRET: &[u8] = crate::swarm::auth::TEST_SECRET;
 
 /// Process CPU time (user + system) so far.
 fn cpu_time() -> Duration {
@@ -89,6 +89,7 @@ async fn two_nodes(transport: PeerTransport, tls: bool) -> (Swarm, Swarm) {
             },
             tls,
             corrupt_served_chunks: false,
+            limits: Default::default(),
             transport,
             upload_capacity: None,
         };
