@@ -836,3 +836,152 @@ async fn the_socket_mode_lets_other_users_attach() {
         "0755 must keep other users out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_zero_waits_for_the_first_client_then_frees_when_it_leaves() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    mock.put_object(format!("{PREFIX}config.json"), b"{}".to_vec());
+    let agent = TestAgent::start(mock, PREFIX, |o| {
+        o.idle_exit = true;
+        o.expire = Duration::ZERO;
+    })
+    .await;
+    // The process that started the agent takes a moment to say HELLO: the agent waits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !agent.task.is_finished(),
+        "expireTimeSec 0 must not stop the agent before anyone registered"
+    );
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let (resp, _) = agent
+        .request(&format!("HELLO {} 1 sleep", child.id()))
+        .await;
+    assert!(resp.starts_with("OK "));
+    assert_eq!(agent.request("READY").await.0, "OK");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), agent.task)
+        .await
+        .expect("the agent exits once its last user left")
+        .unwrap();
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_the_kernel_reported_pid() {
+    let (mock, _) = model_mock();
+    let agent = TestAgent::start(mock, PREFIX, |_| {}).await;
+    let lying_pid = 1;
+    let (resp, _) = agent
+        .request(&format!(
+            "OPEN {lying_pid} model-00001-of-00002.safetensors"
+        ))
+        .await;
+    assert!(resp.starts_with("FD "), "{resp}");
+    let audit = std::fs::read_to_string(&agent.audit).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["pid"], std::process::id(), "{rec}");
+    assert_eq!(rec["declared_pid"], lying_pid, "{rec}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ident_names_the_placeholder_behind_a_device_and_inode() {
+    let (mock, _) = model_mock();
+    let agent = TestAgent::start(mock, PREFIX, |_| {}).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+    let ident = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        format!("IDENT {} {}", m.dev(), m.ino())
+    };
+    // Through a symlink elsewhere, as an application might reach it.
+    let link = agent.model_dir.parent().unwrap().join("link.safetensors");
+    std::os::unix::fs::symlink(
+        agent.model_dir.join("model-00002-of-00002.safetensors"),
+        &link,
+    )
+    .unwrap();
+    assert_eq!(
+        agent.request(&ident(&link)).await.0,
+        "PLACEHOLDER model-00002-of-00002.safetensors"
+    );
+    // A real (small) file and a file outside are not placeholders.
+    assert_eq!(
+        agent
+            .request(&ident(&agent.model_dir.join("config.json")))
+            .await
+            .0,
+        "PASS"
+    );
+    assert_eq!(agent.request(&ident(&agent.audit)).await.0, "PASS");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_directory_squatted_by_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("!!! SKIPPED: creating a directory as another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let squatted = dir.path().join("run");
+    assert!(
+        mkdir_as(65534, &squatted),
+        "uid 65534 could not create {}",
+        squatted.display()
+    );
+    assert_eq!(std::fs::metadata(&squatted).unwrap().uid(), 65534);
+    let (mock, _) = model_mock();
+    let mut opts = AgentOptions::new(
+        squatted.join("agent.sock"),
+        dir.path().join("model"),
+        PREFIX,
+        mock,
+    );
+    opts.idle_exit = false;
+    let e = tokio::time::timeout(Duration::from_secs(10), run_agent(opts))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("refusing socket directory") && msg.contains("uid 65534"),
+        "{msg}"
+    );
+    assert!(!squatted.join("agent.sock").exists());
+}
+
+/// Whether a forked child running as `uid` can create the directory `path`
+/// (only async-signal-safe calls between fork and `_exit`).
+fn mkdir_as(uid: libc::uid_t, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: the child only calls setgid/setuid/mkdir/_exit, all
+    // async-signal-safe, on memory prepared before the fork.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                libc::_exit(2);
+            }
+            libc::_exit(if libc::mkdir(c.as_ptr(), 0o755) == 0 {
+                0
+            } else {
+                1
+            });
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+}

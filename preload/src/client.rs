@@ -8,12 +8,14 @@
 use core::mem::{size_of, zeroed};
 use core::time::Duration;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
 
 use crate::log::{Bytes, Level};
 use crate::plog;
-use crate::proto::{self, LineBuf, OkReply, OpenReply, REPLY_CAP, REQUEST_CAP};
+use crate::proto::{self, IdentReply, LineBuf, OkReply, OpenReply, REPLY_CAP, REQUEST_CAP};
 use crate::real::sys_openat;
 use crate::state;
+use crate::trust;
 
 /// Send/receive timeout for HELLO: the agent answers it without doing any I/O.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,21 +27,30 @@ const CMSG_BUF_LEN: usize = 128;
 struct CmsgBuf([u8; CMSG_BUF_LEN]);
 
 /// One connection to the agent.
-pub struct Conn(OwnedFd);
+pub struct Conn {
+    fd: OwnedFd,
+    /// When the request on this connection must have been answered.
+    deadline: Option<Instant>,
+}
 
-/// Connects to the agent socket (no timeout unless `timeout` is given: READY and OPEN wait
-/// for the agent as long as it is alive; its death closes the socket).
+/// Connects to the agent socket after checking its directory, then checks who answers (see
+/// [`crate::trust`]). `timeout` bounds the whole request on this connection (`None`: no bound).
 pub fn connect(timeout: Option<Duration>) -> Result<Conn, libc::c_int> {
     let path = state::SOCKET_PATH
         .get()
         .unwrap_or(state::DEFAULT_SOCKET_PATH);
+    trust::check_socket_dir(path)?;
     // SAFETY: plain socket(2) call.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(state::errno());
     }
     // SAFETY: `fd` is a fresh socket we own.
-    let conn = Conn(unsafe { OwnedFd::from_raw_fd(fd) });
+    let fd_owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let conn = Conn {
+        fd: fd_owned,
+        deadline: timeout.map(|t| Instant::now() + t),
+    };
     // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -61,14 +72,16 @@ pub fn connect(timeout: Option<Duration>) -> Result<Conn, libc::c_int> {
                 size_of::<libc::sockaddr_un>() as libc::socklen_t,
             )
         };
-        if r == 0 {
-            return Ok(conn);
+        if r != 0 {
+            match state::errno() {
+                libc::EISCONN => {}
+                libc::EINTR => continue,
+                libc::EINPROGRESS | libc::EAGAIN => return Err(libc::ETIMEDOUT),
+                e => return Err(e),
+            }
         }
-        match state::errno() {
-            libc::EINTR => continue,
-            libc::EISCONN => return Ok(conn),
-            e => return Err(e),
-        }
+        trust::check_peer(fd, path)?;
+        return Ok(conn);
     }
 }
 
@@ -82,7 +95,7 @@ impl Conn {
             // SAFETY: `tv` is a valid timeval for these options.
             unsafe {
                 libc::setsockopt(
-                    self.0.as_raw_fd(),
+                    self.fd.as_raw_fd(),
                     libc::SOL_SOCKET,
                     opt,
                     (&tv as *const libc::timeval).cast(),
@@ -98,7 +111,7 @@ impl Conn {
             // SAFETY: `data` is a valid readable slice.
             let n = unsafe {
                 libc::send(
-                    self.0.as_raw_fd(),
+                    self.fd.as_raw_fd(),
                     data.as_ptr().cast(),
                     data.len(),
                     libc::MSG_NOSIGNAL,
@@ -136,8 +149,16 @@ impl Conn {
             msg.msg_iovlen = 1;
             msg.msg_control = cmsg.0.as_mut_ptr().cast();
             msg.msg_controllen = CMSG_BUF_LEN as _;
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(libc::ETIMEDOUT);
+                }
+                // The socket timeout is per call: shrink it to what is left of the deadline.
+                self.set_timeout(left.max(Duration::from_millis(1)));
+            }
             // SAFETY: `msg` points at live buffers of the stated sizes.
-            let n = unsafe { libc::recvmsg(self.0.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
             if n < 0 {
                 match state::errno() {
                     libc::EINTR => continue,
@@ -253,12 +274,20 @@ pub fn hello_on(conn: &Conn, role: u8) -> Result<u32, libc::c_int> {
 
 /// Sends READY and waits until the agent has mirrored MODEL_DIR.
 pub fn ready() -> Result<(), libc::c_int> {
-    let conn = connect(None)?;
+    let conn = connect(state::timeout(&state::READY_TIMEOUT_SECS))?;
     let mut req = LineBuf::<16>::new();
     proto::encode_ready(&mut req);
     conn.send(req.as_bytes())?;
     let mut buf = [0u8; REPLY_CAP];
-    let (n, _) = conn.recv_line(&mut buf)?;
+    let (n, _) = conn.recv_line(&mut buf).inspect_err(|&e| {
+        if e == libc::ETIMEDOUT {
+            plog!(
+                Level::Error,
+                "READY: no answer from the agent within {} s (OSS_CONNECTOR_READY_TIMEOUT_SEC)",
+                state::READY_TIMEOUT_SECS.load(core::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    })?;
     match proto::parse_ok(&buf[..n]) {
         Ok(OkReply::Ok(_)) => Ok(()),
         Ok(OkReply::Err { errno, msg }) => {
@@ -267,6 +296,31 @@ pub fn ready() -> Result<(), libc::c_int> {
         }
         Err(e) => {
             plog!(Level::Error, "READY: {e}: {}", Bytes(&buf[..n]));
+            Err(libc::EPROTO)
+        }
+    }
+}
+
+/// Asks the agent whether `(dev, ino)` is one of its placeholders; on `Some(len)` the path
+/// below MODEL_DIR is `rel[..len]`.
+pub fn identify(dev: u64, ino: u64, rel: &mut [u8]) -> Result<Option<usize>, libc::c_int> {
+    let conn = connect(Some(HELLO_TIMEOUT))?;
+    let mut req = LineBuf::<64>::new();
+    proto::encode_ident(&mut req, dev, ino);
+    conn.send(req.as_bytes())?;
+    let mut buf = [0u8; REPLY_CAP];
+    let (n, _) = conn.recv_line(&mut buf)?;
+    match proto::parse_ident(&buf[..n]) {
+        Ok(IdentReply::Pass) => Ok(None),
+        Ok(IdentReply::Placeholder(field)) => proto::unescape_into(field, rel)
+            .map(Some)
+            .ok_or(libc::ENAMETOOLONG),
+        Ok(IdentReply::Err { errno, msg }) => {
+            plog!(Level::Error, "IDENT failed: errno {errno}: {}", Bytes(msg));
+            Err(errno)
+        }
+        Err(e) => {
+            plog!(Level::Error, "IDENT: {e}: {}", Bytes(&buf[..n]));
             Err(libc::EPROTO)
         }
     }
@@ -319,11 +373,41 @@ pub fn open_model_file(rel: &[u8], flags: libc::c_int) -> Result<Opened, libc::c
         );
         libc::EIO
     };
-    let conn = connect(None).map_err(|e| fail("agent unreachable", e))?;
+    if state::start_failed_recently() {
+        if state::START_FAILURE_LOG.should_log() {
+            plog!(
+                Level::Error,
+                "open {}: {}; failing with EIO",
+                Bytes(rel),
+                Bytes(
+                    state::START_FAILURE
+                        .get()
+                        .unwrap_or(b"the agent could not be started")
+                )
+            );
+        }
+        return Err(libc::EIO);
+    }
+    let conn = connect(state::timeout(&state::OPEN_TIMEOUT_SECS)).map_err(|e| {
+        if state::UNREACHABLE_LOG.should_log() {
+            fail("agent unreachable", e)
+        } else {
+            libc::EIO
+        }
+    })?;
     conn.send(req.as_bytes())
         .map_err(|e| fail("send failed", e))?;
     let mut buf = [0u8; REPLY_CAP];
-    let (n, fd) = conn.recv_line(&mut buf).map_err(|e| fail("no reply", e))?;
+    let (n, fd) = conn.recv_line(&mut buf).map_err(|e| {
+        if e == libc::ETIMEDOUT {
+            fail(
+                "no answer within OSS_CONNECTOR_OPEN_TIMEOUT_SEC",
+                libc::ETIMEDOUT,
+            )
+        } else {
+            fail("no reply", e)
+        }
+    })?;
     drop(conn);
     match proto::parse_open(&buf[..n]) {
         Ok(OpenReply::Pass) => Ok(Opened::Pass),
@@ -340,6 +424,14 @@ pub fn open_model_file(rel: &[u8], flags: libc::c_int) -> Result<Opened, libc::c
             let Some(fd) = fd else {
                 return Err(fail("FD reply without an attached fd", libc::EPROTO));
             };
+            if let Err(seals) = trust::check_sealed(fd.as_raw_fd()) {
+                plog!(
+                    Level::Error,
+                    "open {}: the agent's file is not sealed against writes (seals {seals:#x}); failing with EIO",
+                    Bytes(rel)
+                );
+                return Err(libc::EIO);
+            }
             // The raw system call: `fstat` is hooked in this library.
             let st = crate::real::sys_fstatat_fd(fd.as_raw_fd())
                 .map_err(|e| fail("fstat of received fd failed", e))?;

@@ -144,7 +144,8 @@ pub fn substitute(fd: c_int, actual: FileId) -> Option<FileId> {
     (served == actual).then_some(placeholder)
 }
 
-fn id_of(st: &libc::stat) -> FileId {
+/// The identity `st` describes.
+pub fn id_of(st: &libc::stat) -> FileId {
     FileId {
         dev: st.st_dev,
         ino: st.st_ino,

@@ -18,6 +18,7 @@ use libc::{c_char, c_int, mode_t, FILE};
 use crate::client::{self, Opened};
 use crate::fdtrack;
 use crate::path::{self, PathBuffer};
+use crate::placeholder::{self, Checked};
 use crate::real;
 use crate::state::{self, ReentryGuard};
 
@@ -26,6 +27,9 @@ use crate::state::{self, ReentryGuard};
 pub enum Decision {
     /// Call the real function unchanged.
     Pass,
+    /// Call the real function, then check that it did not open a placeholder by another name
+    /// or for writing ([`placeholder::check`]).
+    PassAndCheck,
     /// Return this fd (already opened for the caller).
     Fd(c_int),
     /// Return failure with this errno.
@@ -62,8 +66,11 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
     let Some(_guard) = ReentryGuard::enter() else {
         return Decision::Pass;
     };
-    if !state::active() || !path::is_read_candidate(flags) {
+    if !state::active() {
         return Decision::Pass;
+    }
+    if !path::is_read_candidate(flags) {
+        return Decision::PassAndCheck;
     }
     let saved = state::errno();
     let path_ptr = path;
@@ -72,7 +79,7 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
     // Fast path for the common non-model open: an already-normal absolute path
     // outside MODEL_DIR needs no buffer and no normalisation.
     if path::is_normalized_absolute(path) && state::model_relpath(path).is_none() {
-        return Decision::Pass;
+        return Decision::PassAndCheck;
     }
     let mut buf = PathBuffer::new();
     // A panic while classifying means we don't know it is a model file: let the kernel answer.
@@ -80,7 +87,7 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
         catch_unwind(AssertUnwindSafe(|| match_model_path(&mut buf, dirfd, path))).unwrap_or(None);
     let Some(offset) = offset else {
         state::set_errno(saved);
-        return Decision::Pass;
+        return Decision::PassAndCheck;
     };
     let rel = &buf.as_bytes()[offset..];
     // A panic after that must not fall back to the placeholder file: fail with EIO.
@@ -113,10 +120,21 @@ fn mode_arg(flags: c_int, mode: mode_t) -> mode_t {
     }
 }
 
+/// Carries out `decision` for an open of `path` with `flags`; `real` makes the real call.
+///
+/// # Safety
+/// `path` must be a valid NUL-terminated string (it is, whenever `decision` is not `Pass`).
 #[inline]
-fn finish(decision: Decision, real: impl FnOnce() -> c_int) -> c_int {
+unsafe fn finish(
+    decision: Decision,
+    flags: c_int,
+    path: *const c_char,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
     match decision {
         Decision::Pass => real(),
+        // SAFETY: forwarded caller contract; the fd is the caller's.
+        Decision::PassAndCheck => unsafe { placeholder::after_open(real(), flags, path) },
         Decision::Fd(fd) => fd,
         Decision::Fail(e) => {
             state::set_errno(e);
@@ -136,12 +154,14 @@ macro_rules! open_hook {
             let mode = mode_arg(flags, mode);
             // SAFETY: forwarded caller contract.
             let d = unsafe { decide(libc::AT_FDCWD, path, flags) };
-            finish(d, || match real::$real() {
+            let call_real = || match real::$real() {
                 // SAFETY: the real function with the caller's arguments.
                 Some(f) => unsafe { f(path, flags, mode) },
                 // SAFETY: as above, through the raw system call.
                 None => unsafe { real::sys_openat(libc::AT_FDCWD, path, flags, mode) },
-            })
+            };
+            // SAFETY: forwarded caller contract.
+            unsafe { finish(d, flags, path, call_real) }
         }
     };
 }
@@ -162,12 +182,14 @@ macro_rules! openat_hook {
             let mode = mode_arg(flags, mode);
             // SAFETY: forwarded caller contract.
             let d = unsafe { decide(dirfd, path, flags) };
-            finish(d, || match real::$real() {
+            let call_real = || match real::$real() {
                 // SAFETY: the real function with the caller's arguments.
                 Some(f) => unsafe { f(dirfd, path, flags, mode) },
                 // SAFETY: as above, through the raw system call.
                 None => unsafe { real::sys_openat(dirfd, path, flags, mode) },
-            })
+            };
+            // SAFETY: forwarded caller contract.
+            unsafe { finish(d, flags, path, call_real) }
         }
     };
 }
@@ -182,12 +204,14 @@ macro_rules! open2_hook {
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
             // SAFETY: forwarded caller contract.
             let d = unsafe { decide(libc::AT_FDCWD, path, flags) };
-            finish(d, || match real::$real() {
+            let call_real = || match real::$real() {
                 // SAFETY: the real function with the caller's arguments.
                 Some(f) => unsafe { f(path, flags) },
                 // SAFETY: as above, through the raw system call.
                 None => unsafe { real::sys_openat(libc::AT_FDCWD, path, flags, 0) },
-            })
+            };
+            // SAFETY: forwarded caller contract.
+            unsafe { finish(d, flags, path, call_real) }
         }
     };
 }
@@ -202,12 +226,14 @@ macro_rules! openat2_hook {
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
             // SAFETY: forwarded caller contract.
             let d = unsafe { decide(dirfd, path, flags) };
-            finish(d, || match real::$real() {
+            let call_real = || match real::$real() {
                 // SAFETY: the real function with the caller's arguments.
                 Some(f) => unsafe { f(dirfd, path, flags) },
                 // SAFETY: as above, through the raw system call.
                 None => unsafe { real::sys_openat(dirfd, path, flags, 0) },
-            })
+            };
+            // SAFETY: forwarded caller contract.
+            unsafe { finish(d, flags, path, call_real) }
         }
     };
 }
@@ -273,12 +299,23 @@ unsafe fn fopen_common(
     let decision = match flags {
         // SAFETY: forwarded caller contract.
         Some(f) => unsafe { decide(libc::AT_FDCWD, path, f) },
+        // A write mode: the stream may still have opened a placeholder.
+        None if !path.is_null() && !mode.is_null() && state::active() => Decision::PassAndCheck,
         None => Decision::Pass,
     };
+    let check = matches!(decision, Decision::PassAndCheck);
     match decision {
-        Decision::Pass => match real_fn() {
+        Decision::Pass | Decision::PassAndCheck => match real_fn() {
             // SAFETY: the real function with the caller's arguments.
-            Some(f) => unsafe { f(path, mode) },
+            Some(f) => {
+                let fp = unsafe { f(path, mode) };
+                if check && !fp.is_null() {
+                    // SAFETY: `fp` is the stream just opened; `path`/`mode` are valid strings.
+                    unsafe { check_stream(fp, path, mode) }
+                } else {
+                    fp
+                }
+            }
             None => {
                 state::set_errno(libc::ENOSYS);
                 core::ptr::null_mut()
@@ -300,6 +337,54 @@ unsafe fn fopen_common(
             fp
         }
         Decision::Fail(e) => {
+            state::set_errno(e);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// [`placeholder::check`] for a stream: a served placeholder's fd is moved under the stream's
+/// fd number (keeping its close-on-exec flag); a refused one closes the stream and fails.
+///
+/// # Safety
+/// `fp` must be an open stream; `path` and `mode` valid NUL-terminated strings.
+unsafe fn check_stream(fp: *mut FILE, path: *const c_char, mode: *const c_char) -> *mut FILE {
+    // SAFETY: `fp` is an open stream.
+    let fd = unsafe { libc::fileno(fp) };
+    // SAFETY: `mode` is a valid C string.
+    let mode_bytes = unsafe { CStr::from_ptr(mode) }.to_bytes();
+    let flags = path::fopen_read_flags(mode_bytes).unwrap_or(libc::O_RDWR);
+    // SAFETY: forwarded caller contract.
+    match unsafe { placeholder::check(fd, flags, path) } {
+        Checked::Keep => fp,
+        Checked::Replace {
+            fd: served,
+            placeholder,
+        } => {
+            let saved = state::errno();
+            // SAFETY: plain fcntl/dup3/close on fds we own (`fd` belongs to the stream, which
+            // keeps its number; `served` is closed once duplicated).
+            unsafe {
+                let cloexec = libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
+                let dup_flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+                let r = libc::dup3(served, fd, dup_flags);
+                libc::close(served);
+                if r < 0 {
+                    let e = state::errno();
+                    libc::fclose(fp);
+                    state::set_errno(e);
+                    return core::ptr::null_mut();
+                }
+            }
+            if let Ok(s) = real::sys_fstatat_fd(fd) {
+                fdtrack::record(fd, fdtrack::id_of(&s), placeholder);
+            }
+            state::set_errno(saved);
+            fp
+        }
+        Checked::Fail(e) => {
+            // SAFETY: closing the stream we were about to return.
+            unsafe { libc::fclose(fp) };
             state::set_errno(e);
             core::ptr::null_mut()
         }

@@ -14,18 +14,23 @@
 //! [`proto`] (line protocol), [`client`] (socket requests), [`spawn`] (starting the agent),
 //! [`hooks`] (exported `open` entry points), [`stat_hooks`] (exported fd-stat entry points that
 //! report the placeholder's identity for served fds, see [`fdtrack`]), [`log`], [`real`] (the
-//! next definitions of the hooks).
+//! next definitions of the hooks), [`trust`] (who may serve us), [`start_failure`] (the
+//! cool-down after a failed agent start), [`placeholder`] (placeholders reached by another
+//! name or opened for writing).
 
 pub mod client;
 pub mod fdtrack;
 pub mod hooks;
 pub mod log;
 pub mod path;
+pub mod placeholder;
 pub mod proto;
 pub mod real;
 pub mod spawn;
+pub mod start_failure;
 pub mod stat_hooks;
 pub mod state;
+pub mod trust;
 
 use crate::log::{Bytes, Level};
 
@@ -65,6 +70,7 @@ extern "C" fn preload_constructor() {
     let Some(_guard) = state::ReentryGuard::enter() else {
         return;
     };
+    real::resolve_all();
     if !state::active() {
         return;
     }
@@ -97,8 +103,16 @@ fn constructor_body() {
             r
         }
         Err(e) if role == state::ROLE_MAIN && matches!(e, libc::ENOENT | libc::ECONNREFUSED) => {
+            if let Some(words) = start_failure::recent(socket.0) {
+                // Logged by the first open that fails because of it: the many short-lived
+                // processes of a launcher script that never open a model file stay quiet.
+                state::START_FAILURE.publish(words.as_bytes());
+                state::note_start_failure();
+                return;
+            }
             match spawn::start_agent_and_connect() {
                 Ok(conn) => {
+                    start_failure::forget(socket.0);
                     let r = client::hello_on(&conn, state::ROLE_MAIN);
                     if let Ok(agent) = r {
                         plog!(Level::Info, "agent pid {agent} is up on {socket}");
@@ -106,9 +120,12 @@ fn constructor_body() {
                     r
                 }
                 Err(msg) => {
+                    start_failure::remember(socket.0, &msg);
+                    // This line is the one that quotes the agent: opens stay quiet.
+                    state::START_FAILURE_LOG.should_log();
                     plog!(
                         Level::Error,
-                        "could not start the agent: {msg}; opens below MODEL_DIR will fail with EIO"
+                        "could not start the agent: {msg}; opens below MODEL_DIR fail with EIO"
                     );
                     return;
                 }
@@ -117,7 +134,7 @@ fn constructor_body() {
         Err(e) => {
             plog!(
                 Level::Error,
-                "no agent on {socket} (errno {e}); opens below MODEL_DIR will fail with EIO"
+                "no agent on {socket} (errno {e}); opens below MODEL_DIR fail with EIO"
             );
             return;
         }
@@ -140,6 +157,7 @@ fn constructor_body() {
         ),
     }
     publish_model_dir_realpath(dir);
+    placeholder::note_model_dir(dir);
 }
 
 /// Publishes `realpath(MODEL_DIR)` as a second prefix when it differs (a symlinked MODEL_DIR).

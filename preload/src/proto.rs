@@ -136,6 +136,40 @@ pub fn encode_open<const N: usize>(out: &mut LineBuf<N>, pid: u32, rel: &[u8]) {
     out.push(b"\n");
 }
 
+/// `IDENT <st_dev> <st_ino>`: which placeholder, if any, has this identity.
+pub fn encode_ident<const N: usize>(out: &mut LineBuf<N>, dev: u64, ino: u64) {
+    out.push(b"IDENT ");
+    out.push_u64(dev);
+    out.push(b" ");
+    out.push_u64(ino);
+    out.push(b"\n");
+}
+
+/// Reply to `IDENT`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdentReply<'a> {
+    /// `PLACEHOLDER <path below MODEL_DIR>` (escaped).
+    Placeholder(&'a [u8]),
+    /// `PASS`: not a placeholder of this agent.
+    Pass,
+    /// `ERR <errno> <msg>`.
+    Err { errno: i32, msg: &'a [u8] },
+}
+
+/// Parses an `IDENT` reply.
+pub fn parse_ident(line: &[u8]) -> Result<IdentReply<'_>, ProtoError> {
+    let (head, rest) = split_field(trim_line(line));
+    match head {
+        b"PASS" => Ok(IdentReply::Pass),
+        b"PLACEHOLDER" if !rest.is_empty() => Ok(IdentReply::Placeholder(rest)),
+        b"ERR" => {
+            let (errno, msg) = parse_err(rest);
+            Ok(IdentReply::Err { errno, msg })
+        }
+        _ => Err(ProtoError("expected PLACEHOLDER, PASS or ERR")),
+    }
+}
+
 /// Reply to `HELLO` or `READY`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum OkReply<'a> {
@@ -272,6 +306,20 @@ mod tests {
         encode_open(&mut l, 7, b"sub dir/100%\nx.safetensors");
         assert_eq!(l.as_bytes(), b"OPEN 7 sub dir/100%25%0Ax.safetensors\n");
         assert!(!l.overflowed());
+    }
+
+    #[test]
+    fn ident_round_trip() {
+        let mut l = LineBuf::<64>::new();
+        encode_ident(&mut l, 2049, 77);
+        assert_eq!(l.as_bytes(), b"IDENT 2049 77\n");
+        assert_eq!(
+            parse_ident(b"PLACEHOLDER sub/a%25b.bin\n"),
+            Ok(IdentReply::Placeholder(b"sub/a%25b.bin"))
+        );
+        assert_eq!(parse_ident(b"PASS\n"), Ok(IdentReply::Pass));
+        assert!(parse_ident(b"PLACEHOLDER\n").is_err());
+        assert!(parse_ident(b"FD 1 x\n").is_err());
     }
 
     #[test]

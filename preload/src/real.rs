@@ -1,17 +1,20 @@
 //! The real libc functions behind the hooks, resolved with `dlsym(RTLD_NEXT, …)`.
 //!
-//! Design decision: each pointer is cached in its own `AtomicPtr` (resolution is idempotent, so
-//! a race only resolves twice; no lock, no `Once` that a fork could leave held). When a symbol
-//! cannot be resolved (for instance `dlsym` re-entered while it initialises, or `fstat` on a
-//! glibc older than 2.33, which does not export it), the hooks fall back to the raw system
-//! call that glibc itself makes underneath (`openat`, `newfstatat`, `statx`).
+//! Design decision: every pointer is resolved once, by the library's constructor
+//! ([`resolve_all`]), and cached in its own `AtomicPtr` (no lock, no `Once` that a fork could
+//! leave held), so no hook calls `dlsym` — which may allocate or take the loader's lock —
+//! once the constructor ran. A hook that runs before it (another library's constructor opening
+//! a file) uses the raw system call that glibc itself makes underneath (`openat`,
+//! `newfstatat`, `statx`); only `fopen`, which has no such equivalent, resolves lazily then.
+//! A symbol the constructor could not resolve (`fstat` on a glibc older than 2.33, which does
+//! not export it) takes the raw system call for good.
 //!
 //! The stat fallbacks write the kernel's `struct stat` into the caller's `struct stat` /
 //! `struct stat64`: the same layout on the 64-bit Linux targets this library is built for
 //! (x86-64, aarch64), which the compile-time checks below pin down.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use libc::{c_char, c_int, mode_t, FILE};
 
 /// `open`, `open64`.
@@ -51,11 +54,10 @@ pub type StatxFn =
 const _: () = assert!(core::mem::size_of::<libc::stat>() == core::mem::size_of::<libc::stat64>());
 const _: () = assert!(core::mem::align_of::<libc::stat>() == core::mem::align_of::<libc::stat64>());
 
-fn resolve(cache: &AtomicPtr<c_void>, name: &core::ffi::CStr) -> *mut c_void {
-    let p = cache.load(Ordering::Acquire);
-    if !p.is_null() {
-        return p;
-    }
+/// Set once [`resolve_all`] has run: from then on no hook calls `dlsym`.
+static RESOLVED: AtomicBool = AtomicBool::new(false);
+
+fn lookup(cache: &AtomicPtr<c_void>, name: &core::ffi::CStr) -> *mut c_void {
     // SAFETY: `name` is NUL-terminated; RTLD_NEXT lookups have no other preconditions.
     let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
     if !p.is_null() {
@@ -64,12 +66,24 @@ fn resolve(cache: &AtomicPtr<c_void>, name: &core::ffi::CStr) -> *mut c_void {
     p
 }
 
+/// The cached pointer; before [`resolve_all`] ran, a lookup only when `lazy` (no raw system
+/// call can stand in for the function).
+fn resolve(cache: &AtomicPtr<c_void>, name: &core::ffi::CStr, lazy: bool) -> *mut c_void {
+    let p = cache.load(Ordering::Acquire);
+    if !p.is_null() || RESOLVED.load(Ordering::Acquire) || !lazy {
+        return p;
+    }
+    lookup(cache, name)
+}
+
 macro_rules! real_fn {
     ($(#[$doc:meta])* $fn_name:ident, $sym:literal, $ty:ty) => {
+        real_fn!($(#[$doc])* $fn_name, $sym, $ty, false);
+    };
+    ($(#[$doc:meta])* $fn_name:ident, $sym:literal, $ty:ty, $lazy:expr) => {
         $(#[$doc])*
         pub fn $fn_name() -> Option<$ty> {
-            static CACHE: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-            let p = resolve(&CACHE, $sym);
+            let p = resolve(&caches::$fn_name, $sym, $lazy);
             if p.is_null() {
                 None
             } else {
@@ -132,13 +146,15 @@ real_fn!(
     /// Real `fopen`.
     fopen,
     c"fopen",
-    FopenFn
+    FopenFn,
+    true
 );
 real_fn!(
     /// Real `fopen64`.
     fopen64,
     c"fopen64",
-    FopenFn
+    FopenFn,
+    true
 );
 
 real_fn!(
@@ -195,6 +211,57 @@ real_fn!(
     c"statx",
     StatxFn
 );
+
+/// One cache per real function.
+#[allow(non_upper_case_globals)]
+mod caches {
+    use core::ffi::c_void;
+    use core::sync::atomic::AtomicPtr;
+
+    pub static open: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static open64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static openat: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static openat64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static open_2: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static open64_2: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static openat_2: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static openat64_2: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fopen: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fopen64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fstat: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fstat64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fxstat: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fxstat64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fstatat: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fstatat64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fxstatat: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static fxstatat64: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+    pub static statx: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+}
+
+/// Resolves every real function (the library's constructor calls this first).
+pub fn resolve_all() {
+    lookup(&caches::open, c"open");
+    lookup(&caches::open64, c"open64");
+    lookup(&caches::openat, c"openat");
+    lookup(&caches::openat64, c"openat64");
+    lookup(&caches::open_2, c"__open_2");
+    lookup(&caches::open64_2, c"__open64_2");
+    lookup(&caches::openat_2, c"__openat_2");
+    lookup(&caches::openat64_2, c"__openat64_2");
+    lookup(&caches::fopen, c"fopen");
+    lookup(&caches::fopen64, c"fopen64");
+    lookup(&caches::fstat, c"fstat");
+    lookup(&caches::fstat64, c"fstat64");
+    lookup(&caches::fxstat, c"__fxstat");
+    lookup(&caches::fxstat64, c"__fxstat64");
+    lookup(&caches::fstatat, c"fstatat");
+    lookup(&caches::fstatat64, c"fstatat64");
+    lookup(&caches::fxstatat, c"__fxstatat");
+    lookup(&caches::fxstatat64, c"__fxstatat64");
+    lookup(&caches::statx, c"statx");
+    RESOLVED.store(true, Ordering::Release);
+}
 
 /// Raw `newfstatat(2)` into `buf`. Returns 0 or -1 with errno set; never re-enters a hook.
 ///

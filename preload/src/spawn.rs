@@ -32,8 +32,11 @@ const AGENT_SUBCOMMAND: &CStr = c"agent";
 /// Suffix appended to the socket path for the file that receives the agent's stdout/stderr
 /// (startup errors before its own log is set up).
 const AGENT_STDIO_SUFFIX: &str = ".agent-stdio.log";
-/// Mode of the socket's directory if we have to create it, and of the stdio file.
-const DIR_MODE: libc::mode_t = 0o755;
+/// Mode of the socket's directory if we have to create it: private, unless
+/// `OSS_CONNECTOR_SOCKET_MODE` shares the socket with other users (the agent uses the same rule).
+const DIR_MODE: libc::mode_t = 0o700;
+const SHARED_DIR_MODE: libc::mode_t = 0o755;
+/// Mode of the stdio file.
 const FILE_MODE: libc::mode_t = 0o644;
 /// Upper bound for the fd-closing fallback when `close_range` is unavailable.
 const MAX_FD_TO_CLOSE: libc::c_int = 65_536;
@@ -170,8 +173,11 @@ fn open_stdio_file(socket: &[u8]) -> libc::c_int {
     let sock = Path::new(std::ffi::OsStr::from_bytes(socket));
     if let Some(dir) = sock.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Ok(c) = CString::new(dir.as_os_str().as_bytes()) {
+            let shared =
+                std::env::var_os("OSS_CONNECTOR_SOCKET_MODE").is_some_and(|m| !m.is_empty());
+            let mode = if shared { SHARED_DIR_MODE } else { DIR_MODE };
             // SAFETY: `c` is NUL-terminated; failure (e.g. EEXIST) is fine.
-            unsafe { libc::mkdir(c.as_ptr(), DIR_MODE) };
+            unsafe { libc::mkdir(c.as_ptr(), mode) };
         }
     }
     let mut name = socket.to_vec();

@@ -8,7 +8,8 @@
 //! the single writer) and becomes visible with a release store of its length.
 
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::time::Duration;
 use std::ffi::CStr;
 
 use crate::path::{PathBuffer, PATH_CAP};
@@ -22,6 +23,16 @@ pub const ROLE_SECONDARY: u8 = 2;
 
 /// Socket path used when `CONNECTOR_UDS_PATH` is unset.
 pub const DEFAULT_SOCKET_PATH: &[u8] = b"/tmp/oss-connector/connector.sock";
+
+/// After a failed agent start, opens fail at once (no new start, no new log line) this long.
+pub const COOL_DOWN: Duration = Duration::from_secs(30);
+/// Default deadline of a READY answer (`OSS_CONNECTOR_READY_TIMEOUT_SEC`): the agent lists
+/// OSS_PATH and downloads the small files before it answers.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default deadline of an OPEN answer (`OSS_CONNECTOR_OPEN_TIMEOUT_SEC`): the agent answers
+/// once the whole file is in memory, which for a multi-GB shard on a slow link or under memory
+/// pressure takes minutes.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1800);
 
 const INIT_NONE: u8 = 0;
 const INIT_RUNNING: u8 = 1;
@@ -88,6 +99,86 @@ pub static SOCKET_PATH: Published = Published::new();
 pub static LOG_PATH: Published = Published::new();
 /// The pid that last said HELLO (0: none yet); a different `getpid()` means we are a fork child.
 pub static HELLO_PID: AtomicU32 = AtomicU32::new(0);
+/// READY deadline in seconds (0: none).
+pub static READY_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(DEFAULT_READY_TIMEOUT.as_secs());
+/// OPEN deadline in seconds (0: none).
+pub static OPEN_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(DEFAULT_OPEN_TIMEOUT.as_secs());
+/// `st_dev` of MODEL_DIR plus one (0: not known yet), set once the agent mirrored it.
+pub static MODEL_DEV: AtomicU64 = AtomicU64::new(0);
+/// Monotonic second (plus one) at which starting or reaching the agent last failed (0: never).
+static START_FAILED_AT: AtomicU64 = AtomicU64::new(0);
+/// Why the agent could not be started (quoted by the first open that fails because of it).
+pub static START_FAILURE: Published = Published::new();
+/// Rate limit of the log line of an open that fails because the agent could not be started.
+pub static START_FAILURE_LOG: LogGate = LogGate::new();
+/// Rate limit of "agent unreachable" log lines.
+pub static UNREACHABLE_LOG: LogGate = LogGate::new();
+/// Rate limit of "socket not trusted" log lines.
+pub static TRUST_LOG: LogGate = LogGate::new();
+
+/// Seconds on the monotonic clock.
+pub fn monotonic_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec.max(0) as u64
+}
+
+/// Lets one log line through per [`COOL_DOWN`], process-wide, so a failure that every open
+/// meets is logged once, not once per open.
+pub struct LogGate(AtomicU64);
+
+impl LogGate {
+    const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// True for the first caller in each window.
+    pub fn should_log(&self) -> bool {
+        let now = monotonic_secs() + 1;
+        let last = self.0.load(Ordering::Relaxed);
+        if last != 0 && now < last + COOL_DOWN.as_secs() {
+            return false;
+        }
+        self.0
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Remembers that the agent could not be started (or reached) now.
+pub fn note_start_failure() {
+    START_FAILED_AT.store(monotonic_secs() + 1, Ordering::Release);
+}
+
+/// True within [`COOL_DOWN`] of [`note_start_failure`].
+pub fn start_failed_recently() -> bool {
+    let at = START_FAILED_AT.load(Ordering::Acquire);
+    at != 0 && monotonic_secs() + 1 < at + COOL_DOWN.as_secs()
+}
+
+/// A configured deadline, `None` for 0.
+pub fn timeout(secs: &AtomicU64) -> Option<Duration> {
+    match secs.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    }
+}
+
+/// MODEL_DIR's device, once known.
+pub fn model_dev() -> Option<u64> {
+    match MODEL_DEV.load(Ordering::Acquire) {
+        0 => None,
+        d => Some(d - 1),
+    }
+}
+
+fn parse_secs(v: &[u8]) -> Option<u64> {
+    core::str::from_utf8(v).ok()?.trim().parse().ok()
+}
 
 fn env(name: &CStr) -> Option<&'static [u8]> {
     // SAFETY: `name` is NUL-terminated; getenv returns a pointer into the environment block,
@@ -139,6 +230,14 @@ fn init_from_env() {
         Some(p) if !p.is_empty() => p,
         _ => DEFAULT_SOCKET_PATH,
     });
+    for (name, slot) in [
+        (c"OSS_CONNECTOR_READY_TIMEOUT_SEC", &READY_TIMEOUT_SECS),
+        (c"OSS_CONNECTOR_OPEN_TIMEOUT_SEC", &OPEN_TIMEOUT_SECS),
+    ] {
+        if let Some(secs) = env(name).and_then(parse_secs) {
+            slot.store(secs, Ordering::Relaxed);
+        }
+    }
     if let Some(dir) = env(c"MODEL_DIR").filter(|d| !d.is_empty()) {
         let mut buf = PathBuffer::new();
         if absolutise(&mut buf, libc::AT_FDCWD, dir) && buf.as_bytes() != b"/" {

@@ -12,10 +12,11 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,18 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn sealed_memfd(content: &[u8]) -> OwnedFd {
+    let owned = memfd_with(content);
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our fd.
+    assert_eq!(
+        unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_ADD_SEALS, seals) },
+        0
+    );
+    owned
+}
+
+/// A memfd holding `content`, without seals.
+fn memfd_with(content: &[u8]) -> OwnedFd {
     // SAFETY: memfd_create with a literal name.
     let fd = unsafe {
         libc::memfd_create(
@@ -68,9 +81,6 @@ fn sealed_memfd(content: &[u8]) -> OwnedFd {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut f = std::fs::File::from(owned.try_clone().unwrap());
     f.write_all(content).unwrap();
-    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl on our fd.
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }, 0);
     owned
 }
 
@@ -88,13 +98,18 @@ enum Entry {
 
 struct Shared {
     entries: HashMap<String, Entry>,
+    /// `(st_dev, st_ino)` of each placeholder -> its path below MODEL_DIR, for `IDENT`.
+    placeholders: HashMap<(u64, u64), String>,
     requests: Mutex<Vec<String>>,
     log_path: PathBuf,
+    /// When set, READY and OPEN are never answered (a hung agent).
+    hang: AtomicBool,
 }
 
 /// The fake agent plus a model directory layout:
 /// `root/model/{weights.bin (served), sub/shard.bin (served), config.json (real, PASS),
-/// denied.bin (ERR), liar.bin (FD with a wrong size), nofd.bin (FD without fd)}`,
+/// denied.bin (ERR), liar.bin (FD with a wrong size), nofd.bin (FD without fd),
+/// unsealed.bin (FD of a memfd without seals)}`,
 /// `root/outside.txt`, `root/out/` for results.
 struct Fixture {
     root: tempfile::TempDir,
@@ -147,7 +162,19 @@ fn serve_conn(shared: &Shared, stream: UnixStream) {
     let line = line.trim_end_matches('\n').to_string();
     shared.requests.lock().unwrap().push(line.clone());
     let reply = |s: String| send_with_fd(&stream, s.as_bytes(), None);
-    if line.starts_with("HELLO ") {
+    let hangs = line == "READY" || line.starts_with("OPEN ");
+    if hangs && shared.hang.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(30));
+        return;
+    }
+    if let Some(rest) = line.strip_prefix("IDENT ") {
+        let (dev, ino) = rest.split_once(' ').unwrap();
+        let id = (dev.parse().unwrap(), ino.parse().unwrap());
+        match shared.placeholders.get(&id) {
+            Some(rel) => reply(format!("PLACEHOLDER {rel}\n")),
+            None => reply("PASS\n".to_string()),
+        }
+    } else if line.starts_with("HELLO ") {
         reply(format!(
             "OK {} {}\n",
             std::process::id(),
@@ -184,15 +211,20 @@ impl Fixture {
         let weights = pattern(WEIGHTS_SIZE, 1);
         let shard = pattern(100_001, 2);
         let config = b"{\"architectures\": [\"FakeForCausalLM\"]}\n".to_vec();
-        // Placeholders: right size, wrong (zero) bytes.
+        // Placeholders like the agent's: right size, sparse, wrong (zero) bytes.
+        let mut placeholders = HashMap::new();
         for (name, len) in [
             ("weights.bin", weights.len()),
             ("sub/shard.bin", shard.len()),
             ("denied.bin", 10),
             ("liar.bin", 10),
             ("nofd.bin", 10),
+            ("unsealed.bin", 10),
         ] {
-            std::fs::write(model.join(name), vec![0u8; len]).unwrap();
+            let file = std::fs::File::create(model.join(name)).unwrap();
+            file.set_len(len as u64).unwrap();
+            let meta = file.metadata().unwrap();
+            placeholders.insert((meta.dev(), meta.ino()), name.to_string());
         }
         std::fs::write(model.join("config.json"), &config).unwrap();
         std::fs::write(root.path().join("outside.txt"), b"outside the model dir\n").unwrap();
@@ -234,13 +266,36 @@ impl Fixture {
                 attach: false,
             },
         );
+        entries.insert(
+            "unsealed.bin".to_string(),
+            Entry::Serve {
+                fd: memfd_with(b"0123456789"),
+                announced: 10,
+                attach: true,
+            },
+        );
         let shared = Arc::new(Shared {
             entries,
+            placeholders,
             requests: Mutex::new(Vec::new()),
             log_path: root.path().join("agent.log"),
+            hang: AtomicBool::new(false),
         });
-        let listener = UnixListener::bind(root.path().join("agent.sock")).unwrap();
-        let s = Arc::clone(&shared);
+        let f = Self {
+            root,
+            shared,
+            weights,
+            shard,
+            config,
+        };
+        f.serve_at(&f.sock());
+        f
+    }
+
+    /// Serves this fake agent on (another) socket at `path`.
+    fn serve_at(&self, path: &Path) {
+        let listener = UnixListener::bind(path).unwrap();
+        let s = Arc::clone(&self.shared);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
@@ -248,13 +303,6 @@ impl Fixture {
                 std::thread::spawn(move || serve_conn(&s, stream));
             }
         });
-        Self {
-            root,
-            shared,
-            weights,
-            shard,
-            config,
-        }
     }
 
     fn model(&self) -> PathBuf {
@@ -942,13 +990,14 @@ print(" ".join(str(p) for p in pids))
 /// A fake agent *binary* (Python) for the spawn path: it records its environment, serves
 /// `weights.bin` from a memfd, PASSes everything else and exits when idle.
 const PY_AGENT: &str = r#"#!/usr/bin/env python3
-import json, os, socket, sys, time
+import fcntl, json, os, socket, sys, time
 state = os.environ["FAKE_AGENT_STATE"]
 content = open(os.environ["FAKE_AGENT_CONTENT"], "rb").read()
 json.dump({"argv": sys.argv, "env": dict(os.environ)}, open(os.path.join(state, "agent.json"), "w"))
 open(os.path.join(state, "agent.pid"), "w").write(str(os.getpid()))
-mfd = os.memfd_create("w")
+mfd = os.memfd_create("w", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
 os.write(mfd, content)
+fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
 time.sleep(0.3)   # make the preload wait for the socket
 srv = socket.socket(socket.AF_UNIX)
 srv.bind(os.environ["CONNECTOR_UDS_PATH"])
@@ -1134,4 +1183,318 @@ fn bench_open_close_overhead() {
     );
     assert!(base > 0 && off > 0 && abs > 0 && rel > 0);
     assert!(f.opens().is_empty());
+}
+
+/// The uid of `nobody`, the other user of the trust tests.
+const NOBODY: u32 = 65534;
+
+/// The Python interpreter itself, not a launcher script (such as a pyenv shim) whose helper
+/// processes would load the library too.
+fn real_python() -> &'static Path {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = run_ok(Command::new("python3").args(["-c", "import sys; print(sys.executable)"]));
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Python: read the file in argv[1]; print `ok <len>` and write the bytes to argv[2], or print
+/// the errno.
+const READ_OR_ERRNO: &str = r#"
+import sys
+try:
+    data = open(sys.argv[1], "rb").read()
+except OSError as e:
+    print(e.errno)
+else:
+    open(sys.argv[2], "wb").write(data)
+    print("ok", len(data))
+"#;
+
+#[test]
+fn a_socket_directory_of_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("!!! SKIPPED: giving a directory to another user needs root");
+        return;
+    }
+    let f = Fixture::new();
+    // Another user created the socket directory first (as with /tmp/oss-connector) and a
+    // socket in it answers with the right protocol.
+    let squat = f.root.path().join("squat");
+    std::fs::create_dir(&squat).unwrap();
+    std::os::unix::fs::chown(&squat, Some(NOBODY), Some(NOBODY)).unwrap();
+    let sock = squat.join("agent.sock");
+    f.serve_at(&sock);
+    let copy = f.out().join("copy.bin");
+    let out = run_ok(
+        f.cmd("python3")
+            .env("CONNECTOR_UDS_PATH", &sock)
+            .arg("-c")
+            .arg(READ_OR_ERRNO)
+            .arg(f.model().join("weights.bin"))
+            .arg(&copy),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.trim(), libc::EIO.to_string(), "{stderr}");
+    assert!(
+        stderr.contains("refusing agent socket") && stderr.contains("uid 65534"),
+        "{stderr}"
+    );
+    assert!(f.requests().is_empty(), "{:?}", f.requests());
+    // The same socket in a directory of ours is used.
+    let ok = run_ok(
+        f.cmd("python3")
+            .arg("-c")
+            .arg(READ_OR_ERRNO)
+            .arg(f.model().join("weights.bin"))
+            .arg(&copy),
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok "));
+    assert!(std::fs::read(&copy).unwrap() == f.weights);
+}
+
+#[test]
+fn an_agent_of_another_user_is_refused() {
+    if !is_root() {
+        eprintln!("!!! SKIPPED: running a fake agent as another user needs root");
+        return;
+    }
+    let f = Fixture::new();
+    std::fs::set_permissions(f.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The fake agent runs as nobody in a directory of nobody's ...
+    let theirs = f.root.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let agent = theirs.join("fake-agent.py");
+    std::fs::write(&agent, PY_AGENT).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let content = theirs.join("content.bin");
+    std::fs::write(&content, &f.weights).unwrap();
+    std::os::unix::fs::chown(&content, Some(NOBODY), Some(NOBODY)).unwrap();
+    let their_sock = theirs.join("agent.sock");
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&agent)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .env("FAKE_AGENT_STATE", &theirs)
+            .env("FAKE_AGENT_CONTENT", &content)
+            .env("CONNECTOR_UDS_PATH", &their_sock)
+            .spawn()
+            .unwrap()
+    };
+    let kill = KillOnDrop(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !their_sock.exists() {
+        assert!(Instant::now() < deadline, "fake agent never bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... and its socket ends up in a directory we trust (moved there, as a mount could).
+    let ours = f.root.path().join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    let sock = ours.join("agent.sock");
+    std::fs::rename(&their_sock, &sock).unwrap();
+    let out = f
+        .cmd("cat")
+        .env("CONNECTOR_UDS_PATH", &sock)
+        .arg(f.model().join("weights.bin"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no bytes from another user's agent");
+    assert!(
+        stderr.contains("runs as uid 65534") && stderr.contains("Input/output error"),
+        "{stderr}"
+    );
+    let reqs = std::fs::read_to_string(theirs.join("requests")).unwrap_or_default();
+    assert!(reqs.is_empty(), "no request reached it: {reqs}");
+    drop(kill);
+    let _ = child.wait();
+}
+
+#[test]
+fn an_unsealed_memory_file_is_refused() {
+    let f = Fixture::new();
+    let copy = f.out().join("copy.bin");
+    let out = python(&f, READ_OR_ERRNO, &[&f.model().join("unsealed.bin"), &copy]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        libc::EIO.to_string()
+    );
+    let log = std::fs::read_to_string(&f.shared.log_path).unwrap();
+    assert!(log.contains("not sealed against writes"), "{log}");
+}
+
+#[test]
+fn a_hung_agent_fails_ready_and_open_after_the_configured_deadlines() {
+    let f = Fixture::new();
+    f.shared.hang.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let out = run_ok(
+        f.cmd(real_python().to_str().unwrap())
+            .env("OSS_CONNECTOR_READY_TIMEOUT_SEC", "1")
+            .env("OSS_CONNECTOR_OPEN_TIMEOUT_SEC", "1")
+            .arg("-c")
+            .arg(READ_OR_ERRNO)
+            .arg(f.model().join("weights.bin"))
+            .arg(f.out().join("copy.bin")),
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        libc::EIO.to_string()
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let log = std::fs::read_to_string(&f.shared.log_path).unwrap();
+    assert!(
+        log.contains("READY: no answer from the agent within 1 s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("no answer within OSS_CONNECTOR_OPEN_TIMEOUT_SEC"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_failed_agent_start_is_remembered_and_opens_fail_at_once() {
+    let f = Fixture::new();
+    let agent = f.root.path().join("broken-agent.sh");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho 'error: OSS_REGION is required for endpoint http://store.test' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = f.root.path().join("spawned").join("agent.sock");
+    let main = |prog: &str| {
+        let mut c = f.cmd(prog);
+        c.env("ENABLE_CONNECTOR", "1")
+            .env("CONNECTOR_UDS_PATH", &sock)
+            .env("OSSC_AGENT_BIN", &agent);
+        c
+    };
+    let script = r#"
+import os, sys
+codes = []
+for i in range(40):
+    try:
+        open(os.path.join(sys.argv[1], "f%02d.bin" % i), "rb").read()
+        codes.append(0)
+    except OSError as e:
+        codes.append(e.errno)
+print(" ".join(map(str, sorted(set(codes)))))
+"#;
+    let started = Instant::now();
+    let out = run_ok(
+        main(real_python().to_str().unwrap())
+            .arg("-c")
+            .arg(script)
+            .arg(f.model()),
+    );
+    let python_took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        libc::EIO.to_string()
+    );
+    let quoted = stderr.matches("OSS_REGION is required").count();
+    assert_eq!(quoted, 1, "one line quotes the agent: {stderr}");
+    let errors = stderr.lines().filter(|l| l.contains(" ERROR ")).count();
+    assert_eq!(errors, 1, "{stderr}");
+    // Other processes within the cool-down don't start the agent again.
+    let started = Instant::now();
+    for _ in 0..5 {
+        let out = main("cat")
+            .arg(f.model().join("weights.bin"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("not starting it again") && stderr.contains("OSS_REGION is required"),
+            "{stderr}"
+        );
+    }
+    let cats_took = started.elapsed();
+    let stdio =
+        std::fs::read_to_string(f.root.path().join("spawned/agent.sock.agent-stdio.log")).unwrap();
+    assert_eq!(
+        stdio.matches("OSS_REGION").count(),
+        1,
+        "started once: {stdio}"
+    );
+    assert!(
+        python_took < Duration::from_secs(8) && cats_took < Duration::from_secs(5),
+        "python {python_took:?}, 5 cats {cats_took:?}"
+    );
+}
+
+#[test]
+fn placeholders_reached_by_another_name_are_served_or_refused() {
+    let f = Fixture::new();
+    let link = f.out().join("link.bin");
+    std::os::unix::fs::symlink(f.model().join("weights.bin"), &link).unwrap();
+    let script = r#"
+import ctypes, errno, os, sys
+link, placeholder, copy = sys.argv[1], sys.argv[2], sys.argv[3]
+open(copy, "wb").write(open(link, "rb").read())
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+fp = libc.fopen(link.encode(), b"rb")
+buf = ctypes.create_string_buffer(64)
+n = libc.fread(buf, 1, 64, fp)
+libc.fclose(fp)
+print("fopen", buf.raw[:n] == open(copy, "rb").read(64))
+for name, path in (("rdwr-link", link), ("rdwr", placeholder)):
+    try:
+        os.open(path, os.O_RDWR)
+        print(name, "opened")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+fp = libc.fopen(placeholder.encode(), b"r+")
+print("fopen-r+", "opened" if fp else errno.errorcode[ctypes.get_errno()])
+"#;
+    let copy = f.out().join("copy.bin");
+    let out = python(&f, script, &[&link, &f.model().join("weights.bin"), &copy]);
+    assert!(
+        std::fs::read(&copy).unwrap() == f.weights,
+        "served through the link"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "fopen True",
+            "rdwr-link EROFS",
+            "rdwr EROFS",
+            "fopen-r+ EROFS"
+        ],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        f.opens().iter().all(|o| o == "weights.bin"),
+        "{:?}",
+        f.opens()
+    );
+    let log = std::fs::read_to_string(&f.shared.log_path).unwrap();
+    assert!(
+        log.contains("opening it for writing fails with EROFS"),
+        "{log}"
+    );
+    // The placeholder was not touched.
+    let meta = std::fs::metadata(f.model().join("weights.bin")).unwrap();
+    assert_eq!((meta.len(), meta.blocks()), (WEIGHTS_SIZE as u64, 0));
 }

@@ -14,8 +14,13 @@ use std::sync::Mutex;
 pub struct AuditRecord {
     /// RFC 3339, UTC.
     pub time: String,
-    /// The pid the client declared (its own namespace's).
+    /// The client's pid from the kernel (`SO_PEERCRED`, in the agent's pid
+    /// namespace); the declared one only when the kernel could not say.
     pub pid: u32,
+    /// The pid the client declared, when it differs from `pid` (a client in
+    /// another pid namespace, or one that lies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_pid: Option<u32>,
     /// The client's user id, from the kernel (`SO_PEERCRED`), so it cannot
     /// be forged; absent if the kernel did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +92,7 @@ mod tests {
         let rec = AuditRecord {
             time: now_rfc3339(),
             pid: 1,
+            declared_pid: None,
             uid: Some(1000),
             comm: "python3".into(),
             path: "a.bin".into(),

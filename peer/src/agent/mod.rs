@@ -15,7 +15,8 @@
 //! [`cache`] (memfds, state machine, memory cap, expiry),
 //! [`fetcher`] (where large objects' bytes come from: the store, or the peer
 //! layer in `crate::swarm`),
-//! [`order`] (prefetch order), [`server`] (the socket), [`sys`] (memfd,
+//! [`order`] (prefetch order), [`server`] (the socket), [`socket_dir`] (who may
+//! write where the socket lives), [`sys`] (memfd,
 //! flock, SCM_RIGHTS), [`procscan`] (`/proc` references), [`audit`],
 //! [`metrics`], [`protocol`].
 
@@ -30,11 +31,13 @@ pub mod order;
 pub mod procscan;
 pub mod protocol;
 pub mod server;
+pub mod socket_dir;
 pub mod sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,8 +62,10 @@ const CGROUP_UNLIMITED_THRESHOLD: u64 = 1 << 60;
 /// Bounds of the maintenance tick (a quarter of the expiry time, clamped).
 const MIN_TICK: Duration = Duration::from_millis(100);
 const MAX_TICK: Duration = Duration::from_secs(5);
-/// Mode of the socket's parent directory when the agent creates it.
-const SOCKET_DIR_MODE: u32 = 0o755;
+/// Idle exit never fires this soon after start, so the process that started the agent has
+/// its chance to register even with `expireTimeSec: 0` (the preload waits up to 60 s for a new
+/// agent to accept connections).
+pub const START_GRACE: Duration = Duration::from_secs(60);
 /// How long `ossc status` waits for the agent's answer.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -162,6 +167,8 @@ struct Mirrored {
     cache: Arc<Cache>,
     /// Large files per directory, in prefetch order (bucket-root lazy prefetch).
     by_dir: HashMap<String, Vec<Arc<LargeFile>>>,
+    /// `(st_dev, st_ino)` of each placeholder, for `IDENT`.
+    placeholders: HashMap<(u64, u64), String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -188,6 +195,8 @@ struct Agent {
     metrics: Arc<Metrics>,
     audit: audit::AuditLog,
     pids: Mutex<BTreeMap<u32, Registered>>,
+    /// Whether any process has said HELLO (idle exit waits for the first one).
+    registered_once: AtomicBool,
     lazy_dirs: Mutex<HashSet<String>>,
     shutdown: watch::Sender<bool>,
 }
@@ -197,12 +206,7 @@ struct Agent {
 pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     let socket_path = opts.socket_path.clone();
     if let Some(dir) = socket_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(SOCKET_DIR_MODE)
-            .create(dir)
-            .with_context(|| format!("creating socket directory {}", dir.display()))?;
+        socket_dir::prepare(dir, opts.socket_mode.is_some())?;
     }
     let lock_path = lock_path(&socket_path);
     let Some(lock) = sys::FileLock::try_acquire(&lock_path)
@@ -276,6 +280,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         metrics: Arc::new(Metrics::default()),
         audit,
         pids: Mutex::default(),
+        registered_once: AtomicBool::new(false),
         lazy_dirs: Mutex::default(),
         shutdown: shutdown_tx,
     });
@@ -482,11 +487,13 @@ impl Agent {
             secs = format!("{:.2}", started.elapsed().as_secs_f64()),
             "mirror ready"
         );
+        let placeholders = placeholder_ids(&self.model_dir, &files);
         self.mirror
             .send_replace(MirrorState::Ready(Arc::new(Mirrored {
                 catalog,
                 cache: cache.clone(),
                 by_dir,
+                placeholders,
             })));
         if !self.prefix.is_empty() {
             cache.prefetch(files).await;
@@ -534,7 +541,8 @@ impl Agent {
     /// Expiry and idle exit.
     async fn maintenance(self: Arc<Self>) {
         let tick = (self.expire / 4).clamp(MIN_TICK, MAX_TICK);
-        let mut idle_since = Some(Instant::now());
+        let started = Instant::now();
+        let mut idle_since = Some(started);
         let mut interval = tokio::time::interval(tick);
         loop {
             interval.tick().await;
@@ -551,7 +559,8 @@ impl Agent {
                 idle_since = None;
             } else if self.idle_exit {
                 let since = *idle_since.get_or_insert(now);
-                if now.duration_since(since) >= self.expire {
+                let registered_once = self.registered_once.load(Ordering::Relaxed);
+                if idle_exit_due(registered_once, started, since, now, self.expire) {
                     tracing::info!(
                         idle_secs = now.duration_since(since).as_secs(),
                         "no registered process alive; agent exiting"
@@ -626,6 +635,32 @@ impl Agent {
     }
 }
 
+/// `(st_dev, st_ino)` -> path below MODEL_DIR of the placeholders of `files`.
+fn placeholder_ids(model_dir: &Path, files: &[Arc<LargeFile>]) -> HashMap<(u64, u64), String> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .filter_map(|f| {
+            let m = std::fs::symlink_metadata(model_dir.join(&f.rel_path)).ok()?;
+            Some(((m.dev(), m.ino()), f.rel_path.clone()))
+        })
+        .collect()
+}
+
+/// Whether a spawned agent should exit now: once no registered process has been alive for
+/// `expire`, but never before a first process registered or [`START_GRACE`] passed, so the
+/// process that started the agent always gets to use it (also with `expire` 0).
+fn idle_exit_due(
+    registered_once: bool,
+    started: Instant,
+    idle_since: Instant,
+    now: Instant,
+    expire: Duration,
+) -> bool {
+    let idle_long_enough = now.duration_since(idle_since) >= expire;
+    idle_long_enough && (registered_once || now.duration_since(started) >= START_GRACE)
+}
+
 /// Directory part of a relative path ("" at the top).
 fn parent_dir(rel: &str) -> &str {
     rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
@@ -644,6 +679,22 @@ mod tests {
             let e = parse_socket_mode(bad).unwrap_err().to_string();
             assert!(e.contains(SOCKET_MODE_ENV), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn idle_exit_waits_for_the_start_grace_even_with_expire_zero() {
+        let t0 = Instant::now();
+        let zero = Duration::ZERO;
+        assert!(!idle_exit_due(false, t0, t0, t0, zero), "at once");
+        assert!(!idle_exit_due(false, t0, t0, t0 + START_GRACE / 2, zero));
+        assert!(idle_exit_due(false, t0, t0, t0 + START_GRACE, zero));
+        // Once a process registered and left, 0 means at once.
+        let left = t0 + Duration::from_secs(1);
+        assert!(idle_exit_due(true, t0, left, left, zero));
+        let expire = Duration::from_secs(120);
+        assert!(!idle_exit_due(true, t0, left, left + expire / 2, expire));
+        assert!(idle_exit_due(true, t0, left, left + expire, expire));
+        assert!(!idle_exit_due(false, t0, t0, t0 + START_GRACE, expire));
     }
 
     #[test]

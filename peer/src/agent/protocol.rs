@@ -14,10 +14,23 @@ pub const MAX_REQUEST_LINE: usize = 3 * 4096 + 64;
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Hello { pid: u32, role: u8, comm: String },
+    Hello {
+        pid: u32,
+        role: u8,
+        comm: String,
+    },
     Ready,
-    Open { pid: u32, path: String },
+    Open {
+        pid: u32,
+        path: String,
+    },
     Status,
+    /// Which placeholder, if any, has this `(st_dev, st_ino)` (a client that opened a file by
+    /// another name: a symlink or a bind mount).
+    Ident {
+        dev: u64,
+        ino: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +56,15 @@ impl Request {
                     .ok_or_else(|| bad("role"))?;
                 let comm = decode_field(it.next().unwrap_or(""));
                 Ok(Request::Hello { pid, role, comm })
+            }
+            "IDENT" => {
+                let (dev, ino) = rest
+                    .split_once(' ')
+                    .ok_or_else(|| bad("IDENT needs dev and inode"))?;
+                Ok(Request::Ident {
+                    dev: dev.parse().map_err(|_| bad("dev"))?,
+                    ino: ino.parse().map_err(|_| bad("inode"))?,
+                })
             }
             "READY" if rest.is_empty() => Ok(Request::Ready),
             "STATUS" if rest.is_empty() => Ok(Request::Status),
@@ -83,12 +105,23 @@ impl Source {
 /// One response line (the fd of `Fd` is attached by the server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    HelloOk { agent_pid: u32, log_path: String },
+    HelloOk {
+        agent_pid: u32,
+        log_path: String,
+    },
     Ok,
-    Fd { size: u64, source: Source },
+    Fd {
+        size: u64,
+        source: Source,
+    },
     Pass,
-    Err { errno: i32, message: String },
+    Err {
+        errno: i32,
+        message: String,
+    },
     Status(String),
+    /// Answer to `IDENT`: the placeholder's path below MODEL_DIR.
+    Placeholder(String),
 }
 
 impl Response {
@@ -113,6 +146,7 @@ impl Response {
             Response::Pass => "PASS\n".to_string(),
             Response::Err { errno, message } => format!("ERR {errno} {}\n", one_line(message)),
             Response::Status(json) => format!("{}\n", one_line(json)),
+            Response::Placeholder(rel) => format!("PLACEHOLDER {}\n", encode_field(rel)),
         }
     }
 }
@@ -173,7 +207,24 @@ mod tests {
                 path: "dir/a b%c\nd.bin".into()
             }
         );
-        for bad in ["", "OPEN", "OPEN x a", "HELLO x 1 c", "READY now", "NOPE"] {
+        assert_eq!(
+            Request::parse("IDENT 2049 77").unwrap(),
+            Request::Ident { dev: 2049, ino: 77 }
+        );
+        assert_eq!(
+            Response::Placeholder("a/100%.bin".into()).line(),
+            "PLACEHOLDER a/100%25.bin\n"
+        );
+        for bad in [
+            "",
+            "OPEN",
+            "OPEN x a",
+            "HELLO x 1 c",
+            "READY now",
+            "NOPE",
+            "IDENT 1",
+            "IDENT a 2",
+        ] {
             assert!(Request::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }

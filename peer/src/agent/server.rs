@@ -66,9 +66,9 @@ async fn handle_connection(agent: Arc<Agent>, mut stream: UnixStream) {
             return;
         }
     };
-    let uid = stream.peer_cred().ok().map(|c| c.uid());
+    let peer = Peer::of(&stream);
     let (response, memfd) = match Request::parse(&line) {
-        Ok(req) => agent.handle(req, uid).await,
+        Ok(req) => agent.handle(req, peer).await,
         Err(e) => (Response::err(libc::EINVAL, e.to_string()), None),
     };
     let text = response.line();
@@ -138,17 +138,43 @@ async fn send_line_with_fd(
     stream.write_all(&line[sent..]).await
 }
 
+/// The client as the kernel reports it (`SO_PEERCRED`), which it cannot forge.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Peer {
+    pub uid: Option<u32>,
+    /// In the agent's pid namespace; `None` when the kernel could not map it (a client in a
+    /// sibling namespace).
+    pub pid: Option<u32>,
+}
+
+impl Peer {
+    fn of(stream: &UnixStream) -> Peer {
+        match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: Some(c.uid()),
+                pid: c
+                    .pid()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .filter(|&p| p > 0),
+            },
+            Err(_) => Peer::default(),
+        }
+    }
+
+    /// The kernel's pid, else the one the client declared.
+    fn pid_or(&self, declared: u32) -> u32 {
+        self.pid.unwrap_or(declared)
+    }
+}
+
 impl Agent {
-    /// Answers one request from a client of user `uid` (kernel-reported);
-    /// the memfd (if any) is attached to the answer.
-    pub(super) async fn handle(
-        &self,
-        req: Request,
-        uid: Option<u32>,
-    ) -> (Response, Option<Arc<Memfd>>) {
+    /// Answers one request from `peer`; the memfd (if any) is attached to the answer.
+    pub(super) async fn handle(&self, req: Request, peer: Peer) -> (Response, Option<Arc<Memfd>>) {
         match req {
             Request::Hello { pid, role, comm } => {
-                tracing::info!(pid, role, comm = %comm, "process registered");
+                tracing::info!(pid, kernel_pid = ?peer.pid, role, comm = %comm, "process registered");
+                self.registered_once
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.pids
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -167,9 +193,16 @@ impl Agent {
                 Err((errno, message)) => (Response::err(errno, message), None),
             },
             Request::Status => (Response::Status(self.status_json().to_string()), None),
+            Request::Ident { dev, ino } => match self.mirrored().await {
+                Ok(m) => match m.placeholders.get(&(dev, ino)) {
+                    Some(rel) => (Response::Placeholder(rel.clone()), None),
+                    None => (Response::Pass, None),
+                },
+                Err((errno, message)) => (Response::err(errno, message), None),
+            },
             Request::Open { pid, path } => {
                 Metrics::add(&self.metrics.opens, 1);
-                let (resp, memfd) = self.open(pid, uid, &path).await;
+                let (resp, memfd) = self.open(pid, peer, &path).await;
                 let counter = match &resp {
                     Response::Fd { .. } => &self.metrics.opens_fd,
                     Response::Pass => &self.metrics.opens_pass,
@@ -181,7 +214,13 @@ impl Agent {
         }
     }
 
-    async fn open(&self, pid: u32, uid: Option<u32>, path: &str) -> (Response, Option<Arc<Memfd>>) {
+    async fn open(
+        &self,
+        declared_pid: u32,
+        peer: Peer,
+        path: &str,
+    ) -> (Response, Option<Arc<Memfd>>) {
+        let pid = peer.pid_or(declared_pid);
         let m = match self.mirrored().await {
             Ok(m) => m,
             Err((errno, message)) => return (Response::err(errno, message), None),
@@ -195,7 +234,8 @@ impl Agent {
             self.audit.record(&AuditRecord {
                 time: now_rfc3339(),
                 pid,
-                uid,
+                declared_pid: (declared_pid != pid).then_some(declared_pid),
+                uid: peer.uid,
                 comm: procscan::process_name(pid),
                 path: rel.clone(),
                 key: key.to_string(),
