@@ -774,7 +774,7 @@ fn crc64_of(headers: &HeaderMap) -> Result<Option<u64>, ClientError> {
 }
 
 /// `bytes a-b/total` -> `(a, b + 1, total)`.
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;
     let (a, b) = span.split_once('-')?;
@@ -813,7 +813,7 @@ struct ErrorXml {
     ec: Option<String>,
 }
 
-fn parse_error_xml(xml: &str) -> Option<ServiceError> {
+pub(crate) fn parse_error_xml(xml: &str) -> Option<ServiceError> {
     let e: ErrorXml = quick_xml::de::from_str(xml).ok()?;
     if e.code.is_empty() {
         return None;
@@ -856,7 +856,7 @@ struct ContentsXml {
     size: u64,
 }
 
-fn parse_list(xml: &str) -> Result<ListPage, ClientError> {
+pub(crate) fn parse_list(xml: &str) -> Result<ListPage, ClientError> {
     let parsed: ListBucketResultXml = quick_xml::de::from_str(xml)
         .map_err(|e| ClientError::BadResponse(format!("unparseable listing: {e}")))?;
     let url_encoded = parsed

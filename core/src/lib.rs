@@ -18,6 +18,8 @@ pub mod config;
 pub mod crc64;
 pub mod credentials;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_client;
 pub mod object_client;
 pub mod retry;

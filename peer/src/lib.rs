@@ -5,6 +5,8 @@ pub mod agent_cli;
 pub mod cli_support;
 pub mod demo;
 pub mod download;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model_reader;
 pub mod peer_daemon;
 pub mod prometheus;

@@ -20,6 +20,9 @@
 
 pub mod client;
 pub mod fdtrack;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod log;
 pub mod path;

@@ -32,8 +32,8 @@
 
 mod config;
 mod faults;
-mod files;
-mod handler;
+pub(crate) mod files;
+pub(crate) mod handler;
 mod listing;
 mod stats;
 pub mod tls;
