@@ -793,3 +793,26 @@ def test_dockerfile_app_installs_our_package_at_the_paths_the_deployment_names()
     # The image does not preload the hook into everything: the Deployment sets it per container.
     assert not any(i == "ENV" and "LD_PRELOAD" in t for i, t in ins)
     assert env_value(vendor_main(), "LD_PRELOAD") == PACKAGE_PRELOAD
+
+
+# ---------------------------------------------------------------------------------------------
+# the launch examples (run for real by cluster-tests/tests/netns_ray.rs and netns_sglang.rs)
+
+EXAMPLES = REPO / "deploy/examples"
+
+
+def test_example_scripts_parse_and_default_to_the_package_path():
+    scripts = sorted(EXAMPLES.glob("*.sh"))
+    assert {"vllm.sh", "sglang.sh", "ray-cluster.sh", "sglang-multinode.sh"} <= {
+        s.name for s in scripts
+    }
+    for script in scripts:
+        out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{script.name}: {out.stderr}"
+        text = script.read_text()
+        assert f"LD_PRELOAD=${{OSSC_PRELOAD_LIB:-{PACKAGE_PRELOAD}}}" in text, script.name
+        assert "ENABLE_CONNECTOR=1" in text, f"{script.name}: the server is the main process"
+    ray = (EXAMPLES / "ray-cluster.sh").read_text()
+    # Raylet strips LD_PRELOAD from workers when this is 0 (docs/deploy.md).
+    assert "export RAY_LD_PRELOAD_ON_WORKERS=1" in ray and "unset RAY_JEMALLOC_LIB_PATH" in ray
+    assert "--node-ip-address" in ray
