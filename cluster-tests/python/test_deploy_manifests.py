@@ -274,8 +274,8 @@ def test_kustomize_builds_the_directory():
 
 
 def test_every_reference_resolves():
-    """Mounts name defined volumes; the Secrets, ConfigMaps and keys the daemon names exist."""
-    for workload in [daemonset(), app()]:
+    """Mounts name defined volumes; the Secrets, ConfigMaps and keys the workloads name exist."""
+    for workload in [daemonset(), app(), vendor_app()]:
         spec = pod_spec(workload)
         volumes = [v["name"] for v in spec.get("volumes", [])]
         assert len(set(volumes)) == len(volumes), "duplicate volume names"
@@ -287,17 +287,17 @@ def test_every_reference_resolves():
     secrets = {s["metadata"]["name"]: {**s.get("stringData", {}), **s.get("data", {})}
                for s in objects("Secret")}
     configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in objects("ConfigMap")}
-    spec = pod_spec(daemonset())
-    for c in all_containers(spec):
-        for e in c.get("env", []):
-            ref = e.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                assert ref["key"] in secrets.get(ref["name"], {}), f"{e['name']}: {ref}"
-    for v in spec["volumes"]:
-        if "secret" in v:
-            assert v["secret"]["secretName"] in secrets
-        if "configMap" in v:
-            assert v["configMap"]["name"] in configmaps
+    for spec in [pod_spec(daemonset()), pod_spec(vendor_app())]:
+        for c in all_containers(spec):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets.get(ref["name"], {}), f"{e['name']}: {ref}"
+        for v in spec["volumes"]:
+            if "secret" in v:
+                assert v["secret"]["secretName"] in secrets
+            if "configMap" in v:
+                assert v["configMap"]["name"] in configmaps
 
 
 # ---------------------------------------------------------------------------------------------
