@@ -213,7 +213,7 @@ fn run_phase(ctx: &Ctx, phase: &str, extra_env: &[(String, String)]) -> u64 {
         }
         // One agent per node, in the node's namespace, without the hook.
         let (agent, status) =
-            launch::node_agent(node, &bins, &files[i].socket()).unwrap_or_else(|e| panic!("{e:#}"));
+            launch::node_agent(node, bins, &files[i].socket()).unwrap_or_else(|e| panic!("{e:#}"));
         let census = launch::hook_census(node, &bins.preload).expect("census");
         let ossc_processes = census.iter().filter(|p| p.comm == "ossc").count();
         note!("{}", launch::census_table(node, &census));
