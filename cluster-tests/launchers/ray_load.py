@@ -10,7 +10,9 @@ computed from the store's own files and writes a JSON report.
     python ray_load.py PLAN.json REPORT.json
 
 PLAN: {"address": "ip:6379", "store_model": dir, "prefix": "m1", "tasks_per_node": 2,
-       "timeout_s": 120, "nodes": [{"ip": ..., "env_vars": {...}}, ...]}
+       "timeout_s": 120, "start_delay_s": 10, "nodes": [{"ip": ..., "env_vars": {...}}, ...]}
+Every task starts loading start_delay_s after the driver submitted them (a task whose worker
+started later begins at once and reports how late it was).
 A node's env_vars, when not empty, go to its tasks as a Ray runtime_env (a second MODEL_DIR and
 agent on the same Ray cluster); empty means the environment inherited from that node's
 `ray start`, exactly as the vendor's guide sets it.
@@ -47,10 +49,14 @@ def tensor_digests(model_dir):
     return out, [s.name for s in shards]
 
 
-def load_on_node(prefix):
-    """A Ray task: load every tensor from this node's MODEL_DIR/<prefix>."""
+def load_on_node(prefix, start_at):
+    """A Ray task: at `start_at` (epoch seconds; every host shares this machine's clock), load
+    every tensor from this node's MODEL_DIR/<prefix>."""
     import ray
 
+    wait = start_at - time.time()
+    if wait > 0:
+        time.sleep(wait)
     t0 = time.time()
     model_dir = os.path.join(os.environ["MODEL_DIR"], prefix)
     digests, shards = tensor_digests(model_dir)
@@ -63,6 +69,7 @@ def load_on_node(prefix):
         "shards": shards,
         "tensors": digests,
         "seconds": time.time() - t0,
+        "late_seconds": max(0.0, -wait),
         **hook_state(),
     }
 
@@ -93,6 +100,9 @@ def main(plan_path, report_path):
         time.sleep(0.2)
 
     task = ray.remote(num_cpus=1)(load_on_node)
+    # Every task starts loading at the same moment (workers take seconds to start), so the nodes
+    # fetch side by side instead of one after the other.
+    start_at = time.time() + plan.get("start_delay_s", 0)
     refs = []
     for node in plan["nodes"]:
         options = {
@@ -101,7 +111,7 @@ def main(plan_path, report_path):
         if node.get("env_vars"):
             options["runtime_env"] = {"env_vars": node["env_vars"]}
         for _ in range(plan["tasks_per_node"]):
-            refs.append((node["ip"], task.options(**options).remote(plan["prefix"])))
+            refs.append((node["ip"], task.options(**options).remote(plan["prefix"], start_at)))
     t0 = time.time()
     results = ray.get([r for _, r in refs], timeout=max(1.0, deadline - time.time()))
     wall = time.time() - t0

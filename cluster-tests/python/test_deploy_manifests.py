@@ -274,8 +274,8 @@ def test_kustomize_builds_the_directory():
 
 
 def test_every_reference_resolves():
-    """Mounts name defined volumes; the Secrets, ConfigMaps and keys the daemon names exist."""
-    for workload in [daemonset(), app()]:
+    """Mounts name defined volumes; the Secrets, ConfigMaps and keys the workloads name exist."""
+    for workload in [daemonset(), app(), vendor_app()]:
         spec = pod_spec(workload)
         volumes = [v["name"] for v in spec.get("volumes", [])]
         assert len(set(volumes)) == len(volumes), "duplicate volume names"
@@ -287,17 +287,17 @@ def test_every_reference_resolves():
     secrets = {s["metadata"]["name"]: {**s.get("stringData", {}), **s.get("data", {})}
                for s in objects("Secret")}
     configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in objects("ConfigMap")}
-    spec = pod_spec(daemonset())
-    for c in all_containers(spec):
-        for e in c.get("env", []):
-            ref = e.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                assert ref["key"] in secrets.get(ref["name"], {}), f"{e['name']}: {ref}"
-    for v in spec["volumes"]:
-        if "secret" in v:
-            assert v["secret"]["secretName"] in secrets
-        if "configMap" in v:
-            assert v["configMap"]["name"] in configmaps
+    for spec in [pod_spec(daemonset()), pod_spec(vendor_app())]:
+        for c in all_containers(spec):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["key"] in secrets.get(ref["name"], {}), f"{e['name']}: {ref}"
+        for v in spec["volumes"]:
+            if "secret" in v:
+                assert v["secret"]["secretName"] in secrets
+            if "configMap" in v:
+                assert v["configMap"]["name"] in configmaps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,3 +797,26 @@ def test_dockerfile_app_installs_our_package_at_the_paths_the_deployment_names()
     # The image does not preload the hook into everything: the Deployment sets it per container.
     assert not any(i == "ENV" and "LD_PRELOAD" in t for i, t in ins)
     assert env_value(vendor_main(), "LD_PRELOAD") == PACKAGE_PRELOAD
+
+
+# ---------------------------------------------------------------------------------------------
+# the launch examples (run for real by cluster-tests/tests/netns_ray.rs and netns_sglang.rs)
+
+EXAMPLES = REPO / "deploy/examples"
+
+
+def test_example_scripts_parse_and_default_to_the_package_path():
+    scripts = sorted(EXAMPLES.glob("*.sh"))
+    assert {"vllm.sh", "sglang.sh", "ray-cluster.sh", "sglang-multinode.sh"} <= {
+        s.name for s in scripts
+    }
+    for script in scripts:
+        out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{script.name}: {out.stderr}"
+        text = script.read_text()
+        assert f"LD_PRELOAD=${{OSSC_PRELOAD_LIB:-{PACKAGE_PRELOAD}}}" in text, script.name
+        assert "ENABLE_CONNECTOR=1" in text, f"{script.name}: the server is the main process"
+    ray = (EXAMPLES / "ray-cluster.sh").read_text()
+    # Raylet strips LD_PRELOAD from workers when this is 0 (docs/deploy.md).
+    assert "export RAY_LD_PRELOAD_ON_WORKERS=1" in ray and "unset RAY_JEMALLOC_LIB_PATH" in ray
+    assert "--node-ip-address" in ray
