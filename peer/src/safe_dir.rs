@@ -458,6 +458,25 @@ impl TempFile {
             Replace::Never => libc::RENAME_NOREPLACE,
             Replace::Entry => 0,
         };
+        match self.rename(&from, &to, flags) {
+            // File systems (some network ones) or kernels without
+            // RENAME_NOREPLACE: check, then rename (a narrow window, still
+            // never following).
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) && flags != 0 =>
+            {
+                if self.dir.lstat_leaf(leaf)?.is_some() {
+                    return Err(io::Error::from_raw_os_error(libc::EEXIST));
+                }
+                self.rename(&from, &to, 0)?;
+            }
+            r => r?,
+        }
+        self.linked = false;
+        Ok(crc)
+    }
+
+    fn rename(&self, from: &CString, to: &CString, flags: libc::c_uint) -> io::Result<()> {
         let dirfd = self.dir.fd.as_raw_fd();
         // SAFETY: valid dirfds and NUL-terminated names; renameat2 renames
         // entries and never follows a symlink at either name.
@@ -471,11 +490,16 @@ impl TempFile {
                 flags,
             )
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        if r == 0 {
+            return Ok(());
         }
-        self.linked = false;
-        Ok(crc)
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) || flags != 0 {
+            return Err(e);
+        }
+        // SAFETY: as above; plain renameat for kernels without renameat2.
+        cvt(unsafe { libc::renameat(dirfd, from.as_ptr(), dirfd, to.as_ptr()) })?;
+        Ok(())
     }
 
     /// Fails unless the temp name still refers to the inode this file is.
