@@ -15,9 +15,9 @@
 //!   makes a file under a random hidden name with `O_CREAT | O_EXCL |
 //!   O_NOFOLLOW` (no two writers ever share one, a planted name is never
 //!   opened); [`TempFile::publish`] reads the file back and checks the CRC-64
-//!   of what is *on disk*, fsyncs it, checks the temp name still refers to
-//!   the inode it wrote, and only then renames it into place. A temp file that
-//!   is dropped unpublished is unlinked.
+//!   of what is *on disk*, fsyncs it (unless told not to), checks the temp
+//!   name still refers to the inode it wrote, and only then renames it into
+//!   place. A temp file that is dropped unpublished is unlinked.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -363,6 +363,7 @@ impl SafeDir {
                         name,
                         file,
                         linked: true,
+                        fsync: true,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -403,9 +404,18 @@ pub struct TempFile {
     name: String,
     file: File,
     linked: bool,
+    /// Whether `publish` fsyncs before renaming (the default).
+    fsync: bool,
 }
 
 impl TempFile {
+    /// Publish without an fsync: for copies that are not a durability point
+    /// (like `cp`); readers still only ever see verified bytes.
+    pub fn without_fsync(mut self) -> Self {
+        self.fsync = false;
+        self
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -450,7 +460,9 @@ impl TempFile {
             }
             None => 0,
         };
-        self.file.sync_all()?;
+        if self.fsync {
+            self.file.sync_all()?;
+        }
         self.check_name_is_ours(&meta)?;
         let from = cstr(&self.name)?;
         let to = cstr(leaf)?;
