@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 
-from conftest import Node, start_store
+from conftest import OSSC_BIN, Node, start_store
 from test_bad_input import read_all
 
 PREFIX = "small"
@@ -136,3 +136,27 @@ def test_planted_manifest_and_symlinks_never_reach_outside_model_dir(tmp_path):
     assert os.listdir(outside / "sub") == [], "written through a symlinked directory"
     manifest = json.loads((node.model_dir / ".ossc-manifest.json").read_text())
     assert sorted(manifest["files"]) == ["config.json"], manifest
+
+
+def test_ossc_cp_copies_keys_named_like_its_temp_files_exactly(tmp_path):
+    # `a.json` takes many ranged GETs; the small keys named like temp files
+    # land while it is still downloading.
+    objects = {
+        "a.json": os.urandom(8 << 20),
+        "a.json.ossc-partial": b"tiny",
+        ".ossc-tmp.0123456789abcdef": b"also tiny",
+        "日本語_🙂.json": b"{}",
+    }
+    store, _ = make_store(tmp_path, objects)
+    node = node_for(tmp_path, store)
+    node.config.write_text(json.dumps({"prefetch": {"vcpus": 2, "workers": 4, "partSizeBytes": 256 << 10}}))
+    dest = tmp_path / "dest"
+    try:
+        out = node.run([str(OSSC_BIN), "cp", f"oss://models/{PREFIX}/", str(dest), "--quiet"], role=None, check=False)
+    finally:
+        store.proc.terminate()
+        store.proc.wait(timeout=10)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    for name, data in objects.items():
+        assert (dest / name).read_bytes() == data, f"{name}: wrong bytes"
+    assert sorted(os.listdir(dest)) == sorted(objects), "temp files left behind"

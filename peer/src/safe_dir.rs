@@ -15,9 +15,9 @@
 //!   makes a file under a random hidden name with `O_CREAT | O_EXCL |
 //!   O_NOFOLLOW` (no two writers ever share one, a planted name is never
 //!   opened); [`TempFile::publish`] reads the file back and checks the CRC-64
-//!   of what is *on disk*, fsyncs it, checks the temp name still refers to
-//!   the inode it wrote, and only then renames it into place. A temp file that
-//!   is dropped unpublished is unlinked.
+//!   of what is *on disk*, fsyncs it (unless told not to), checks the temp
+//!   name still refers to the inode it wrote, and only then renames it into
+//!   place. A temp file that is dropped unpublished is unlinked.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -363,6 +363,7 @@ impl SafeDir {
                         name,
                         file,
                         linked: true,
+                        fsync: true,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -403,9 +404,18 @@ pub struct TempFile {
     name: String,
     file: File,
     linked: bool,
+    /// Whether `publish` fsyncs before renaming (the default).
+    fsync: bool,
 }
 
 impl TempFile {
+    /// Publish without an fsync: for copies that are not a durability point
+    /// (like `cp`); readers still only ever see verified bytes.
+    pub fn without_fsync(mut self) -> Self {
+        self.fsync = false;
+        self
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -450,7 +460,9 @@ impl TempFile {
             }
             None => 0,
         };
-        self.file.sync_all()?;
+        if self.fsync {
+            self.file.sync_all()?;
+        }
         self.check_name_is_ours(&meta)?;
         let from = cstr(&self.name)?;
         let to = cstr(leaf)?;
@@ -458,6 +470,25 @@ impl TempFile {
             Replace::Never => libc::RENAME_NOREPLACE,
             Replace::Entry => 0,
         };
+        match self.rename(&from, &to, flags) {
+            // File systems (some network ones) or kernels without
+            // RENAME_NOREPLACE: check, then rename (a narrow window, still
+            // never following).
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) && flags != 0 =>
+            {
+                if self.dir.lstat_leaf(leaf)?.is_some() {
+                    return Err(io::Error::from_raw_os_error(libc::EEXIST));
+                }
+                self.rename(&from, &to, 0)?;
+            }
+            r => r?,
+        }
+        self.linked = false;
+        Ok(crc)
+    }
+
+    fn rename(&self, from: &CString, to: &CString, flags: libc::c_uint) -> io::Result<()> {
         let dirfd = self.dir.fd.as_raw_fd();
         // SAFETY: valid dirfds and NUL-terminated names; renameat2 renames
         // entries and never follows a symlink at either name.
@@ -471,11 +502,16 @@ impl TempFile {
                 flags,
             )
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        if r == 0 {
+            return Ok(());
         }
-        self.linked = false;
-        Ok(crc)
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) || flags != 0 {
+            return Err(e);
+        }
+        // SAFETY: as above; plain renameat for kernels without renameat2.
+        cvt(unsafe { libc::renameat(dirfd, from.as_ptr(), dirfd, to.as_ptr()) })?;
+        Ok(())
     }
 
     /// Fails unless the temp name still refers to the inode this file is.
