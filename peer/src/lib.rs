@@ -2,9 +2,11 @@
 
 pub mod agent;
 pub mod agent_cli;
+pub mod agent_client;
 pub mod cli_support;
 pub mod demo;
 pub mod download;
+pub mod exit_code;
 pub mod model_reader;
 pub mod peer_daemon;
 pub mod prometheus;

@@ -14,7 +14,7 @@
 //! and its manifest), [`cache`] (memfds, state machine, memory cap, expiry),
 //! [`fetcher`] (where large objects' bytes come from: the store, or the peer
 //! layer in `crate::swarm`),
-//! [`order`] (prefetch order), [`server`] (the socket), [`sys`] (memfd,
+//! [`order`] (prefetch order), [`preheat`] (PREFETCH/EVICT of a path), [`server`] (the socket), [`sys`] (memfd,
 //! flock, SCM_RIGHTS), [`procscan`] (`/proc` references), [`audit`],
 //! [`metrics`], [`protocol`].
 
@@ -25,6 +25,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mirror;
 pub mod order;
+pub mod preheat;
 pub mod procscan;
 pub mod protocol;
 pub mod server;

@@ -14,10 +14,27 @@ pub const MAX_REQUEST_LINE: usize = 3 * 4096 + 64;
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Hello { pid: u32, role: u8, comm: String },
+    Hello {
+        pid: u32,
+        role: u8,
+        comm: String,
+    },
     Ready,
-    Open { pid: u32, path: String },
+    Open {
+        pid: u32,
+        path: String,
+    },
     Status,
+    /// Fetch every large file under `path` (operators preheating a node);
+    /// with `wait`, answer once they are all in memory or failed.
+    Prefetch {
+        wait: bool,
+        path: String,
+    },
+    /// Release the memory of every unreferenced large file under `path`.
+    Evict {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +73,21 @@ impl Request {
                     path: decode_field(path),
                 })
             }
+            "PREFETCH" => {
+                let (wait, path) = rest.split_once(' ').unwrap_or((rest, ""));
+                let wait = match wait {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad("PREFETCH needs 0 or 1 (wait) and a path")),
+                };
+                Ok(Request::Prefetch {
+                    wait,
+                    path: decode_field(path),
+                })
+            }
+            "EVICT" => Ok(Request::Evict {
+                path: decode_field(rest),
+            }),
             _ => Err(bad("unknown verb")),
         }
     }
@@ -83,12 +115,23 @@ impl Source {
 /// One response line (the fd of `Fd` is attached by the server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    HelloOk { agent_pid: u32, log_path: String },
+    HelloOk {
+        agent_pid: u32,
+        log_path: String,
+    },
     Ok,
-    Fd { size: u64, source: Source },
+    Fd {
+        size: u64,
+        source: Source,
+    },
     Pass,
-    Err { errno: i32, message: String },
+    Err {
+        errno: i32,
+        message: String,
+    },
     Status(String),
+    /// A PREFETCH or EVICT report: one JSON document.
+    Report(String),
 }
 
 impl Response {
@@ -112,7 +155,7 @@ impl Response {
             Response::Fd { size, source } => format!("FD {size} {}\n", source.as_str()),
             Response::Pass => "PASS\n".to_string(),
             Response::Err { errno, message } => format!("ERR {errno} {}\n", one_line(message)),
-            Response::Status(json) => format!("{}\n", one_line(json)),
+            Response::Status(json) | Response::Report(json) => format!("{}\n", one_line(json)),
         }
     }
 }
@@ -173,7 +216,36 @@ mod tests {
                 path: "dir/a b%c\nd.bin".into()
             }
         );
-        for bad in ["", "OPEN", "OPEN x a", "HELLO x 1 c", "READY now", "NOPE"] {
+        assert_eq!(
+            Request::parse("PREFETCH 1 dir/a%25b").unwrap(),
+            Request::Prefetch {
+                wait: true,
+                path: "dir/a%b".into()
+            }
+        );
+        assert_eq!(
+            Request::parse("PREFETCH 0").unwrap(),
+            Request::Prefetch {
+                wait: false,
+                path: String::new()
+            }
+        );
+        assert_eq!(
+            Request::parse("EVICT oss://b/p/x y").unwrap(),
+            Request::Evict {
+                path: "oss://b/p/x y".into()
+            }
+        );
+        for bad in [
+            "",
+            "OPEN",
+            "OPEN x a",
+            "HELLO x 1 c",
+            "READY now",
+            "NOPE",
+            "PREFETCH",
+            "PREFETCH yes a",
+        ] {
             assert!(Request::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }

@@ -167,6 +167,8 @@ impl Agent {
                 Err((errno, message)) => (Response::err(errno, message), None),
             },
             Request::Status => (Response::Status(self.status_json().to_string()), None),
+            Request::Prefetch { wait, path } => (self.prefetch_path(uid, &path, wait).await, None),
+            Request::Evict { path } => (self.evict_path(uid, &path).await, None),
             Request::Open { pid, path } => {
                 Metrics::add(&self.metrics.opens, 1);
                 let (resp, memfd) = self.open(pid, uid, &path).await;
