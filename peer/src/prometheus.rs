@@ -42,6 +42,24 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
+
+/// Bounds on the endpoint's clients (defaults: the constants above).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub connection_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connection_timeout: CONNECTION_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 /// The OpenMetrics text content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -304,12 +322,16 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 pub async fn serve(addr: SocketAddr, socket: PathBuf) -> Result<()> {
     let listener = bind(addr).await?;
     tracing::info!(%addr, "Prometheus metrics at /metrics, health at /healthz");
-    serve_on(listener, socket).await
+    serve_on(listener, socket, Limits::default()).await
 }
 
 /// Serves `/metrics` and `/healthz` for the agent at `socket` on `listener`.
-pub async fn serve_on(listener: tokio::net::TcpListener, socket: PathBuf) -> Result<()> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    socket: PathBuf,
+    limits: Limits,
+) -> Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         let slot = slots.clone().acquire_owned().await?;
         let (stream, peer) = match listener.accept().await {
@@ -331,10 +353,10 @@ pub async fn serve_on(listener: tokio::net::TcpListener, socket: PathBuf) -> Res
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(limits.header_read_timeout)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+            match tokio::time::timeout(limits.connection_timeout, conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics connection failed"),
                 Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
@@ -576,6 +598,52 @@ mod tests {
         for bad in ["", "host:9469", "70000", "0.0.0.0"] {
             assert!(parse_listen(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// Reads until the server closes; the bytes and when it closed.
+    async fn read_to_close(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, std::time::Instant) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got)).await;
+        (got, std::time::Instant::now())
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_cut_off_and_connections_are_capped() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            connection_timeout: Duration::from_secs(5),
+            max_connections: 1,
+        };
+        let server = tokio::spawn(serve_on(listener, dir.path().join("no.sock"), limits));
+        let start = std::time::Instant::now();
+        // A client that connects and says nothing holds the only slot...
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...so this request is answered only after the header timeout frees it.
+        let mut asking = tokio::net::TcpStream::connect(addr).await.unwrap();
+        asking
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, answered) = read_to_close(&mut asking).await;
+        let (_, cut) = read_to_close(&mut silent).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("agent not serving"), "{answer}");
+        assert!(
+            cut.duration_since(start) < Duration::from_secs(4),
+            "the silent client was cut off by the header timeout, not the connection timeout"
+        );
+        assert!(
+            answered.duration_since(start) >= Duration::from_millis(250),
+            "the second connection waited for the slot"
+        );
+        server.abort();
     }
 
     #[test]

@@ -979,6 +979,25 @@ async fn prefetch_and_evict_a_path_through_the_cli() {
         assert!(resp.ends_with(" store"), "{rel}: {resp}");
         assert!(got.as_ref() == Some(bytes), "{rel}: bytes differ");
     }
+
+    // Without --wait: the answer comes at once, the fetch goes on in the agent.
+    agent.wait_handoffs_done().await;
+    let out = ossc(cli(&["evict", ""])).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(agent.status().await["bytes_resident"], 0);
+    let out = ossc(cli(&["prefetch", "", "--json"])).await;
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["waited"], false, "{report}");
+    assert_eq!(report["files"], 2, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status().await["bytes_resident"] != 500_001 {
+        assert!(
+            Instant::now() < deadline,
+            "background prefetch never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     agent.stop().await;
 }
 
@@ -1001,6 +1020,7 @@ async fn metrics_endpoint_serves_openmetrics_health_head_and_404() {
     let server = tokio::spawn(ossc_peer::prometheus::serve_on(
         listener,
         agent.socket.clone(),
+        Default::default(),
     ));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -1065,4 +1085,52 @@ async fn metrics_endpoint_serves_openmetrics_health_head_and_404() {
     let down = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(down.status(), 503);
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_and_evict_are_for_root_or_the_agents_user() {
+    let (mock, _) = model_mock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = TestAgent::start_in(dir, mock, PREFIX, |o| o.socket_mode = Some(0o666)).await;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("!!! SKIPPED the other-user PREFETCH/EVICT check: it needs root");
+        return;
+    }
+    let socket = agent.socket.clone();
+    let as_nobody = |args: &'static [&'static str]| {
+        use std::os::unix::process::CommandExt;
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ossc"))
+                .args(args)
+                .arg("--socket")
+                .arg(&socket)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        })
+    };
+    let status = as_nobody(&["status"]).await.unwrap();
+    assert!(
+        status.status.success(),
+        "STATUS is for everyone: {status:?}"
+    );
+    let operator_requests: [&'static [&'static str]; 2] = [&["prefetch", ""], &["evict", ""]];
+    for args in operator_requests {
+        let out = as_nobody(args).await.unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("root or the agent's own user"),
+            "{args:?}: {err}"
+        );
+    }
+    agent.stop().await;
 }
