@@ -1134,3 +1134,45 @@ async fn prefetch_and_evict_are_for_root_or_the_agents_user() {
     }
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_reports_the_files_that_failed() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let good = data(21, 200_000);
+    mock.put_object(format!("{PREFIX}good.bin"), good.clone());
+    mock.put_raw(
+        format!("{PREFIX}bad.bin"),
+        MockObject {
+            data: data(22, 150_000).into(),
+            etag: "bad-etag".into(),
+            last_modified: std::time::SystemTime::now(),
+            crc64: Some(12345),
+        },
+    );
+    // Bucket root: nothing is fetched before the prefetch.
+    let agent = TestAgent::start(mock, "", |_| {}).await;
+    let socket = agent.socket.to_str().unwrap().to_string();
+    let out = ossc(
+        ["prefetch", PREFIX, "--wait", "--socket", &socket]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("prefetched 1 of 2 large files"), "{text}");
+    let failed = text
+        .lines()
+        .find(|l| l.contains("failed: "))
+        .unwrap_or_else(|| panic!("no failure listed: {text}"));
+    assert!(
+        failed.contains("bad.bin") && failed.contains("CRC-64"),
+        "{failed}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 file(s) could not be prefetched"));
+    let (resp, got) = agent.open_bytes(&format!("{PREFIX}good.bin")).await;
+    assert_eq!(resp, "FD 200000 cache");
+    assert_eq!(got.unwrap(), good);
+    agent.stop().await;
+}
