@@ -113,7 +113,7 @@ enum Command {
         /// Wait until every file is in memory (or failed) and print a summary.
         #[arg(long)]
         wait: bool,
-        /// Give up waiting after this many seconds.
+        /// Give up waiting after this many seconds (the agent goes on fetching).
         #[arg(long, default_value_t = 3600)]
         timeout_sec: u64,
         /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
@@ -261,7 +261,7 @@ fn run(cli: Cli) -> Result<()> {
                 &socket,
                 &path,
                 wait,
-                Duration::from_secs(timeout_sec),
+                Duration::from_secs(timeout_sec.max(1)),
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
