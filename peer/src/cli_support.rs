@@ -76,21 +76,52 @@ pub fn fetch_config(config: &ConnectorConfig) -> FetchConfig {
     }
 }
 
-pub async fn ls(path: &str) -> Result<()> {
+/// `ossc ls`: one line per object and a total, or with `json` one document
+/// (`bucket`, `prefix`, `objects` with key/size/etag/last_modified, `count`, `bytes`).
+pub async fn ls(path: &str, json: bool) -> Result<()> {
     let config = load_config()?;
     let settings = store_settings(&config, Some(path))?;
     let client = http_client(&settings)?;
-    let objects = list_all(client.as_ref(), &settings.prefix).await?;
-    let mut total = 0u64;
+    let objects = list_all(client.as_ref(), &settings.prefix)
+        .await
+        .with_context(|| format!("listing {path}"))?;
+    let total: u64 = objects.iter().map(|o| o.size).sum();
+    if json {
+        let list: Vec<serde_json::Value> = objects
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "key": o.key,
+                    "size": o.size,
+                    "etag": o.etag,
+                    "last_modified": o.last_modified.map(|t| {
+                        chrono::DateTime::<chrono::Utc>::from(t)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    }),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "bucket": settings.bucket,
+            "prefix": settings.prefix,
+            "objects": list,
+            "count": objects.len(),
+            "bytes": total,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
     for o in &objects {
         println!("{:>14}  {}", o.size, o.key);
-        total += o.size;
     }
     println!("{} objects, {} bytes", objects.len(), total);
     Ok(())
 }
 
-pub async fn cp(path: &str, dest: &Path, show_progress: bool) -> Result<()> {
+/// `ossc cp`: the summary line, or with `json` one document (the
+/// [`CopySummary`](crate::download::CopySummary) fields plus `gb_per_s` and
+/// `bytes_by_source`).
+pub async fn cp(path: &str, dest: &Path, show_progress: bool, json: bool) -> Result<()> {
     let config = load_config()?;
     let settings = store_settings(&config, Some(path))?;
     let engine = Arc::new(FetchEngine::new(
@@ -99,8 +130,26 @@ pub async fn cp(path: &str, dest: &Path, show_progress: bool) -> Result<()> {
     ));
     let summary =
         crate::download::copy_prefix(engine, &settings.prefix, dest, show_progress).await?;
-    println!("ossc cp: {summary}");
+    if json {
+        println!("{}", copy_summary_json(&summary));
+    } else {
+        println!("ossc cp: {summary}");
+    }
     Ok(())
+}
+
+/// The `ossc cp --json` document. `ossc cp` reads only from the store.
+pub fn copy_summary_json(summary: &crate::download::CopySummary) -> serde_json::Value {
+    serde_json::json!({
+        "files": summary.files,
+        "bytes": summary.bytes,
+        "seconds": summary.seconds,
+        "gb_per_s": summary.gbps(),
+        "requests": summary.requests,
+        "retries": summary.retries,
+        "crc64_verified": summary.crc64_verified,
+        "bytes_by_source": {"store": summary.bytes, "peer": 0},
+    })
 }
 
 pub async fn serve_store(
@@ -169,21 +218,41 @@ pub fn query_status(socket: &Path) -> Result<serde_json::Value> {
     crate::agent::query_status(socket)
 }
 
-/// A person-readable rendering of the agent's STATUS JSON.
+/// `1536` -> `1.5 KiB`: binary units, one decimal, plain bytes below 1 KiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A person-readable rendering of the agent's STATUS JSON (sizes in binary
+/// units; `--json` keeps exact byte counts).
 pub fn render_status(status: &serde_json::Value) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let size = |v: &serde_json::Value| human_bytes(num(v));
     let _ = writeln!(
         out,
-        "agent pid {}  model_dir {}  resident {} bytes  memory limit {} bytes",
+        "agent pid {}  model_dir {}  resident {}  memory limit {}",
         status["agent_pid"],
         status["model_dir"].as_str().unwrap_or("?"),
-        num(&status["bytes_resident"]),
-        num(&status["memory_limit"])
+        size(&status["bytes_resident"]),
+        size(&status["memory_limit"])
     );
     if let Some(src) = status["bytes_by_source"].as_object() {
-        let parts: Vec<String> = src.iter().map(|(k, v)| format!("{k} {}", num(v))).collect();
+        let parts: Vec<String> = src
+            .iter()
+            .map(|(k, v)| format!("{k} {}", size(v)))
+            .collect();
         let _ = writeln!(out, "bytes by source: {}", parts.join(", "));
     }
     if let Some(peers) = status["peers"].as_object() {
@@ -201,11 +270,11 @@ pub fn render_status(status: &serde_json::Value) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  peer {:<24} {:<5} sent {} bytes  received {} bytes  failures {}{idle}",
+                "  peer {:<24} {:<5} sent {}  received {}  failures {}{idle}",
                 id,
                 if p["alive"] == true { "alive" } else { "dead" },
-                num(&p["bytes_sent"]),
-                num(&p["bytes_received"]),
+                size(&p["bytes_sent"]),
+                size(&p["bytes_received"]),
                 num(&p["failures"])
             );
         }
@@ -213,27 +282,27 @@ pub fn render_status(status: &serde_json::Value) -> String {
     if let Some(files) = status["files"].as_array() {
         let _ = writeln!(
             out,
-            "{:<48} {:>14} {:>7} {:<10} {:>8} {:>14} {:>14} {:>10}",
+            "{:<48} {:>10} {:>7} {:<10} {:>8} {:>10} {:>10} {:>8}",
             "file", "size", "done", "state", "source", "from store", "from peers", "expires"
         );
         for f in files {
-            let size = num(&f["size"]);
+            let total = num(&f["size"]);
             let done = num(&f["bytes_done"]);
-            let pct = if size == 0 {
+            let pct = if total == 0 {
                 100.0
             } else {
-                done as f64 * 100.0 / size as f64
+                done as f64 * 100.0 / total as f64
             };
             let from = |k: &str| {
                 f["fetched_from"][k]
                     .as_u64()
-                    .map_or_else(|| "-".to_string(), |b| b.to_string())
+                    .map_or_else(|| "-".to_string(), human_bytes)
             };
             let _ = writeln!(
                 out,
-                "{:<48} {:>14} {:>6.1}% {:<10} {:>8} {:>14} {:>14} {:>10}",
+                "{:<48} {:>10} {:>6.1}% {:<10} {:>8} {:>10} {:>10} {:>8}",
                 f["path"].as_str().unwrap_or("?"),
-                size,
+                human_bytes(total),
                 pct,
                 f["state"].as_str().unwrap_or("?"),
                 f["source"].as_str().unwrap_or("-"),
@@ -249,6 +318,72 @@ pub fn render_status(status: &serde_json::Value) -> String {
     out
 }
 
+/// A person-readable rendering of a PREFETCH report.
+pub fn render_prefetch(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut out = String::new();
+    if report["waited"] != true {
+        let _ = writeln!(
+            out,
+            "prefetch started: {} large files, {} (ossc status shows progress)",
+            num(&report["files"]),
+            human_bytes(num(&report["bytes"]))
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "prefetched {} of {} large files, {} in {:.2} s ({:.2} GB/s); from store {}, from peers {}",
+        num(&report["ready"]),
+        num(&report["files"]),
+        human_bytes(num(&report["ready_bytes"])),
+        report["seconds"].as_f64().unwrap_or(0.0),
+        report["gb_per_s"].as_f64().unwrap_or(0.0),
+        human_bytes(num(&report["bytes_by_source"]["store"])),
+        human_bytes(num(&report["bytes_by_source"]["peer"])),
+    );
+    for f in report["failed"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  failed: {}: {}",
+            f["path"].as_str().unwrap_or("?"),
+            f["error"].as_str().unwrap_or("?")
+        );
+    }
+    out
+}
+
+/// A person-readable rendering of an EVICT report.
+pub fn render_evict(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let list = |k: &str| -> Vec<&str> {
+        report[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect()
+    };
+    let mut out = String::new();
+    let evicted = list("evicted");
+    let _ = writeln!(
+        out,
+        "evicted {} files, {} freed",
+        evicted.len(),
+        human_bytes(report["bytes_freed"].as_u64().unwrap_or(0))
+    );
+    for (key, what) in [
+        ("in_use", "in use, kept"),
+        ("fetching", "still fetching, kept"),
+    ] {
+        for p in list(key) {
+            let _ = writeln!(out, "  {what}: {p}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +394,7 @@ mod tests {
             "agent_pid": 7,
             "model_dir": "/m",
             "bytes_resident": 10,
-            "memory_limit": 20,
+            "memory_limit": 3u64 << 30,
             "bytes_by_source": {"store": 4, "peer": 6, "local": 0},
             "peers": {
                 "self": "10.0.0.1:7468",
@@ -268,8 +403,9 @@ mod tests {
                            "bytes_received": 6, "failures": 0}],
                 "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 2500000}
             },
-            "files": [{"path": "m.safetensors", "size": 10, "bytes_done": 10, "state": "ready",
-                       "source": "peer", "fetched_from": {"store": 4, "peer": 6, "by_peer": {}}}]
+            "files": [{"path": "m.safetensors", "size": 1288490189u64, "bytes_done": 1288490189u64,
+                       "state": "ready", "source": "peer",
+                       "fetched_from": {"store": 4, "peer": 1288490185u64, "by_peer": {}}}]
         });
         let text = render_status(&status);
         assert!(
@@ -277,10 +413,14 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("peer 10.0.0.2:7468            alive sent 5 bytes  received 6 bytes"),
+            text.contains("peer 10.0.0.2:7468            alive sent 5 B  received 6 B"),
             "{text}"
         );
         assert!(text.contains("idle upload 2.5 MB/s"), "{text}");
+        assert!(
+            text.contains("resident 10 B  memory limit 3.0 GiB"),
+            "{text}"
+        );
         let row = text
             .lines()
             .find(|l| l.starts_with("m.safetensors"))
@@ -288,9 +428,15 @@ mod tests {
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cols[1..],
-            ["10", "100.0%", "ready", "peer", "4", "6", "-"],
+            ["1.2", "GiB", "100.0%", "ready", "peer", "4", "B", "1.2", "GiB", "-"],
             "{row}"
         );
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
         let alone = render_status(&serde_json::json!({"peers": null, "files": []}));
         assert!(!alone.contains("peer layer"), "{alone}");
     }

@@ -2,11 +2,13 @@
 
 pub mod agent;
 pub mod agent_cli;
+pub mod agent_client;
 pub mod cli_support;
 pub mod demo;
 pub mod download;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod exit_code;
 pub mod model_reader;
 pub mod peer_daemon;
 pub mod prometheus;

@@ -68,8 +68,9 @@ pub struct PeerArgs {
     /// Log to stderr instead of logPath.
     #[arg(long)]
     pub log_stderr: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
-    #[arg(long, env = "OSS_CONNECTOR_METRICS_LISTEN")]
+    /// Serve Prometheus metrics at http://ADDR/metrics and health at /healthz (off by default).
+    /// A bare PORT binds 127.0.0.1; other interfaces must be explicit (0.0.0.0:9469).
+    #[arg(long, env = "OSS_CONNECTOR_METRICS_LISTEN", value_parser = crate::prometheus::parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
 }
 

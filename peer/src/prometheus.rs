@@ -1,95 +1,201 @@
-//! Prometheus exposition of the node agent's state.
+//! Prometheus exposition of the node agent's state, served over HTTP.
 //!
-//! Design: the exporter reads the agent's own `STATUS` over its Unix socket
-//! and renders it as Prometheus text format (version 0.0.4). The agent's
-//! internals stay private, and the same numbers feed `ossc status` and
-//! `/metrics`, so the two can never disagree. It is off by default: several
-//! agents may run side by side on one node (`CONNECTOR_UDS_PATH`), and each
-//! needs its own port. Enable it with `ossc agent --metrics-listen ADDR` or
-//! `OSS_CONNECTOR_METRICS_LISTEN=ADDR`.
-//! Metric names are documented constants in [`render`].
+//! Design decisions:
+//! - The exporter reads the agent's own `STATUS` over its Unix socket and
+//!   renders it with the `prometheus-client` crate (OpenMetrics text). The
+//!   agent's internals stay private, and the same numbers feed `ossc status`
+//!   and `/metrics`, so the two can never disagree. A fresh registry is built
+//!   per scrape: every value is a snapshot of STATUS, nothing accumulates here.
+//! - HTTP is hyper's HTTP/1 server: `GET`/`HEAD` of `/metrics` and `/healthz`
+//!   (200 `ok` while the agent answers and its mirror has not failed), 404
+//!   elsewhere, 405 for other methods. Each connection must send its headers
+//!   within [`HEADER_READ_TIMEOUT`] and is closed after one request or
+//!   [`CONNECTION_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once
+//!   (more wait in the listen backlog).
+//! - Off by default: several agents may run side by side on one node
+//!   (`CONNECTOR_UDS_PATH`), and each needs its own port. Enable it with
+//!   `--metrics-listen` / `OSS_CONNECTOR_METRICS_LISTEN`; a bare port binds
+//!   127.0.0.1, any other interface must be named (`0.0.0.0:9469`).
+//!   Metric names are documented in [`render`].
 
-use std::fmt::Write;
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-/// Renders an agent STATUS document as Prometheus text.
-pub fn render(status: &Value) -> String {
-    let mut out = String::new();
-    let num = |v: &Value| v.as_u64().unwrap_or(0);
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
+/// A client must send its request headers within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection is closed after this long, whatever it is doing.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Bounds on the endpoint's clients (defaults: the constants above).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub connection_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connection_timeout: CONNECTION_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
         }
+    }
+}
+/// The OpenMetrics text content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// `--metrics-listen`: `PORT` (binds 127.0.0.1) or `IP:PORT`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(port) = t.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    t.parse().map_err(|_| {
+        format!("{text:?} is neither a port (binds 127.0.0.1) nor ip:port (e.g. 0.0.0.0:9469)")
+    })
+}
+
+/// One family per metric name, registered on first use.
+struct Builder {
+    registry: Registry,
+}
+
+impl Builder {
+    fn counter(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) {
+        // The encoder adds the `_total` suffix of counters.
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let family = Family::<Labels, Counter>::default();
+        for (labels, v) in samples {
+            family.get_or_create(&labels).inc_by(v);
+        }
+        self.registry.register(base, help, family);
+    }
+
+    /// An unlabelled counter.
+    fn counter_value(&mut self, name: &str, help: &str, value: u64) {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        self.registry.register(base, help, counter);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) {
+        let family = Family::<Labels, U64Gauge>::default();
+        for (labels, v) in samples {
+            family.get_or_create(&labels).set(v);
+        }
+        self.registry.register(name, help, family);
+    }
+
+    /// An unlabelled gauge.
+    fn gauge_value(&mut self, name: &str, help: &str, value: u64) {
+        let gauge = U64Gauge::default();
+        gauge.set(value);
+        self.registry.register(name, help, gauge);
+    }
+}
+
+/// One label; the value escaped as the text format requires (the encoder
+/// writes label values verbatim).
+fn label(k: &str, v: &str) -> Labels {
+    vec![(k.to_string(), escape_label(v))]
+}
+
+fn labels2(k1: &str, v1: &str, k2: &str, v2: &str) -> Labels {
+    let mut l = label(k1, v1);
+    l.extend(label(k2, v2));
+    l
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders an agent STATUS document as OpenMetrics text.
+pub fn render(status: &Value) -> Result<String> {
+    let mut b = Builder {
+        registry: Registry::default(),
     };
+    let num = |v: &Value| v.as_u64().unwrap_or(0);
     let by_source = ["store", "peer", "local"]
         .iter()
-        .map(|s| {
-            (
-                format!("{{source=\"{s}\"}}"),
-                num(&status["bytes_by_source"][s]),
-            )
-        })
+        .map(|s| (label("source", s), num(&status["bytes_by_source"][s])))
         .collect();
-    metric(
+    b.counter(
         "ossc_bytes_total",
-        "counter",
-        "Bytes of model data obtained, by source (store: object store, peer: other agents, local: served from this node).",
+        "Bytes of model data obtained, by source (store: object store, peer: other agents, local: served from this node)",
         by_source,
     );
-    metric(
+    b.gauge_value(
         "ossc_bytes_resident",
-        "gauge",
-        "Bytes of model data held in node memory.",
-        vec![(String::new(), num(&status["bytes_resident"]))],
+        "Bytes of model data held in node memory",
+        num(&status["bytes_resident"]),
     );
-    metric(
+    b.gauge_value(
         "ossc_memory_limit_bytes",
-        "gauge",
-        "The agent's memory cap for cached data.",
-        vec![(String::new(), num(&status["memory_limit"]))],
+        "The agent's memory cap for cached data",
+        num(&status["memory_limit"]),
     );
     let m = &status["metrics"];
     for (key, name, help) in [
-        ("opens", "ossc_opens_total", "Opens handled by the agent."),
+        ("opens", "ossc_opens_total", "Opens handled by the agent"),
         (
             "opens_fd",
             "ossc_opens_served_total",
-            "Opens answered with a memory-backed fd.",
+            "Opens answered with a memory-backed fd",
         ),
         (
             "opens_pass",
             "ossc_opens_passthrough_total",
-            "Opens of real (small) files passed through.",
+            "Opens of real (small) files passed through",
         ),
         (
             "opens_err",
             "ossc_opens_failed_total",
-            "Opens answered with an error.",
+            "Opens answered with an error",
         ),
-        ("fetches", "ossc_fetches_total", "Object fetches started."),
+        ("fetches", "ossc_fetches_total", "Object fetches started"),
         (
             "fetch_errors",
             "ossc_fetch_errors_total",
-            "Object fetches that failed.",
+            "Object fetches that failed",
         ),
         (
             "evictions",
             "ossc_evictions_total",
-            "Files released to stay under the memory cap.",
+            "Files released to stay under the memory cap",
         ),
         (
             "expirations",
             "ossc_expirations_total",
-            "Files released after expireTimeSec without use.",
+            "Files released after expireTimeSec without use",
         ),
     ] {
-        metric(name, "counter", help, vec![(String::new(), num(&m[key]))]);
+        b.counter_value(name, help, num(&m[key]));
     }
     let files = status["files"].as_array().cloned().unwrap_or_default();
     let mut by_state: std::collections::BTreeMap<String, u64> = Default::default();
@@ -98,33 +204,23 @@ pub fn render(status: &Value) -> String {
             .entry(f["state"].as_str().unwrap_or("unknown").to_string())
             .or_default() += 1;
     }
-    metric(
+    b.gauge(
         "ossc_files",
-        "gauge",
-        "Large files known to the agent, by state.",
+        "Large files known to the agent, by state",
         by_state
             .into_iter()
-            .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n))
+            .map(|(s, n)| (label("state", &s), n))
             .collect(),
     );
-    metric(
+    let path_of = |f: &Value| f["path"].as_str().unwrap_or("").to_string();
+    b.gauge(
         "ossc_file_bytes_done",
-        "gauge",
-        "Bytes of each large file fetched so far.",
+        "Bytes of each large file fetched so far",
         files
             .iter()
-            .map(|f| {
-                (
-                    format!(
-                        "{{path=\"{}\"}}",
-                        escape_label(f["path"].as_str().unwrap_or(""))
-                    ),
-                    num(&f["bytes_done"]),
-                )
-            })
+            .map(|f| (label("path", &path_of(f)), num(&f["bytes_done"])))
             .collect(),
     );
-    let path_label = |f: &Value| escape_label(f["path"].as_str().unwrap_or(""));
     let mut object_samples = Vec::new();
     let mut object_peer_samples = Vec::new();
     for f in &files {
@@ -134,149 +230,306 @@ pub fn render(status: &Value) -> String {
         }
         for source in ["store", "peer"] {
             object_samples.push((
-                format!("{{path=\"{}\",source=\"{source}\"}}", path_label(f)),
+                labels2("path", &path_of(f), "source", source),
                 num(&from[source]),
             ));
         }
         if let Some(by_peer) = from["by_peer"].as_object() {
             for (peer, bytes) in by_peer {
-                object_peer_samples.push((
-                    format!(
-                        "{{path=\"{}\",peer=\"{}\"}}",
-                        path_label(f),
-                        escape_label(peer)
-                    ),
-                    num(bytes),
-                ));
+                object_peer_samples.push((labels2("path", &path_of(f), "peer", peer), num(bytes)));
             }
         }
     }
-    metric(
+    b.gauge(
         "ossc_file_fetched_bytes",
-        "gauge",
-        "Bytes of each large file's last fetch, by source (store or peer).",
+        "Bytes of each large file's last fetch, by source (store or peer)",
         object_samples,
     );
-    metric(
+    b.gauge(
         "ossc_file_fetched_from_peer_bytes",
-        "gauge",
-        "Bytes of each large file's last fetch that came from each peer.",
+        "Bytes of each large file's last fetch that came from each peer",
         object_peer_samples,
     );
-    let peers = status["peers"]["peers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let per_peer = |key: &str| -> Vec<(String, u64)> {
-        peers
-            .iter()
-            .map(|p| {
-                (
-                    format!(
-                        "{{peer=\"{}\"}}",
-                        escape_label(p["id"].as_str().unwrap_or(""))
-                    ),
-                    if key == "alive" {
+    if !status["peers"].is_null() {
+        let peers = status["peers"]["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let per_peer = |key: &str| -> Vec<(Labels, u64)> {
+            peers
+                .iter()
+                .map(|p| {
+                    let v = if key == "alive" {
                         u64::from(p["alive"].as_bool().unwrap_or(false))
                     } else {
                         num(&p[key])
-                    },
-                )
-            })
-            .collect()
-    };
-    if !status["peers"].is_null() {
-        metric(
+                    };
+                    (label("peer", p["id"].as_str().unwrap_or("")), v)
+                })
+                .collect()
+        };
+        b.gauge(
             "ossc_peer_up",
-            "gauge",
-            "1 while the peer answers heartbeats, else 0.",
+            "1 while the peer answers heartbeats, else 0",
             per_peer("alive"),
         );
-        metric(
+        b.counter(
             "ossc_peer_sent_bytes_total",
-            "counter",
-            "Chunk bytes this node served to each peer.",
+            "Chunk bytes this node served to each peer",
             per_peer("bytes_sent"),
         );
-        metric(
+        b.counter(
             "ossc_peer_received_bytes_total",
-            "counter",
-            "Verified chunk bytes this node kept from each peer.",
+            "Verified chunk bytes this node kept from each peer",
             per_peer("bytes_received"),
         );
-        metric(
+        b.counter(
             "ossc_peer_failures_total",
-            "counter",
-            "Failed heartbeats and pulls, per peer (bad chunks included).",
+            "Failed heartbeats and pulls, per peer (bad chunks included)",
             per_peer("failures"),
         );
         let idle = status["peers"]["peer_idle_upload_bytes_per_sec"]
             .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (format!("{{peer=\"{}\"}}", escape_label(k)), num(v)))
-                    .collect()
-            })
+            .map(|o| o.iter().map(|(k, v)| (label("peer", k), num(v))).collect())
             .unwrap_or_default();
-        metric(
+        b.gauge(
             "ossc_peer_idle_upload_bytes_per_second",
-            "gauge",
-            "Spare upload bandwidth each peer last reported (pulls are weighted by it).",
+            "Spare upload bandwidth each peer last reported (pulls are weighted by it)",
             idle,
         );
     }
     let pids = status["registered_pids"]
         .as_object()
         .map_or(0, |o| o.len() as u64);
-    metric(
+    b.gauge_value(
         "ossc_registered_processes",
-        "gauge",
-        "Processes registered with the agent.",
-        vec![(String::new(), pids)],
+        "Processes registered with the agent",
+        pids,
     );
-    out
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &b.registry).context("encoding metrics")?;
+    Ok(out)
 }
 
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Serves `GET /metrics` on `addr` until the process exits.
-pub async fn serve(addr: SocketAddr, socket: PathBuf) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
-    tracing::info!(%addr, "Prometheus metrics at /metrics");
+        .with_context(|| format!("binding the metrics endpoint on {addr}"))
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until the process exits.
+pub async fn serve(addr: SocketAddr, socket: PathBuf) -> Result<()> {
+    let listener = bind(addr).await?;
+    tracing::info!(%addr, "Prometheus metrics at /metrics, health at /healthz");
+    serve_on(listener, socket, Limits::default()).await
+}
+
+/// Serves `/metrics` and `/healthz` for the agent at `socket` on `listener`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    socket: PathBuf,
+    limits: Limits,
+) -> Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        let slot = slots.clone().acquire_owned().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let socket = socket.clone();
         tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = [0u8; 1024];
-            let n = stream.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics") {
-                match tokio::task::spawn_blocking(move || crate::agent::query_status(&socket)).await
-                {
-                    Ok(Ok(s)) => ("200 OK", render(&s)),
-                    Ok(Err(e)) => (
-                        "503 Service Unavailable",
-                        format!("agent status unavailable: {e:#}\n"),
-                    ),
-                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-                }
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let method = req.method().clone();
+                let path = req.uri().path().to_string();
+                let socket = socket.clone();
+                async move { Ok::<_, Infallible>(respond(method, &path, socket).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(limits.connection_timeout, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics connection failed"),
+                Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
+            }
         });
     }
+}
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+fn text(status: StatusCode, content_type: &str, body: String) -> HttpResponse {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn respond(method: Method, path: &str, socket: PathBuf) -> HttpResponse {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "only GET and HEAD\n".into(),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    if path != "/metrics" && path != "/healthz" {
+        return text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found: try /metrics or /healthz\n".into(),
+        );
+    }
+    let status =
+        match tokio::task::spawn_blocking(move || crate::agent::query_status(&socket)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    format!("agent not serving: {e:#}\n"),
+                )
+            }
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("{e}\n")),
+        };
+    if path == "/healthz" {
+        let mirror = status["mirror"].as_str().unwrap_or("");
+        return if mirror.starts_with("failed") {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                format!("mirror {mirror}\n"),
+            )
+        } else {
+            text(StatusCode::OK, PLAIN, "ok\n".into())
+        };
+    }
+    match render(&status) {
+        Ok(body) => text(StatusCode::OK, CONTENT_TYPE, body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("{e:#}\n")),
+    }
+}
+
+/// A strict check of OpenMetrics text as this exporter writes it (the tests'
+/// parser): `# HELP` / `# TYPE` lines, samples `name{label="value",...} number`
+/// that belong to the last declared family (`name_total` for counters), quoted
+/// and escaped label values, and a final `# EOF`. Returns the samples as
+/// (name, labels text, value).
+pub fn check_exposition(text: &str) -> Result<Vec<(String, String, f64)>, String> {
+    let mut family: Option<(String, String)> = None;
+    let mut samples = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            return match lines.next() {
+                None => Ok(samples),
+                Some(_) => Err("text after # EOF".into()),
+            };
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE {line:?}"))?;
+            if !valid_metric_name(name) || !["counter", "gauge"].contains(&kind) {
+                return Err(format!("bad TYPE {line:?}"));
+            }
+            family = Some((name.to_string(), kind.to_string()));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if !valid_metric_name(rest.split(' ').next().unwrap_or("")) {
+                return Err(format!("bad HELP {line:?}"));
+            }
+            continue;
+        }
+        let (family_name, kind) = family
+            .as_ref()
+            .ok_or(format!("sample before TYPE: {line:?}"))?;
+        let (name, labels, value) = parse_sample(line)?;
+        let expected = match kind.as_str() {
+            "counter" => format!("{family_name}_total"),
+            _ => family_name.clone(),
+        };
+        if name != expected {
+            return Err(format!("sample {line:?} outside family {family_name}"));
+        }
+        samples.push((name, labels, value));
+    }
+    Err("missing # EOF".into())
+}
+
+fn valid_metric_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars().enumerate().all(|(i, c)| {
+            c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+        })
+}
+
+/// `name{a="x",b="y"} value` -> (name, `a="x",b="y"`, value).
+fn parse_sample(line: &str) -> Result<(String, String, f64), String> {
+    let bad = |what: &str| format!("{what} in {line:?}");
+    let name_end = line.find(['{', ' ']).ok_or_else(|| bad("no value"))?;
+    let name = &line[..name_end];
+    if !valid_metric_name(name) {
+        return Err(bad("bad metric name"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = "";
+    if let Some(inner) = rest.strip_prefix('{') {
+        rest = inner;
+        loop {
+            let eq = rest.find('=').ok_or_else(|| bad("label without ="))?;
+            if !valid_metric_name(&rest[..eq]) || rest[..eq].contains(':') {
+                return Err(bad("bad label name"));
+            }
+            rest = rest[eq + 1..]
+                .strip_prefix('"')
+                .ok_or_else(|| bad("unquoted label value"))?;
+            let mut chars = rest.char_indices();
+            let close = loop {
+                match chars.next() {
+                    None => return Err(bad("unterminated label value")),
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, '\\' | '"' | 'n')) => {}
+                        _ => return Err(bad("bad escape")),
+                    },
+                    Some((i, '"')) => break i,
+                    Some(_) => {}
+                }
+            };
+            rest = &rest[close + 1..];
+            if let Some(more) = rest.strip_prefix(',') {
+                rest = more;
+                continue;
+            }
+            rest = rest
+                .strip_prefix('}')
+                .ok_or_else(|| bad("bad label list"))?;
+            break;
+        }
+        labels = &line[name_end + 1..line.len() - rest.len() - 1];
+    }
+    let value = rest
+        .strip_prefix(' ')
+        .ok_or_else(|| bad("no space before the value"))?
+        .parse::<f64>()
+        .map_err(|_| bad("bad value"))?;
+    Ok((name.to_string(), labels.to_string(), value))
 }
 
 #[cfg(test)]
@@ -299,7 +552,7 @@ mod tests {
                 {"id": "10.0.0.3:7468", "alive": false, "bytes_sent": 0, "bytes_received": 0, "failures": 3}],
                 "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 1000000}},
         });
-        let text = render(&status);
+        let text = render(&status).unwrap();
         for line in [
             "ossc_bytes_total{source=\"store\"} 100",
             "ossc_bytes_total{source=\"peer\"} 20",
@@ -320,17 +573,89 @@ mod tests {
             "ossc_peer_received_bytes_total{peer=\"10.0.0.2:7468\"} 48",
             "ossc_peer_failures_total{peer=\"10.0.0.3:7468\"} 3",
             "ossc_peer_idle_upload_bytes_per_second{peer=\"10.0.0.2:7468\"} 1000000",
-            "# TYPE ossc_bytes_total counter",
+            "# TYPE ossc_bytes counter",
+            "# EOF",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
-        // Every sample line is `name{labels} value` or `name value`.
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let value = l.rsplit(' ').next().unwrap();
-            assert!(value.parse::<u64>().is_ok(), "bad sample {l:?}");
+        check_exposition(&text).unwrap();
+    }
+
+    #[test]
+    fn listen_addresses_default_to_loopback() {
+        assert_eq!(
+            parse_listen("9469").unwrap(),
+            "127.0.0.1:9469".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:9469").unwrap(),
+            "0.0.0.0:9469".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::1]:1").unwrap(), "[::1]:1".parse().unwrap());
+        for bad in ["", "host:9469", "70000", "0.0.0.0"] {
+            assert!(parse_listen(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Reads until the server closes; the bytes and when it closed.
+    async fn read_to_close(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, std::time::Instant) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got)).await;
+        (got, std::time::Instant::now())
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_cut_off_and_connections_are_capped() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            connection_timeout: Duration::from_secs(5),
+            max_connections: 1,
+        };
+        let server = tokio::spawn(serve_on(listener, dir.path().join("no.sock"), limits));
+        let start = std::time::Instant::now();
+        // A client that connects and says nothing holds the only slot...
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...so this request is answered only after the header timeout frees it.
+        let mut asking = tokio::net::TcpStream::connect(addr).await.unwrap();
+        asking
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, answered) = read_to_close(&mut asking).await;
+        let (_, cut) = read_to_close(&mut silent).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("agent not serving"), "{answer}");
+        assert!(
+            cut.duration_since(start) < Duration::from_secs(4),
+            "the silent client was cut off by the header timeout, not the connection timeout"
+        );
+        assert!(
+            answered.duration_since(start) >= Duration::from_millis(250),
+            "the second connection waited for the slot"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn the_checker_rejects_malformed_text() {
+        for bad in [
+            "x 1\n# EOF\n",
+            "# TYPE x gauge\nx{a=\"b} 1\n# EOF\n",
+            "# TYPE x gauge\nx one\n# EOF\n",
+            "# TYPE x gauge\nx 1\n",
+            "# TYPE x counter\nx 1\n# EOF\n",
+        ] {
+            assert!(check_exposition(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

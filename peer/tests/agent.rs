@@ -920,6 +920,170 @@ async fn ident_names_the_placeholder_behind_a_device_and_inode() {
     agent.stop().await;
 }
 
+/// An anonymous embedded store serving `objects` (keys under [`PREFIX`]) in
+/// bucket `bkt`, and a real HTTP client for it.
+fn embedded_store(
+    root: &Path,
+    objects: &[(String, Vec<u8>)],
+) -> (ossc_core::store_server::RunningStore, Arc<dyn ObjectClient>) {
+    use ossc_core::store_server::{EmbeddedStore, StoreServerConfig};
+    for (rel, bytes) in objects {
+        let path = root.join("bkt").join(PREFIX).join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let store = EmbeddedStore::start(StoreServerConfig {
+        root: root.to_path_buf(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        credentials: Vec::new(),
+        region: "cn-test".into(),
+        faults: Default::default(),
+        range_behavior: Default::default(),
+    })
+    .unwrap();
+    let settings = ossc_core::config::StoreSettings {
+        endpoint: store.endpoint_url().parse().unwrap(),
+        region: "cn-test".into(),
+        bucket: "bkt".into(),
+        prefix: String::new(),
+        credentials: None,
+        signature_version: ossc_core::sign::SignatureVersion::OssV4,
+        addressing: ossc_core::store_url::AddressingStyle::Path,
+    };
+    let client = ossc_core::http_client::HttpObjectClient::new(
+        &settings,
+        ossc_core::http_client::HttpClientOptions::default(),
+    )
+    .unwrap();
+    (store, Arc::new(client))
+}
+
+/// Runs the `ossc` binary (off the runtime's workers).
+async fn ossc(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ossc"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn file_state<'a>(status: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_and_evict_a_path_through_the_cli() {
+    let (_, objects) = model_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, client) = embedded_store(&dir.path().join("store"), &objects);
+    // Bucket root: nothing is fetched until asked.
+    let agent = TestAgent::start(client, "", |_| {}).await;
+    assert_eq!(agent.request("READY").await.0, "OK");
+    let one = format!("{PREFIX}model-00001-of-00002.safetensors");
+    let two = format!("{PREFIX}model-00002-of-00002.safetensors");
+    let status = agent.status().await;
+    assert_eq!(file_state(&status, &one)["state"], "pending");
+    assert_eq!(status["bytes_resident"], 0);
+    let sock = agent.socket.to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--socket".to_string(), sock.clone()]);
+        v
+    };
+
+    // Nothing under the path: exit code 3; outside MODEL_DIR: usage, 2.
+    let missing = ossc(cli(&["prefetch", "no/such/dir", "--wait"])).await;
+    assert_eq!(missing.status.code(), Some(3), "{missing:?}");
+    let outside = ossc(cli(&["prefetch", "/etc", "--wait"])).await;
+    assert_eq!(outside.status.code(), Some(2), "{outside:?}");
+
+    // Prefetch the model directory (an absolute path inside MODEL_DIR) and wait.
+    let model_path = agent.model_dir.join(PREFIX);
+    let out = ossc(cli(&[
+        "prefetch",
+        model_path.to_str().unwrap(),
+        "--wait",
+        "--json",
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"], 2, "{report}");
+    assert_eq!(report["ready"], 2, "{report}");
+    assert_eq!(report["ready_bytes"], 500_001, "{report}");
+    assert_eq!(report["bytes_by_source"]["store"], 500_001, "{report}");
+    assert_eq!(report["failed"].as_array().unwrap().len(), 0, "{report}");
+    let status = agent.status().await;
+    for path in [&one, &two] {
+        assert_eq!(file_state(&status, path)["state"], "ready", "{status}");
+    }
+    assert_eq!(status["bytes_resident"], 500_001);
+
+    // `ossc status` shows sizes for people.
+    let human = ossc(cli(&["status"])).await;
+    assert!(human.status.success(), "{human:?}");
+    let text = String::from_utf8(human.stdout).unwrap();
+    assert!(text.contains("resident 488.3 KiB"), "{text}");
+    assert!(text.contains("293.0 KiB"), "{text}");
+
+    // Evict everything while a process holds one file: that one is kept.
+    let (resp, held) = agent.request(&format!("OPEN 1 {one}")).await;
+    assert!(resp.starts_with("FD 300000 cache"), "{resp}");
+    agent.wait_handoffs_done().await;
+    let out = ossc(cli(&["evict", "oss://bkt/", "--json"])).await;
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["evicted"], serde_json::json!([two]), "{report}");
+    assert_eq!(report["in_use"], serde_json::json!([one]), "{report}");
+    assert_eq!(report["bytes_freed"], 200_001, "{report}");
+    let status = agent.status().await;
+    assert_eq!(status["bytes_resident"], 300_000);
+    assert_eq!(file_state(&status, &two)["state"], "pending");
+
+    // Released by its user, it can be evicted; the human report says so.
+    drop(held);
+    let out = ossc(cli(&["evict", &one])).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("evicted 1 files, 293.0 KiB freed"), "{text}");
+    assert_eq!(agent.status().await["bytes_resident"], 0);
+
+    // Reopened after eviction: fetched again, exact bytes.
+    for (rel, bytes) in &objects[3..5] {
+        let (resp, got) = agent.open_bytes(&format!("{PREFIX}{rel}")).await;
+        assert!(resp.ends_with(" store"), "{rel}: {resp}");
+        assert!(got.as_ref() == Some(bytes), "{rel}: bytes differ");
+    }
+
+    // Without --wait: the answer comes at once, the fetch goes on in the agent.
+    agent.wait_handoffs_done().await;
+    let out = ossc(cli(&["evict", ""])).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(agent.status().await["bytes_resident"], 0);
+    let out = ossc(cli(&["prefetch", "", "--json"])).await;
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["waited"], false, "{report}");
+    assert_eq!(report["files"], 2, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status().await["bytes_resident"] != 500_001 {
+        assert!(
+            Instant::now() < deadline,
+            "background prefetch never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_directory_squatted_by_another_user_is_refused() {
     // SAFETY: geteuid has no preconditions.
@@ -984,4 +1148,180 @@ fn mkdir_as(uid: libc::uid_t, path: &Path) -> bool {
         libc::waitpid(pid, &mut status, 0);
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_openmetrics_health_head_and_404() {
+    let (mock, objects) = model_mock();
+    let agent = TestAgent::start(mock, PREFIX, |_| {}).await;
+    let (resp, got) = agent.open_bytes("model-00001-of-00002.safetensors").await;
+    assert!(resp.starts_with("FD "), "{resp}");
+    assert_eq!(got.unwrap(), objects[3].1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status().await["bytes_resident"] != 500_001 {
+        assert!(Instant::now() < deadline, "prefetch never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = ossc_peer::prometheus::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(ossc_peer::prometheus::serve_on(
+        listener,
+        agent.socket.clone(),
+        Default::default(),
+    ));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = r.text().await.unwrap();
+    let samples =
+        ossc_peer::prometheus::check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let value = |name: &str, labels: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l == labels)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{text}"))
+    };
+    assert_eq!(value("ossc_opens_total", ""), 1.0);
+    assert_eq!(value("ossc_opens_served_total", ""), 1.0);
+    assert_eq!(value("ossc_files", "state=\"ready\""), 2.0);
+    assert_eq!(value("ossc_bytes_resident", ""), 500_001.0);
+    let status = agent.status().await;
+    assert_eq!(
+        value("ossc_bytes_total", "source=\"store\""),
+        status["bytes_by_source"]["store"].as_u64().unwrap() as f64
+    );
+    assert!(status["bytes_by_source"]["store"].as_u64().unwrap() >= 500_001);
+    assert_eq!(
+        value(
+            "ossc_file_bytes_done",
+            "path=\"model-00002-of-00002.safetensors\""
+        ),
+        200_001.0
+    );
+
+    let head = http.head(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let length: usize = head.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(length > 0, "HEAD announces the body's length");
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    let missing = http.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let post = http.post(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(post.status(), 405);
+
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok\n");
+
+    agent.stop().await;
+    let down = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(down.status(), 503);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_and_evict_are_for_root_or_the_agents_user() {
+    let (mock, _) = model_mock();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = TestAgent::start_in(dir, mock, PREFIX, |o| o.socket_mode = Some(0o666)).await;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("!!! SKIPPED the other-user PREFETCH/EVICT check: it needs root");
+        return;
+    }
+    let socket = agent.socket.clone();
+    let as_nobody = |args: &'static [&'static str]| {
+        use std::os::unix::process::CommandExt;
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ossc"))
+                .args(args)
+                .arg("--socket")
+                .arg(&socket)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        })
+    };
+    let status = as_nobody(&["status"]).await.unwrap();
+    assert!(
+        status.status.success(),
+        "STATUS is for everyone: {status:?}"
+    );
+    let operator_requests: [&'static [&'static str]; 2] = [&["prefetch", ""], &["evict", ""]];
+    for args in operator_requests {
+        let out = as_nobody(args).await.unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("root or the agent's own user"),
+            "{args:?}: {err}"
+        );
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_reports_the_files_that_failed() {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let good = data(21, 200_000);
+    mock.put_object(format!("{PREFIX}good.bin"), good.clone());
+    mock.put_raw(
+        format!("{PREFIX}bad.bin"),
+        MockObject {
+            data: data(22, 150_000).into(),
+            etag: "bad-etag".into(),
+            last_modified: std::time::SystemTime::now(),
+            crc64: Some(12345),
+        },
+    );
+    // Bucket root: nothing is fetched before the prefetch.
+    let agent = TestAgent::start(mock, "", |_| {}).await;
+    let socket = agent.socket.to_str().unwrap().to_string();
+    let out = ossc(
+        ["prefetch", PREFIX, "--wait", "--socket", &socket]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("prefetched 1 of 2 large files"), "{text}");
+    let failed = text
+        .lines()
+        .find(|l| l.contains("failed: "))
+        .unwrap_or_else(|| panic!("no failure listed: {text}"));
+    assert!(
+        failed.contains("bad.bin") && failed.contains("CRC-64"),
+        "{failed}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 file(s) could not be prefetched"));
+    let (resp, got) = agent.open_bytes(&format!("{PREFIX}good.bin")).await;
+    assert_eq!(resp, "FD 200000 cache");
+    assert_eq!(got.unwrap(), good);
+    agent.stop().await;
 }

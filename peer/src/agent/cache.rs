@@ -143,6 +143,20 @@ impl LargeFile {
     }
 }
 
+/// What an eviction request did to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvictOutcome {
+    /// Its memory was released; a later OPEN fetches it again.
+    Evicted,
+    /// A process holds an fd or mapping of it (or an OPEN is handing it over).
+    InUse,
+    /// A fetch is running; it was left alone.
+    Fetching,
+    /// It was not in memory.
+    NotResident,
+}
+
 /// A snapshot of one file for STATUS.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileStatus {
@@ -532,6 +546,49 @@ impl Cache {
         f.notify();
         self.budget.release(f.meta.size);
         true
+    }
+
+    /// Releases each of `files` that is in memory and referenced by no process
+    /// (an operator's `ossc evict`); files in use or still fetching are left
+    /// alone and reported as such.
+    pub fn evict(&self, files: &[Arc<LargeFile>]) -> Vec<(Arc<LargeFile>, EvictOutcome)> {
+        let referenced = procscan::referenced_memfd_inodes(&self.own_fds());
+        files
+            .iter()
+            .map(|f| {
+                // Only the state's name: a cloned state would hold another
+                // handle on the memfd and make it look in use.
+                let state = f.state().name();
+                let outcome = match state {
+                    "ready" => {
+                        if self.release_if_unreferenced(f, &referenced, None) {
+                            tracing::info!(key = %f.meta.key, bytes = f.meta.size, "evicted on request");
+                            EvictOutcome::Evicted
+                        } else {
+                            EvictOutcome::InUse
+                        }
+                    }
+                    "fetching" => EvictOutcome::Fetching,
+                    _ => EvictOutcome::NotResident,
+                };
+                (f.clone(), outcome)
+            })
+            .collect()
+    }
+
+    /// Waits until `file` is not `Fetching` (a fetch that has not started yet
+    /// counts as settled) and returns its state.
+    pub async fn settled(&self, file: &LargeFile) -> FileState {
+        let mut rx = file.changed.subscribe();
+        loop {
+            let state = file.state();
+            if !matches!(state, FileState::Fetching { .. }) {
+                return state;
+            }
+            if rx.changed().await.is_err() {
+                return file.state();
+            }
+        }
     }
 
     /// Releases every expired, unreferenced Ready file; returns how many.

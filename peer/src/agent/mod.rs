@@ -15,8 +15,8 @@
 //! [`cache`] (memfds, state machine, memory cap, expiry),
 //! [`fetcher`] (where large objects' bytes come from: the store, or the peer
 //! layer in `crate::swarm`),
-//! [`order`] (prefetch order), [`server`] (the socket), [`socket_dir`] (who may
-//! write where the socket lives), [`sys`] (memfd,
+//! [`order`] (prefetch order), [`preheat`] (PREFETCH/EVICT of a path), [`server`] (the socket),
+//! [`socket_dir`] (who may write where the socket lives), [`sys`] (memfd,
 //! flock, SCM_RIGHTS), [`procscan`] (`/proc` references), [`audit`],
 //! [`metrics`], [`protocol`].
 
@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod mirror;
 pub mod order;
+pub mod preheat;
 pub mod procscan;
 pub mod protocol;
 pub mod server;

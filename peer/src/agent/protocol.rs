@@ -31,6 +31,16 @@ pub enum Request {
         dev: u64,
         ino: u64,
     },
+    /// Fetch every large file under `path` (operators preheating a node);
+    /// with `wait`, answer once they are all in memory or failed.
+    Prefetch {
+        wait: bool,
+        path: String,
+    },
+    /// Release the memory of every unreferenced large file under `path`.
+    Evict {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +88,21 @@ impl Request {
                     path: decode_field(path),
                 })
             }
+            "PREFETCH" => {
+                let (wait, path) = rest.split_once(' ').unwrap_or((rest, ""));
+                let wait = match wait {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad("PREFETCH needs 0 or 1 (wait) and a path")),
+                };
+                Ok(Request::Prefetch {
+                    wait,
+                    path: decode_field(path),
+                })
+            }
+            "EVICT" => Ok(Request::Evict {
+                path: decode_field(rest),
+            }),
             _ => Err(bad("unknown verb")),
         }
     }
@@ -122,6 +147,8 @@ pub enum Response {
     Status(String),
     /// Answer to `IDENT`: the placeholder's path below MODEL_DIR.
     Placeholder(String),
+    /// A PREFETCH or EVICT report: one JSON document.
+    Report(String),
 }
 
 impl Response {
@@ -145,7 +172,7 @@ impl Response {
             Response::Fd { size, source } => format!("FD {size} {}\n", source.as_str()),
             Response::Pass => "PASS\n".to_string(),
             Response::Err { errno, message } => format!("ERR {errno} {}\n", one_line(message)),
-            Response::Status(json) => format!("{}\n", one_line(json)),
+            Response::Status(json) | Response::Report(json) => format!("{}\n", one_line(json)),
             Response::Placeholder(rel) => format!("PLACEHOLDER {}\n", encode_field(rel)),
         }
     }
@@ -215,6 +242,26 @@ mod tests {
             Response::Placeholder("a/100%.bin".into()).line(),
             "PLACEHOLDER a/100%25.bin\n"
         );
+        assert_eq!(
+            Request::parse("PREFETCH 1 dir/a%25b").unwrap(),
+            Request::Prefetch {
+                wait: true,
+                path: "dir/a%b".into()
+            }
+        );
+        assert_eq!(
+            Request::parse("PREFETCH 0").unwrap(),
+            Request::Prefetch {
+                wait: false,
+                path: String::new()
+            }
+        );
+        assert_eq!(
+            Request::parse("EVICT oss://b/p/x y").unwrap(),
+            Request::Evict {
+                path: "oss://b/p/x y".into()
+            }
+        );
         for bad in [
             "",
             "OPEN",
@@ -224,6 +271,8 @@ mod tests {
             "NOPE",
             "IDENT 1",
             "IDENT a 2",
+            "PREFETCH",
+            "PREFETCH yes a",
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?} should not parse");
         }

@@ -1,17 +1,22 @@
 //! `ossc`: the command-line tool. Thin: each subcommand parses its flags and
-//! calls into the library (`ossc_peer::*`, `ossc_core::*`).
+//! calls into the library (`ossc_peer::*`, `ossc_core::*`). Exit codes follow
+//! `ossc_peer::exit_code` (listed in `ossc --help`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+use ossc_peer::exit_code::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "ossc",
     version,
-    about = "Fast, transparent model loading from OSS / S3"
+    about = "Fast, transparent model loading from OSS / S3",
+    after_help = ossc_peer::exit_code::TABLE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,7 +26,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List objects under an oss:// or s3:// path (credentials and endpoint from OSS_* env).
-    Ls { path: String },
+    Ls {
+        path: String,
+        /// Print one JSON document (objects with key, size, etag, last_modified; count; bytes).
+        #[arg(long)]
+        json: bool,
+    },
     /// Download every object under a path into a local directory, in parallel.
     Cp {
         path: String,
@@ -29,6 +39,10 @@ enum Command {
         /// No progress bar (the summary is still printed).
         #[arg(long)]
         quiet: bool,
+        /// Print the summary as one JSON document (files, bytes, seconds, gb_per_s, retries,
+        /// bytes_by_source).
+        #[arg(long)]
+        json: bool,
     },
     /// Serve a local directory (one bucket per subdirectory) as an S3/OSS-compatible store.
     ServeStore {
@@ -99,13 +113,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a running agent or `ossc peer` daemon fetch every large file under PATH into memory
+    /// (preheat a node before a rollout). PATH: relative to MODEL_DIR, absolute inside it, or an
+    /// oss:// URL under OSS_PATH; "" is the whole model.
+    Prefetch {
+        path: String,
+        /// Wait until every file is in memory (or failed) and print a summary.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (the agent goes on fetching).
+        #[arg(long, default_value_t = 3600)]
+        timeout_sec: u64,
+        /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the agent's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the cached memory of every large file under PATH that no process uses (files in use
+    /// are skipped and listed). PATH as for `prefetch`.
+    Evict {
+        path: String,
+        /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the agent's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `ossc completions bash > /etc/bash_completion.d/ossc`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+/// How long `ossc evict` waits for the agent's answer.
+const EVICT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("ossc: error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(ExitCode::of(&e).code());
     }
 }
 
@@ -182,14 +233,19 @@ fn run(cli: Cli) -> Result<()> {
                 tls_cert.zip(tls_key),
             ))
         }
-        Command::Ls { path } => {
+        Command::Ls { path, json } => {
             ossc_peer::cli_support::init_logging_stderr();
-            tokio::runtime::Runtime::new()?.block_on(ossc_peer::cli_support::ls(&path))
+            tokio::runtime::Runtime::new()?.block_on(ossc_peer::cli_support::ls(&path, json))
         }
-        Command::Cp { path, dest, quiet } => {
+        Command::Cp {
+            path,
+            dest,
+            quiet,
+            json,
+        } => {
             ossc_peer::cli_support::init_logging_stderr();
             tokio::runtime::Runtime::new()?
-                .block_on(ossc_peer::cli_support::cp(&path, &dest, !quiet))
+                .block_on(ossc_peer::cli_support::cp(&path, &dest, !quiet, json))
         }
         Command::Demo(args) => ossc_peer::demo::run(args),
         Command::Agent(args) => ossc_peer::agent_cli::run(args),
@@ -197,13 +253,49 @@ fn run(cli: Cli) -> Result<()> {
         Command::Secret(args) => ossc_peer::secret_cli::run(args),
         Command::Status { socket, json } => {
             let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
-            let status = ossc_peer::cli_support::query_status(&socket)
-                .with_context(|| format!("asking the agent at {}", socket.display()))?;
+            let status = ossc_peer::agent_client::status(&socket)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", ossc_peer::cli_support::render_status(&status));
             }
+            Ok(())
+        }
+        Command::Prefetch {
+            path,
+            wait,
+            timeout_sec,
+            socket,
+            json,
+        } => {
+            let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
+            let report = ossc_peer::agent_client::prefetch(
+                &socket,
+                &path,
+                wait,
+                Duration::from_secs(timeout_sec.max(1)),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", ossc_peer::cli_support::render_prefetch(&report));
+            }
+            let failed = report["failed"].as_array().map_or(0, |f| f.len());
+            anyhow::ensure!(failed == 0, "{failed} file(s) could not be prefetched");
+            Ok(())
+        }
+        Command::Evict { path, socket, json } => {
+            let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
+            let report = ossc_peer::agent_client::evict(&socket, &path, EVICT_TIMEOUT)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", ossc_peer::cli_support::render_evict(&report));
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ossc", &mut std::io::stdout());
             Ok(())
         }
     }
