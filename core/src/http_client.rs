@@ -237,9 +237,7 @@ impl HttpObjectClient {
                 (format!("{}.{host}{port}", settings.bucket), "/".to_string())
             }
         };
-        let loopback = matches!(endpoint.host(), Some(url::Host::Domain("localhost")))
-            || matches!(endpoint.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || matches!(endpoint.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+        let loopback = crate::transport::is_loopback(endpoint);
         let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
@@ -271,9 +269,7 @@ impl HttpObjectClient {
         for (name, addr) in &options.resolve {
             builder = builder.resolve(name, *addr);
         }
-        if scheme == "http"
-            && !loopback
-            && credentials.is_some()
+        if crate::transport::exposes_signatures(endpoint, credentials.is_some())
             && !PLAIN_HTTP_WARNED.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(

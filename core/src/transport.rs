@@ -136,6 +136,22 @@ impl ProxySettings {
     }
 }
 
+/// Whether `endpoint` names this host (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback(endpoint: &url::Url) -> bool {
+    match endpoint.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether signed requests to `endpoint` would cross a network in clear
+/// text (plain HTTP to another host): worth one warning.
+pub fn exposes_signatures(endpoint: &url::Url, signed: bool) -> bool {
+    signed && endpoint.scheme() == "http" && !is_loopback(endpoint)
+}
+
 /// A path from an environment variable, if set.
 pub fn path_from(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
     get(lookup, name).map(PathBuf::from)
@@ -175,6 +191,27 @@ mod tests {
         };
         let e = bad.apply(reqwest::Client::builder()).unwrap_err();
         assert!(e.contains("HTTP_PROXY"), "{e}");
+    }
+
+    #[test]
+    fn only_signed_plain_http_to_other_hosts_exposes_signatures() {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(exposes_signatures(&url("http://10.0.0.5:9000"), true));
+        assert!(exposes_signatures(
+            &url("http://oss-cn-beijing.aliyuncs.com"),
+            true
+        ));
+        assert!(!exposes_signatures(&url("http://10.0.0.5:9000"), false));
+        assert!(!exposes_signatures(&url("https://10.0.0.5:9000"), true));
+        for local in [
+            "http://127.0.0.1:9000",
+            "http://127.8.0.1",
+            "http://[::1]:80",
+            "http://LocalHost:1",
+        ] {
+            assert!(is_loopback(&url(local)), "{local}");
+            assert!(!exposes_signatures(&url(local), true), "{local}");
+        }
     }
 
     #[test]

@@ -177,3 +177,66 @@ async fn client_works_against_moto() {
         "parallel download differs from the uploaded bytes"
     );
 }
+
+/// Web identity (IRSA) against moto's STS, a third-party implementation of
+/// `AssumeRoleWithWebIdentity`: our form request is accepted and its XML
+/// answer parsed into temporary credentials.
+#[tokio::test]
+async fn web_identity_credentials_from_motos_sts() {
+    use ossc_core::credentials::sts::{AssumeRoleProvider, Flavor};
+    use ossc_core::credentials::CredentialProvider;
+    let Some(py) = python() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("moto is required in CI: run scripts/setup-env.sh and set OSSC_TEST_PYTHON");
+        }
+        eprintln!("\n!!!!! SKIPPED web_identity_credentials_from_motos_sts: no OSSC_TEST_PYTHON venv with moto !!!!!\n");
+        return;
+    };
+    let port = free_port();
+    let _moto = Moto(
+        Command::new(&py)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.e30.sig").unwrap();
+    let provider = AssumeRoleProvider {
+        flavor: Flavor::AwsWebIdentity,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        role_arn: "arn:aws:iam::123456789012:role/model-reader".into(),
+        oidc_provider_arn: None,
+        token_file,
+        session_name: "ossc-test".into(),
+        ca_certificates: Vec::new(),
+    };
+    let got = provider.fetch().await.unwrap();
+    assert!(
+        got.credentials.access_key_id.starts_with("ASIA"),
+        "{:?}",
+        got.credentials
+    );
+    assert!(!got.credentials.access_key_secret.is_empty());
+    assert!(got
+        .credentials
+        .security_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty()));
+    let expiry = got.expires_at.expect("STS credentials expire");
+    assert!(expiry > std::time::SystemTime::now());
+}

@@ -152,6 +152,8 @@ pub fn copy_summary_json(summary: &crate::download::CopySummary) -> serde_json::
     })
 }
 
+/// `ossc serve-store`: one argument per command-line flag.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_store(
     root: PathBuf,
     addr: SocketAddr,

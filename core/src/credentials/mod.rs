@@ -9,8 +9,9 @@
 //!   `min(REFRESH_MARGIN, lifetime / 4)` before their expiry (a 3-second
 //!   lifetime is refreshed 0.75 s early, an hour-long one 5 minutes early),
 //!   and never more often than every [`MIN_REFETCH_INTERVAL`] while they are
-//!   still valid. One refresh runs at a time; callers that arrive during it
-//!   wait for its result instead of fetching again.
+//!   still valid. One refresh runs at a time: while it runs, other requests
+//!   sign with the still-valid credentials; only when there are none (first
+//!   use, or expired) do they wait for its result instead of fetching again.
 //! - **A failed refresh keeps valid credentials.** If the provider fails while
 //!   the cached credentials are still valid, they are kept (one warning) and
 //!   the refresh is retried later. Expired credentials are never used: the
@@ -202,12 +203,29 @@ impl CredentialSource {
         (!due).then(|| c.credentials.clone())
     }
 
+    /// The cached credentials if they have not expired at `now`.
+    fn valid(&self, now: SystemTime) -> Option<Arc<TimedCredentials>> {
+        let cached = self.cached();
+        let c = cached.as_ref()?;
+        (!c.credentials.is_expired(now)).then(|| c.credentials.clone())
+    }
+
     /// Credentials to sign a request with now.
     pub async fn current(&self) -> Result<Arc<TimedCredentials>, CredentialError> {
-        if let Some(c) = self.fresh(SystemTime::now()) {
+        let now = SystemTime::now();
+        if let Some(c) = self.fresh(now) {
             return Ok(c);
         }
-        let _guard = self.refreshing.lock().await;
+        let _guard = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Another request is refreshing: don't wait while these still work.
+                if let Some(c) = self.valid(now) {
+                    return Ok(c);
+                }
+                self.refreshing.lock().await
+            }
+        };
         let now = SystemTime::now();
         if let Some(c) = self.fresh(now) {
             return Ok(c);
@@ -451,6 +469,7 @@ mod tests {
     struct Scripted {
         answers: Mutex<Vec<Result<TimedCredentials, CredentialError>>>,
         fetches: Arc<AtomicUsize>,
+        delay: Duration,
     }
 
     #[async_trait]
@@ -460,7 +479,7 @@ mod tests {
         }
         async fn fetch(&self) -> Result<TimedCredentials, CredentialError> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(self.delay).await;
             let mut answers = self.answers.lock().unwrap();
             if answers.len() > 1 {
                 answers.remove(0)
@@ -473,10 +492,18 @@ mod tests {
     fn scripted(
         answers: Vec<Result<TimedCredentials, CredentialError>>,
     ) -> (CredentialSource, Arc<AtomicUsize>) {
+        scripted_with_delay(answers, Duration::from_millis(20))
+    }
+
+    fn scripted_with_delay(
+        answers: Vec<Result<TimedCredentials, CredentialError>>,
+        delay: Duration,
+    ) -> (CredentialSource, Arc<AtomicUsize>) {
         let fetches = Arc::new(AtomicUsize::new(0));
         let provider = Scripted {
             answers: Mutex::new(answers),
             fetches: fetches.clone(),
+            delay,
         };
         (CredentialSource::new(Box::new(provider)), fetches)
     }
@@ -512,6 +539,38 @@ mod tests {
             "one"
         );
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_refresh_does_not_hold_up_requests_while_the_old_credentials_work() {
+        let (source, fetches) = scripted_with_delay(
+            vec![Ok(expiring("one", 4)), Ok(expiring("two", 3600))],
+            Duration::from_millis(400),
+        );
+        let source = Arc::new(source);
+        assert_eq!(
+            source.current().await.unwrap().credentials.access_key_id,
+            "one"
+        );
+        // Inside the refresh margin (from about 3.1 s): one caller refreshes
+        // (400 ms); another one meanwhile signs with "one", valid until 4 s,
+        // instead of waiting for "two".
+        tokio::time::sleep(Duration::from_millis(2800)).await;
+        let refresher = {
+            let s = source.clone();
+            tokio::spawn(async move { s.current().await.unwrap() })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            source.current().await.unwrap().credentials.access_key_id,
+            "one"
+        );
+        assert_eq!(refresher.await.unwrap().credentials.access_key_id, "two");
+        assert_eq!(
+            source.current().await.unwrap().credentials.access_key_id,
+            "two"
+        );
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
