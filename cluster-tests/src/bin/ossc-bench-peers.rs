@@ -18,7 +18,7 @@
 //! (medians, ratios, model comparison) is left to `scripts/bench.py`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};

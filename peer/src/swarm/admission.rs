@@ -389,4 +389,71 @@ mod tests {
         drop(a1);
         assert!(gate.admit(ip(3)).is_some());
     }
+
+    /// A server-side [`GatedStream`] and the client end of its connection.
+    async fn gated_pair(gate: &Arc<ConnectionGate>) -> (GatedStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, remote) = listener.accept().await.unwrap();
+        let ticket = gate.admit(remote.ip()).unwrap();
+        (GatedStream::new(server, remote, ticket), client)
+    }
+
+    #[tokio::test]
+    async fn reads_fail_without_an_authenticated_request_in_time_and_after_idling() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limits = ServeLimits {
+            handshake_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(600),
+            ..Default::default()
+        };
+        let gate = ConnectionGate::new(limits, Arc::new(|_| false));
+        let mut buf = [0u8; 64];
+
+        // Bytes that never authenticate do not keep a connection open.
+        let (mut server, mut client) = gated_pair(&gate).await;
+        let t = Instant::now();
+        let chatter = tokio::spawn(async move {
+            for _ in 0..10 {
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let err = loop {
+            match server.read(&mut buf).await {
+                Ok(n) if n > 0 => continue,
+                other => break other.unwrap_err(),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(290), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        chatter.abort();
+        assert_eq!(gate.timed_out.load(Ordering::Relaxed), 1);
+        drop(server);
+        assert_eq!(gate.open(), 0, "a closed connection gives its ticket back");
+
+        // Authenticated requests keep it open past the handshake timeout;
+        // then it closes after idle_timeout without one.
+        let (mut server, _client) = gated_pair(&gate).await;
+        let info = server.connect_info();
+        let t = Instant::now();
+        let keeper = tokio::spawn(async move {
+            for _ in 0..4 {
+                info.mark_authenticated();
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let lived = t.elapsed();
+        // Last mark at ~450 ms, plus 600 ms idle.
+        assert!(lived >= Duration::from_millis(1000), "{lived:?}");
+        keeper.await.unwrap();
+    }
 }

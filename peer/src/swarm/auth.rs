@@ -11,7 +11,7 @@
 //!   [`MAX_SKEW_SECS`] of ours and the nonce unseen within that window
 //!   ([`NonceCache`]), so a captured request cannot be replayed.
 //! - The server checks the tag *before* it decodes the body
-//!   ([`super::admission`] holds the gRPC layer that buffers the bounded
+//!   ([`super::auth_layer`] is the gRPC layer that buffers the bounded
 //!   body, hashes it and verifies): an unauthenticated caller never reaches
 //!   the protobuf decoder.
 //! - The secret never travels and is never logged ([`ClusterSecret`]'s

@@ -64,6 +64,7 @@ pub mod chunk_server;
 pub mod holders;
 pub mod peer_set;
 pub mod quic;
+pub mod quic_server;
 pub mod ring;
 pub mod swarm_fetcher;
 pub mod tls;
