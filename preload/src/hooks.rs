@@ -2,8 +2,10 @@
 //!
 //! Design decision: every hook first asks [`decide`], which is allocation-free and lock-free
 //! and, for anything that is not a read-only open below MODEL_DIR, returns
-//! [`Decision::Pass`] after a few atomic loads; the real function is then called with the
-//! caller's exact arguments. Matching opens are answered with a *real* kernel fd re-opened
+//! [`Decision::Pass`] (connector off) or [`Decision::PassAndCheck`] after a few atomic loads;
+//! the real function is then called with the caller's exact arguments, and with the connector
+//! on its fd gets one `fstat` to catch a placeholder opened by another name or for writing
+//! ([`crate::placeholder`]). Matching opens are answered with a *real* kernel fd re-opened
 //! from the agent's memfd, so every later call (read, mmap, sendfile, dup, fork) works
 //! natively without more hooks; only the fd-stat calls are hooked too ([`crate::stat_hooks`]),
 //! so that `fstat(fd)` reports the same `(st_dev, st_ino)` as `stat(path)`. A fixed three-argument `open` signature is used: on x86-64 and

@@ -1498,3 +1498,32 @@ print("fopen-r+", "opened" if fp else errno.errorcode[ctypes.get_errno()])
     let meta = std::fs::metadata(f.model().join("weights.bin")).unwrap();
     assert_eq!((meta.len(), meta.blocks()), (WEIGHTS_SIZE as u64, 0));
 }
+
+#[test]
+fn a_placeholder_reached_through_a_bind_mount_is_served() {
+    if !is_root() {
+        eprintln!("!!! SKIPPED: a bind mount needs root");
+        return;
+    }
+    let f = Fixture::new();
+    let bind = f.out().join("bind");
+    std::fs::create_dir(&bind).unwrap();
+    // In a private mount namespace, so nothing is left mounted on the host.
+    let script = format!(
+        "mount --bind {} {} && cat {}/weights.bin",
+        f.model().display(),
+        bind.display(),
+        bind.display()
+    );
+    let out = run_ok(
+        f.cmd("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(&script),
+    );
+    assert!(
+        out.stdout == f.weights,
+        "served through the bind mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(f.opens().contains(&"weights.bin".to_string()));
+}

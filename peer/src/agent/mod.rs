@@ -13,6 +13,7 @@
 //! Module map: [`keys`] (key validation, natural sort), [`mirror`] (MODEL_DIR),
 //! [`manifest`] (what the agent created there, validated on load),
 //! [`cache`] (memfds, state machine, memory cap, expiry),
+//! [`idle`] (when a spawned agent exits),
 //! [`fetcher`] (where large objects' bytes come from: the store, or the peer
 //! layer in `crate::swarm`),
 //! [`order`] (prefetch order), [`preheat`] (PREFETCH/EVICT of a path), [`server`] (the socket),
@@ -23,6 +24,7 @@
 pub mod audit;
 pub mod cache;
 pub mod fetcher;
+pub mod idle;
 pub mod keys;
 pub mod manifest;
 pub mod metrics;
@@ -63,10 +65,6 @@ const CGROUP_UNLIMITED_THRESHOLD: u64 = 1 << 60;
 /// Bounds of the maintenance tick (a quarter of the expiry time, clamped).
 const MIN_TICK: Duration = Duration::from_millis(100);
 const MAX_TICK: Duration = Duration::from_secs(5);
-/// Idle exit never fires this soon after start, so the process that started the agent has
-/// its chance to register even with `expireTimeSec: 0` (the preload waits up to 60 s for a new
-/// agent to accept connections).
-pub const START_GRACE: Duration = Duration::from_secs(60);
 /// How long `ossc status` waits for the agent's answer.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -561,7 +559,7 @@ impl Agent {
             } else if self.idle_exit {
                 let since = *idle_since.get_or_insert(now);
                 let registered_once = self.registered_once.load(Ordering::Relaxed);
-                if idle_exit_due(registered_once, started, since, now, self.expire) {
+                if idle::exit_due(registered_once, started, since, now, self.expire) {
                     tracing::info!(
                         idle_secs = now.duration_since(since).as_secs(),
                         "no registered process alive; agent exiting"
@@ -648,20 +646,6 @@ fn placeholder_ids(model_dir: &Path, files: &[Arc<LargeFile>]) -> HashMap<(u64, 
         .collect()
 }
 
-/// Whether a spawned agent should exit now: once no registered process has been alive for
-/// `expire`, but never before a first process registered or [`START_GRACE`] passed, so the
-/// process that started the agent always gets to use it (also with `expire` 0).
-fn idle_exit_due(
-    registered_once: bool,
-    started: Instant,
-    idle_since: Instant,
-    now: Instant,
-    expire: Duration,
-) -> bool {
-    let idle_long_enough = now.duration_since(idle_since) >= expire;
-    idle_long_enough && (registered_once || now.duration_since(started) >= START_GRACE)
-}
-
 /// Directory part of a relative path ("" at the top).
 fn parent_dir(rel: &str) -> &str {
     rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
@@ -680,22 +664,6 @@ mod tests {
             let e = parse_socket_mode(bad).unwrap_err().to_string();
             assert!(e.contains(SOCKET_MODE_ENV), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn idle_exit_waits_for_the_start_grace_even_with_expire_zero() {
-        let t0 = Instant::now();
-        let zero = Duration::ZERO;
-        assert!(!idle_exit_due(false, t0, t0, t0, zero), "at once");
-        assert!(!idle_exit_due(false, t0, t0, t0 + START_GRACE / 2, zero));
-        assert!(idle_exit_due(false, t0, t0, t0 + START_GRACE, zero));
-        // Once a process registered and left, 0 means at once.
-        let left = t0 + Duration::from_secs(1);
-        assert!(idle_exit_due(true, t0, left, left, zero));
-        let expire = Duration::from_secs(120);
-        assert!(!idle_exit_due(true, t0, left, left + expire / 2, expire));
-        assert!(idle_exit_due(true, t0, left, left + expire, expire));
-        assert!(!idle_exit_due(false, t0, t0, t0 + START_GRACE, expire));
     }
 
     #[test]
