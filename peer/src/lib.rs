@@ -6,9 +6,9 @@ pub mod agent_client;
 pub mod cli_support;
 pub mod demo;
 pub mod download;
+pub mod exit_code;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod exit_code;
 pub mod model_reader;
 pub mod peer_daemon;
 pub mod prometheus;

@@ -200,7 +200,9 @@ impl Agent {
                 },
                 Err((errno, message)) => (Response::err(errno, message), None),
             },
-            Request::Prefetch { wait, path } => (self.prefetch_path(peer.uid, &path, wait).await, None),
+            Request::Prefetch { wait, path } => {
+                (self.prefetch_path(peer.uid, &path, wait).await, None)
+            }
             Request::Evict { path } => (self.evict_path(peer.uid, &path).await, None),
             Request::Open { pid, path } => {
                 Metrics::add(&self.metrics.opens, 1);
