@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the shipped artefacts and the packages:
-#   bash scripts/package.sh [--profile release|dev|package-test] [--out DIR] [--install-root DIR]
-#                           [--no-packages]
+#   bash scripts/package.sh [--profile release|dev|package-test] [--arch x86_64,aarch64]
+#                           [--out DIR] [--install-root DIR] [--no-packages]
 #
 # 1. `ossc` and libossc_preload.so with cargo-zigbuild against glibc 2.17
-#    (target x86_64-unknown-linux-gnu.2.17; aarch64 too when its rustup target is installed),
+#    (target <arch>-unknown-linux-gnu.2.17; the host's architecture unless --arch says more),
 #    so the library loads into any application image with glibc >= 2.17 (CentOS 7 and newer).
 # 2. Fails if either artefact needs a glibc symbol version above 2.17 (objdump -T).
 # 3. Lays out the install tree (deploy/package/README.md):
@@ -23,12 +23,14 @@ profile=release
 out=
 install_root=
 packages=1
+arch_list=
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --install-root) install_root=$2; shift 2 ;;
     --no-packages) packages=0; shift ;;
+    --arch) arch_list=$2; shift 2 ;;
     *) echo "package.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +43,7 @@ esac
 GLIBC_BASELINE=2.17
 # cargo-zigbuild finds zig through `python3 -m ziglang` (the ziglang wheel): put the venv first.
 if [ -x .venv/bin/cargo-zigbuild ]; then export PATH="$REPO/.venv/bin:$PATH"; fi
-for tool in cargo-zigbuild objdump objcopy; do
+for tool in cargo-zigbuild objdump objcopy nm dpkg-deb; do
   command -v "$tool" >/dev/null || { echo "package.sh: $tool not found (bash scripts/setup-env.sh installs it)" >&2; exit 1; }
 done
 
@@ -50,15 +52,16 @@ out=${out:-$target_dir/package}
 version=$(cargo metadata --format-version 1 --no-deps | python3 -c \
   'import json, sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "ossc-peer"))')
 
-# The host's architecture always; the other one when its rustup target is installed
-# (`rustup target add aarch64-unknown-linux-gnu` needs static.rust-lang.org).
-arches=()
+# --arch x86_64,aarch64: each is a complete build, so only the host's by default. Another
+# architecture needs its rustup target (`rustup target add aarch64-unknown-linux-gnu`, from
+# static.rust-lang.org).
+IFS=, read -r -a arches <<<"${arch_list:-$(uname -m)}"
 installed_targets=$(rustup target list --installed 2>/dev/null || true)
-for arch in x86_64 aarch64; do
-  if [ "$arch" = "$(uname -m)" ] || grep -qx "$arch-unknown-linux-gnu" <<<"$installed_targets"; then
-    arches+=("$arch")
-  else
-    echo "package.sh: rustup target $arch-unknown-linux-gnu not installed: no $arch build"
+for arch in "${arches[@]}"; do
+  case "$arch" in x86_64 | aarch64) ;; *) echo "package.sh: --arch: x86_64 or aarch64, not $arch" >&2; exit 2 ;; esac
+  if [ "$arch" != "$(uname -m)" ] && ! grep -qx "$arch-unknown-linux-gnu" <<<"$installed_targets"; then
+    echo "package.sh: rustup target $arch-unknown-linux-gnu is not installed" >&2
+    exit 1
   fi
 done
 
@@ -71,8 +74,12 @@ max_glibc() {
 check_glibc() {
   local need
   need=$(max_glibc "$1")
-  echo "package.sh: $(basename "$1") ($2) needs glibc >= ${need:-none}"
-  if [ -n "$need" ] && [ "$(printf '%s\n%s\n' "$need" "$GLIBC_BASELINE" | sort -V | tail -n 1)" != "$GLIBC_BASELINE" ]; then
+  if [ -z "$need" ]; then
+    echo "package.sh: found no GLIBC_ symbol version in $1 (objdump -T / readelf)" >&2
+    exit 1
+  fi
+  echo "package.sh: $(basename "$1") ($2) needs glibc >= $need"
+  if [ "$(printf '%s\n%s\n' "$need" "$GLIBC_BASELINE" | sort -V | tail -n 1)" != "$GLIBC_BASELINE" ]; then
     echo "package.sh: $1 needs GLIBC_$need, above the $GLIBC_BASELINE baseline" >&2
     exit 1
   fi
@@ -139,14 +146,14 @@ mkdir -p "$out"
 rm -f "$out"/ossc_*.deb "$out"/ossc-*.rpm
 for arch in "${arches[@]}"; do
   triple=$arch-unknown-linux-gnu
-  args=(--locked --target "$triple.$GLIBC_BASELINE" -p ossc-peer -p ossc-preload)
-  args+=(--profile "$profile")
+  args=(--locked --target "$triple.$GLIBC_BASELINE" --profile "$profile" -p ossc-peer -p ossc-preload)
   echo "package.sh: cargo zigbuild ${args[*]}"
   cargo zigbuild "${args[@]}"
   build=$target_dir/$triple/$profile_dir
   check_glibc "$build/ossc" "$arch"
   check_glibc "$build/libossc_preload.so" "$arch"
-  nm -D --defined-only "$build/libossc_preload.so" | grep -q "ossc_preload_version_$version" \
+  # (grep without -q: under pipefail, an early exit of grep could fail nm with SIGPIPE.)
+  nm -D --defined-only "$build/libossc_preload.so" | grep "ossc_preload_version_$version" >/dev/null \
     || { echo "package.sh: libossc_preload.so lacks the symbol ossc_preload_version_$version" >&2; exit 1; }
 
   stage=$(mktemp -d "$out/stage.XXXXXX")

@@ -197,9 +197,15 @@ def test_deb_installs_runs_the_vendor_command_and_removes_cleanly(tmp_path, mode
         skip_or_fail("installing a .deb needs root")
     if dpkg_status():
         pytest.fail(f"package ossc is already on this machine ({dpkg_status()}); not touching it")
-    for path in (BIN, LIB, LOG_DIR, "/etc/oss-connector"):
+    for path in (BIN, LIB, "/etc/oss-connector"):
         if os.path.lexists(path):
             pytest.fail(f"{path} exists already: the package would take it over, purge would remove it")
+    # Other tests may have logged to the default log directory (an `ossc` run without a config):
+    # keep it aside, since purging the package deletes it.
+    saved_logs = None
+    if LOG_DIR.exists():
+        saved_logs = LOG_DIR.with_name(f"{LOG_DIR.name}.saved-by-test-{os.getpid()}")
+        LOG_DIR.rename(saved_logs)
     socket_dir_existed = SOCKET_DIR.exists()
     user_existed = subprocess.run(["getent", "passwd", "ossc"], capture_output=True).returncode == 0
     store_root, manifest, manifest_path = model_source
@@ -272,6 +278,8 @@ def test_deb_installs_runs_the_vendor_command_and_removes_cleanly(tmp_path, mode
         if not socket_dir_existed:
             subprocess.run(["rm", "-rf", str(SOCKET_DIR)], timeout=60)
         subprocess.run(["rm", "-rf", str(LOG_DIR)], timeout=60)
+        if saved_logs is not None:
+            saved_logs.rename(LOG_DIR)
 
 
 @pytest.mark.parametrize("unit", ["ossc-peer.service", "ossc-agent.service"])
