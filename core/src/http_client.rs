@@ -22,6 +22,10 @@
 //!   any error answer whose `Date` is more than 15 minutes from our clock, the
 //!   offset to the store's clock is stored and used for every later signature,
 //!   so the built-in retry succeeds.
+//! - **HEAD asks for every digest.** It sends `x-amz-checksum-mode: ENABLED`
+//!   and reads S3 additional checksums, `Content-MD5` and MD5 ETags into
+//!   [`ObjectMeta::checksums`] (see [`crate::checksums`]). Ranged GETs do
+//!   not: stores declare full-object checksums on HEAD and whole GETs only.
 //! - Each operation retries with its own small budget
 //!   ([`DEFAULT_INNER_MAX_ATTEMPTS`]); callers such as the fetch engine add
 //!   their own outer budget on top.
@@ -35,6 +39,7 @@ use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use crate::checksums::{StoreChecksums, CHECKSUM_MODE_HEADER};
 use crate::config::StoreSettings;
 use crate::crc64::Crc64Hasher;
 use crate::object_client::{
@@ -62,6 +67,9 @@ pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_INNER_MAX_ATTEMPTS: u32 = 3;
 /// Largest error body we read and parse; error XML is a few hundred bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest listing page we accept. 1000 keys of 1 KiB each with their
+/// metadata stay far below it; a bigger body is a broken or hostile store.
+pub const MAX_LIST_BODY: usize = 16 << 20;
 /// Skew beyond which the store rejects signatures (and we resync).
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 /// The whole-object CRC-64 header.
@@ -287,9 +295,16 @@ impl HttpObjectClient {
         }
         let error = self.service_error(response, is_head).await;
         if error.code == sign::codes::SIGNATURE_DOES_NOT_MATCH {
+            let token = self
+                .settings
+                .credentials
+                .as_ref()
+                .and_then(|c| c.security_token.as_deref());
             tracing::debug!(
-                server_string_to_sign = error.string_to_sign.as_deref().unwrap_or(""),
-                client_string_to_sign = string_to_sign.as_deref().unwrap_or(""),
+                server_string_to_sign =
+                    redact_token(error.string_to_sign.as_deref().unwrap_or(""), token),
+                client_string_to_sign =
+                    redact_token(string_to_sign.as_deref().unwrap_or(""), token),
                 "SignatureDoesNotMatch"
             );
         }
@@ -382,16 +397,14 @@ impl HttpObjectClient {
             ))
             .into());
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport(error_chain(&e)))?;
+        let body = read_capped(response, MAX_LIST_BODY, "listing page").await?;
         parse_list(&String::from_utf8_lossy(&body)).map_err(Into::into)
     }
 
     async fn head_once(&self, key: &str) -> Result<ObjectMeta> {
+        let checksum_mode = vec![(CHECKSUM_MODE_HEADER.to_string(), "ENABLED".to_string())];
         let response = self
-            .send(reqwest::Method::HEAD, key, &[], Vec::new())
+            .send(reqwest::Method::HEAD, key, &[], checksum_mode)
             .await?;
         let headers = response.headers();
         if response.status() != reqwest::StatusCode::OK {
@@ -402,13 +415,15 @@ impl HttpObjectClient {
         let size = header_str(headers, "content-length")
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| ClientError::BadResponse("HEAD without Content-Length".into()))?;
+        let etag = etag_of(headers);
         Ok(ObjectMeta {
             key: key.to_string(),
             size,
-            etag: etag_of(headers),
             last_modified: header_str(headers, "last-modified")
                 .and_then(|d| httpdate::parse_http_date(d).ok()),
             crc64: crc64_of(headers)?,
+            checksums: StoreChecksums::from_headers(|n| header_str(headers, n), &etag),
+            etag,
         })
     }
 
@@ -654,6 +669,40 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> 
     body
 }
 
+/// The whole body, or an error once it exceeds `limit` bytes (checked
+/// against `Content-Length` first, then while reading).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let too_big = || ClientError::BadResponse(format!("{what} is larger than {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ClientError::Transport(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `text` with every occurrence of the STS token replaced, so that a logged
+/// string-to-sign (which carries `x-oss-security-token`) leaks no credential.
+fn redact_token(text: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) if !t.is_empty() => text.replace(t, "<redacted security token>"),
+        _ => text.to_string(),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ErrorXml {
@@ -747,6 +796,7 @@ fn parse_list(xml: &str) -> Result<ListPage, ClientError> {
                         .map(SystemTime::from)
                 }),
                 crc64: None,
+                checksums: Default::default(),
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
@@ -873,5 +923,91 @@ mod tests {
         let mut s = settings(AddressingStyle::Path);
         s.bucket.clear();
         assert!(HttpObjectClient::new(&s, HttpClientOptions::default()).is_err());
+    }
+
+    #[test]
+    fn logged_string_to_sign_hides_the_sts_token() {
+        let token = "STS.NUp9Secret/Token+Value==";
+        let creds = sign::Credentials {
+            access_key_id: "ak".into(),
+            access_key_secret: "sk".into(),
+            security_token: Some(token.into()),
+        };
+        let signed = sign::sign(
+            sign::SignatureVersion::OssV1,
+            &creds,
+            "cn-beijing",
+            &RequestToSign {
+                method: "GET",
+                host: "bkt.oss-cn-beijing.aliyuncs.com",
+                bucket: "bkt",
+                key: "k",
+                path: "/k",
+                query: &[],
+                headers: &[],
+            },
+            SystemTime::now(),
+        );
+        assert!(signed.string_to_sign.contains(token), "the token is signed");
+        let logged = redact_token(&signed.string_to_sign, Some(token));
+        assert!(!logged.contains(token), "{logged}");
+        assert!(logged.contains("x-oss-security-token:<redacted security token>"));
+        assert_eq!(redact_token("GET\nx", None), "GET\nx");
+        assert_eq!(redact_token("GET\nx", Some("")), "GET\nx");
+    }
+
+    /// Serves every connection `response_head` followed by `body_len` bytes
+    /// of `<` (optionally without a Content-Length, chunked by the close).
+    async fn raw_server(response_head: String, body_len: usize) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let head = response_head.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let block = vec![b'<'; 64 << 10];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(block.len());
+                        if sock.write_all(&block[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_oversized_listing_page_fails_clearly() {
+        let n = MAX_LIST_BODY + 1;
+        for head in [
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"),
+            // No length up front: the cap applies while reading.
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string(),
+        ] {
+            let addr = raw_server(head.clone(), n).await;
+            let mut s = settings(AddressingStyle::Path);
+            s.endpoint = url::Url::parse(&format!("http://{addr}")).unwrap();
+            let c = HttpObjectClient::new(&s, HttpClientOptions::default()).unwrap();
+            let e = c.list_page("", None, 1000).await.unwrap_err();
+            assert!(
+                matches!(&e, crate::object_client::ObjectClientError::Client(ClientError::BadResponse(m)) if m.contains("larger than")),
+                "{head:?}: {e}"
+            );
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! Layering (one way only):
 //! - [`config`]: the vendor's `config.json` contract plus the `OSS_*` environment.
 //! - [`sign`], [`crc64`]: pure functions with known-answer tests.
+//! - [`checksums`]: the whole-object digests a store declares (S3 additional
+//!   checksums, `Content-MD5`, MD5 ETags) and the pass that checks them.
 //! - [`object_client`]: the [`object_client::ObjectClient`] trait, its two-level
 //!   errors, and the in-memory / throughput-limited / failure-injecting clients
 //!   that tests use in place of a real store.
@@ -12,6 +14,7 @@
 //! - [`store_server`]: the embedded object store used by demos, tests and
 //!   benchmarks (faithful signatures, ranges, pagination, CRC-64, faults).
 
+pub mod checksums;
 pub mod config;
 pub mod crc64;
 pub mod fetch;

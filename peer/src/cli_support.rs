@@ -133,6 +133,7 @@ pub async fn serve_store(
         region,
         faults,
         range_behavior,
+        checksums: Default::default(),
     })
     .with_context(|| format!("starting the store on {addr}"))?;
     eprintln!(

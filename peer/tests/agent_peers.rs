@@ -111,6 +111,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             corrupt_served_chunks: false,
             transport: Default::default(),
             upload_capacity: None,
+            require_verified: false,
         });
         sockets.push(socket);
         tasks.push(tokio::spawn(run_agent(opts)));

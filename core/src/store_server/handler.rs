@@ -41,6 +41,8 @@ const THROTTLED_FRAME_BYTES: usize = 64 << 10;
 const FAULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
 /// Largest control-plane request body (a JSON `FaultConfig`).
 const MAX_CONTROL_BODY: usize = 64 << 10;
+/// The bucket name control-plane requests are signed for.
+pub(crate) const CONTROL_BUCKET: &str = "_ossc";
 /// Server header, as OSS sends it.
 const SERVER_NAME: &str = "AliyunOSS";
 
@@ -200,6 +202,11 @@ async fn route(
         .collect();
     let vbucket = virtual_host_bucket(host, state);
     if vbucket.is_none() && raw_path.starts_with("/_ossc/") {
+        if !state.credentials.is_empty() {
+            // Signed like a path-style request to bucket `_ossc`.
+            let key = decode_component(&raw_path["/_ossc/".len()..])?;
+            authenticate(state, &req, host, CONTROL_BUCKET, &key, &raw_path, &query)?;
+        }
         return control(state, req, &raw_path).await;
     }
     let trimmed = raw_path.strip_prefix('/').unwrap_or(&raw_path);
@@ -257,8 +264,22 @@ async fn route(
         Op::List => {
             let list = ListRequest::parse(&query)?;
             let prefix = list.prefix.clone();
-            let objects = tokio::task::spawn_blocking(move || walk_prefix(&dir, &prefix))
-                .await
+            let listing_state = state.clone();
+            let objects = tokio::task::spawn_blocking(move || {
+                let mut objects = walk_prefix(&dir, &prefix)?;
+                if listing_state.files.md5_etags() {
+                    // The listing names the same ETag as HEAD and GET.
+                    for o in &mut objects {
+                        if let Some(path) = object_path(&dir, &o.key) {
+                            if let Some(file) = listing_state.files.open(&path)? {
+                                o.etag = file.etag.clone();
+                            }
+                        }
+                    }
+                }
+                Ok::<_, std::io::Error>(objects)
+            })
+            .await
                 .map_err(|e| ApiError::internal(e.to_string()))?
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let page = paginate(objects, &list)?;
@@ -501,10 +522,15 @@ async fn get_object(
     }
     let not_modified =
         header_str(headers, "if-none-match").is_some_and(|c| etag_matches(c, &file.etag));
-    let crc = file
-        .crc64()
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let crc = if state.no_crc64 {
+        None
+    } else {
+        Some(
+            file.crc64()
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        )
+    };
     let size = file.size();
     let mut b = Response::builder()
         .header(header::ETAG, &file.etag)
@@ -513,9 +539,30 @@ async fn get_object(
             httpdate::fmt_http_date(file.version.modified()),
         )
         .header(header::ACCEPT_RANGES, "bytes")
-        .header("x-oss-hash-crc64ecma", crc.to_string())
         .header("x-oss-object-type", "Normal")
         .header("x-oss-storage-class", "Standard");
+    if let Some(crc) = crc {
+        b = b.header("x-oss-hash-crc64ecma", crc.to_string());
+    }
+    let checksum_mode = header_str(headers, crate::checksums::CHECKSUM_MODE_HEADER)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("ENABLED"));
+    // S3 declares full-object checksums on HEAD and whole-object GETs only.
+    if checksum_mode && (is_head || header_str(headers, "range").is_none()) {
+        let sums = file
+            .s3_checksums()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        b = b
+            .header(
+                "x-amz-checksum-sha256",
+                crate::checksums::header_value(&sums.sha256),
+            )
+            .header(
+                "x-amz-checksum-crc32c",
+                crate::checksums::header_value(&sums.crc32c),
+            )
+            .header("x-amz-checksum-type", "FULL_OBJECT");
+    }
     if not_modified {
         return Ok(b
             .status(StatusCode::NOT_MODIFIED)

@@ -13,8 +13,11 @@
 //!   an invalid range with 200 and the whole object unless the request carries
 //!   `x-oss-range-behavior: standard`; `If-Match` (412) and `If-None-Match`
 //!   (304); HEAD with errors in `x-oss-err`/`x-oss-ec`; `ETag`,
-//!   `Last-Modified`, `x-oss-hash-crc64ecma` on every object answer; never
-//!   compressed;
+//!   `Last-Modified`, `x-oss-hash-crc64ecma` on every object answer (unless
+//!   configured as an S3 store without it); never compressed;
+//! - S3 additional checksums (SHA-256, CRC-32C, full-object) on HEAD and
+//!   whole-object GET with `x-amz-checksum-mode: ENABLED`; MD5 ETags when
+//!   configured ([`ChecksumConfig`]);
 //! - ListObjects V2 (and V1) with prefix, delimiter, max-keys, continuation
 //!   tokens, start-after and `encoding-type=url`;
 //! - OSS error documents with the right statuses.
@@ -24,8 +27,12 @@
 //! frames, and the CRC-64 is computed once per file version. Faults
 //! ([`FaultConfig`]) and counters ([`StoreStats`]) are built in, controllable
 //! at runtime through [`RunningStore`] or the HTTP control plane on the same
-//! port (not authenticated, not faulted, not counted):
-//! `GET /_ossc/stats`, `POST /_ossc/reset`, `GET|PUT /_ossc/faults` (JSON).
+//! port (not faulted, not counted): `GET /_ossc/stats`, `POST /_ossc/reset`,
+//! `GET|PUT /_ossc/faults` (JSON). When the store has credentials, control
+//! requests must be signed like a request to bucket `_ossc` (path-style, key
+//! `stats`, `reset` or `faults`), since a fault can rewrite a file on disk.
+//! Every connection must send its request head within
+//! [`HEADER_READ_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are served at once.
 
 mod config;
 mod faults;
@@ -51,8 +58,8 @@ use hyper_util::rt::TokioIo;
 use tokio::task::{AbortHandle, JoinSet};
 
 pub use config::{
-    FaultConfig, RangeBehavior, StoreServerConfig, DEFAULT_FAULT_CODE, DEFAULT_FAULT_STATUS,
-    DEFAULT_REGION,
+    ChecksumConfig, FaultConfig, RangeBehavior, StoreServerConfig, DEFAULT_FAULT_CODE,
+    DEFAULT_FAULT_STATUS, DEFAULT_REGION,
 };
 pub use stats::{FaultCounts, RequestCounts, StoreStats};
 
@@ -64,6 +71,12 @@ use stats::Counters;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// A connection that has not sent a complete request head within this time
+/// (a new connection, or a kept-alive one between requests) is closed, so
+/// idle or slow-header clients cannot hold connections forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; further clients wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// An OSS error answer on its way out.
 #[derive(Debug, Clone)]
@@ -123,6 +136,8 @@ pub(crate) struct State {
     region: String,
     range_behavior: RangeBehavior,
     credentials: Vec<Credentials>,
+    /// Leave out the CRC-64 header (an S3-like store).
+    no_crc64: bool,
     files: FileCache,
     counters: Counters,
     faults: Mutex<FaultState>,
@@ -185,7 +200,8 @@ impl EmbeddedStore {
             region: config.region,
             range_behavior: config.range_behavior,
             credentials: config.credentials,
-            files: FileCache::default(),
+            no_crc64: config.checksums.no_crc64,
+            files: FileCache::new(config.checksums.md5_etags),
             counters: Counters::default(),
             faults: Mutex::new(FaultState::new(config.faults)),
             request_seq: AtomicU64::new(0),
@@ -205,7 +221,11 @@ impl EmbeddedStore {
 /// aborts every connection.
 async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
     let mut conns = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -215,10 +235,13 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
                     let conn = Arc::new(ConnInfo { fd: stream.as_raw_fd() });
                     let state = state.clone();
                     conns.spawn(async move {
+                        let _slot = slot;
                         let service = hyper::service::service_fn(move |req| {
                             handler::handle(state.clone(), conn.clone(), req)
                         });
                         let served = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
                             .keep_alive(true)
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -232,7 +255,7 @@ async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => drop(slot),
         }
     }
 }

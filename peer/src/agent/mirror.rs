@@ -474,6 +474,7 @@ mod tests {
             etag: format!("etag-{key}"),
             last_modified: None,
             crc64: None,
+            checksums: Default::default(),
         }
     }
 

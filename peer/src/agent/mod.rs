@@ -29,6 +29,7 @@ pub mod procscan;
 pub mod protocol;
 pub mod server;
 pub mod sys;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};

@@ -166,6 +166,9 @@ pub struct SwarmConfig {
     /// `peer.uploadBytesPerSec`: upload capacity for the idle-bandwidth
     /// figure peers weight their picks by (None: the peak observed).
     pub upload_capacity: Option<u64>,
+    /// `peer.requireVerifiedObjects`: peer bytes only for objects with a
+    /// cryptographic store digest (see `swarm_fetcher`).
+    pub require_verified: bool,
 }
 
 /// Why the peer layer cannot be configured or started.
@@ -248,6 +251,7 @@ impl SwarmConfig {
         };
         Ok(Some(SwarmConfig {
             upload_capacity: file.upload_bytes_per_sec,
+            require_verified: file.require_verified_objects,
             transport,
             peers,
             listen,
@@ -396,6 +400,7 @@ impl Swarm {
                 chunk_size: config.chunk_size,
                 pull_concurrency: config.pull_concurrency,
                 peer_wait: config.peer_wait,
+                require_verified: config.require_verified,
             },
             pull_quic,
         ));

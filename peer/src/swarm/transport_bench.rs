@@ -91,6 +91,7 @@ async fn two_nodes(transport: PeerTransport, tls: bool) -> (Swarm, Swarm) {
             corrupt_served_chunks: false,
             transport,
             upload_capacity: None,
+            require_verified: false,
         };
         let engine = Arc::new(FetchEngine::new(
             Arc::new(MockObjectClient::new("b")),
