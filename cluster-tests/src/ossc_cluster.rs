@@ -232,7 +232,14 @@ impl Store {
             },
             std::time::SystemTime::now(),
         );
-        http_request_with(&self.host, self.addr, method, &path, &signed.headers, b"")
+        Ok(http_request_with(
+            &self.host,
+            self.addr,
+            method,
+            &path,
+            &signed.headers,
+            b"",
+        )?)
     }
 
     /// Whether the store process is still alive.

@@ -884,8 +884,20 @@ async fn bad_signatures_are_rejected_with_the_right_code() {
     assert_eq!(resp.status(), 403);
     failures += 1;
 
-    // The control plane needs no signature.
-    let stats: StoreStats = json(fx.get("/_ossc/stats").await).await;
+    // The control plane reports them (signed: the store has credentials),
+    // and its own refusals are not counted as bucket-request failures.
+    assert_eq!(fx.get("/_ossc/stats").await.status(), 403);
+    let resp = signed_get(
+        &fx,
+        SignatureVersion::OssV4,
+        &creds(),
+        REGION,
+        "/_ossc/stats",
+        &[],
+        now,
+    )
+    .await;
+    let stats: StoreStats = json(resp).await;
     assert_eq!(stats.auth_failures, failures);
     assert_eq!(fx.store.stats().auth_failures, failures);
 }

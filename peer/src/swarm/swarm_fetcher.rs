@@ -53,7 +53,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ossc_core::crc64::{self, Crc64Hasher};
 use ossc_core::fetch::{FetchEngine, FetchProgress, FetchedObject};
-use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta, RangeSink};
+use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta};
 use ossc_proto::v1;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -286,7 +286,16 @@ impl ObjectFetcher for SwarmFetcher {
         }
         let mut meta = meta.clone();
         if s.settings.require_verified {
-            meta.checksums = store_checksums(&**s.engine.client(), &meta).await?;
+            meta.checksums = match store_checksums(&**s.engine.client(), &meta).await {
+                Ok(c) => c,
+                Err(e @ ObjectClientError::Client(ClientError::ObjectChanged { .. })) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    tracing::warn!(key = %meta.key, error = %e, "HEAD for the store's checksums failed; peer.requireVerifiedObjects fetches the object from the store only");
+                    Default::default()
+                }
+            };
             if meta.checksums.strongest_cryptographic().is_none() {
                 tracing::info!(key = %meta.key, "the store declares no cryptographic digest for this object; peer.requireVerifiedObjects fetches it from the store only");
                 return fetch_from_store(&s.engine, &meta, target, progress).await;
@@ -878,7 +887,7 @@ mod tests {
     use crate::swarm::{MembershipTiming, PeerTransport, Swarm, SwarmConfig};
     use ossc_core::fetch::FetchConfig;
     use ossc_core::object_client::mock::MockObjectClient;
-    use ossc_core::object_client::ObjectClient;
+    use ossc_core::object_client::{ObjectClient, RangeSink};
     use tokio::net::TcpListener;
 
     const CHUNK: u64 = 64 * 1024;
