@@ -1,6 +1,7 @@
 //! Request handling: routing (path or virtual-hosted), authentication,
-//! GET/HEAD object with ranges and conditions, listings, the control plane,
-//! and the object body stream with its faults.
+//! GET/HEAD object with ranges and conditions, listings, routing to the
+//! control plane ([`super::control`]), and the object body stream with its
+//! faults.
 //!
 //! Design decision: object bodies are a stream of zero-copy `Bytes` slices
 //! of the file's mapping (1 MiB frames); faults and the bandwidth cap act on
@@ -20,11 +21,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use super::config::FaultConfig;
 use super::faults::{GetFault, TokenBucket};
 use super::files::{bucket_dir, list_buckets, object_path, replace_with_complement, walk_prefix};
 use super::listing::{paginate, render, ListRequest};
@@ -39,10 +39,6 @@ const THROTTLED_FRAME_BYTES: usize = 64 << 10;
 /// Pause before an injected reset/truncation, so the bytes before the cut are
 /// flushed to the socket first.
 const FAULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
-/// Largest control-plane request body (a JSON `FaultConfig`).
-const MAX_CONTROL_BODY: usize = 64 << 10;
-/// The bucket name control-plane requests are signed for.
-pub(crate) const CONTROL_BUCKET: &str = "_ossc";
 /// Server header, as OSS sends it.
 const SERVER_NAME: &str = "AliyunOSS";
 
@@ -89,13 +85,13 @@ enum Op {
     Other,
 }
 
-fn empty() -> RespBody {
+pub(crate) fn empty() -> RespBody {
     Empty::new()
         .map_err(|e: Infallible| match e {})
         .boxed_unsync()
 }
 
-fn full(data: impl Into<Bytes>) -> RespBody {
+pub(crate) fn full(data: impl Into<Bytes>) -> RespBody {
     Full::new(data.into())
         .map_err(|e: Infallible| match e {})
         .boxed_unsync()
@@ -205,9 +201,17 @@ async fn route(
         if !state.credentials.is_empty() {
             // Signed like a path-style request to bucket `_ossc`.
             let key = decode_component(&raw_path["/_ossc/".len()..])?;
-            authenticate(state, &req, host, CONTROL_BUCKET, &key, &raw_path, &query)?;
+            authenticate(
+                state,
+                &req,
+                host,
+                super::control::CONTROL_BUCKET,
+                &key,
+                &raw_path,
+                &query,
+            )?;
         }
-        return control(state, req, &raw_path).await;
+        return super::control::control(state, req, &raw_path).await;
     }
     let trimmed = raw_path.strip_prefix('/').unwrap_or(&raw_path);
     let (bucket, key) = match vbucket {
@@ -707,55 +711,4 @@ fn object_body(
         Some((Ok(Frame::data(chunk)), st))
     });
     StreamBody::new(stream).boxed_unsync()
-}
-
-async fn control(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-    path: &str,
-) -> Result<Response<RespBody>, ApiError> {
-    let json = |v: String| {
-        Response::builder()
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(full(v))
-            .expect("valid response")
-    };
-    match (req.method().clone(), path) {
-        (Method::GET, "/_ossc/stats") => Ok(json(
-            serde_json::to_string(&state.counters.snapshot()).expect("stats serialize"),
-        )),
-        (Method::POST, "/_ossc/reset") => {
-            state.counters.reset();
-            Ok(Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(empty())
-                .expect("valid response"))
-        }
-        (Method::GET, "/_ossc/faults") => Ok(json(
-            serde_json::to_string(state.faults().config()).expect("faults serialize"),
-        )),
-        (Method::PUT, "/_ossc/faults") => {
-            let body = Limited::new(req.into_body(), MAX_CONTROL_BODY)
-                .collect()
-                .await
-                .map_err(|e| ApiError::invalid_argument(format!("reading body: {e}")))?
-                .to_bytes();
-            let config: FaultConfig = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::invalid_argument(format!("FaultConfig JSON: {e}")))?;
-            state
-                .try_set_faults(config.clone())
-                .map_err(ApiError::invalid_argument)?;
-            Ok(json(
-                serde_json::to_string(&config).expect("faults serialize"),
-            ))
-        }
-        (_, "/_ossc/stats" | "/_ossc/reset" | "/_ossc/faults") => {
-            Err(ApiError::method_not_allowed())
-        }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NoSuchControl",
-            format!("no control endpoint {path}"),
-        )),
-    }
 }

@@ -35,6 +35,7 @@
 //! [`HEADER_READ_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are served at once.
 
 mod config;
+mod control;
 mod faults;
 mod files;
 mod handler;
