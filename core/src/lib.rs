@@ -9,7 +9,8 @@
 //! - [`object_client`]: the [`object_client::ObjectClient`] trait, its two-level
 //!   errors, and the in-memory / throughput-limited / failure-injecting clients
 //!   that tests use in place of a real store.
-//! - [`http_client`]: the real S3/OSS client (reqwest + rustls).
+//! - [`http_client`]: the real S3/OSS client (reqwest + rustls); `list_xml`
+//!   parses its listing pages.
 //! - [`fetch`]: the parallel ranged-GET engine that writes into caller memory.
 //! - [`store_server`]: the embedded object store used by demos, tests and
 //!   benchmarks (faithful signatures, ranges, pagination, CRC-64, faults).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod crc64;
 pub mod fetch;
 pub mod http_client;
+mod list_xml;
 pub mod object_client;
 pub mod retry;
 pub mod sign;
