@@ -56,9 +56,24 @@ class Store:
         self.endpoint = f"http://127.0.0.1:{port}"
 
     def _call(self, method, path, body=None):
+        """A control-plane request, signed (OSS V1) as a store with
+        credentials requires: like a request to bucket `_ossc`."""
+        import base64
+        import email.utils
+        import hashlib
+        import hmac
         import urllib.request
 
-        req = urllib.request.Request(self.endpoint + path, method=method, data=body)
+        content_type = "application/json" if body is not None else ""
+        date = email.utils.formatdate(usegmt=True)
+        string_to_sign = f"{method}\n\n{content_type}\n{date}\n{path}"
+        signature = base64.b64encode(
+            hmac.new(SK.encode(), string_to_sign.encode(), hashlib.sha1).digest()
+        ).decode()
+        headers = {"Date": date, "Authorization": f"OSS {AK}:{signature}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        req = urllib.request.Request(self.endpoint + path, method=method, data=body, headers=headers)
         with urllib.request.urlopen(req, timeout=10) as r:
             data = r.read()
         return json.loads(data) if data else None

@@ -217,6 +217,10 @@ def test_status_metrics_and_metadata_without_the_hook(tmp_path, store, model_sou
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         store_bytes = [l for l in body.splitlines() if l.startswith('ossc_bytes_total{source="store"}')]
         assert store_bytes and int(store_bytes[0].split()[-1]) >= manifest["files"][shard]["size"], body
+        # The shard was verified end to end (the embedded store sends CRC-64), and says so.
+        assert f'ossc_file_unverified{{path="{shard}"}} 0' in body.splitlines(), body
+        audit = [json.loads(l) for l in node.audit.read_text().splitlines()]
+        assert any(a["path"] == shard and a.get("verified_by") == "crc64" for a in audit), audit
         # Metadata works for a process WITHOUT the hook: the tree is real.
         code = f"""
 import json, os, pathlib

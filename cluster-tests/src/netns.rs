@@ -619,12 +619,28 @@ pub fn http_request(
     path: &str,
     body: &[u8],
 ) -> Result<HttpResponse> {
+    http_request_with(host, addr, method, path, &[], body)
+}
+
+/// [`http_request`] with extra request headers (a signature, say).
+pub fn http_request_with(
+    host: &Host,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<HttpResponse> {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let raw = host.run(|| -> Result<Vec<u8>> {
         let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
         s.set_read_timeout(Some(HTTP_TIMEOUT))?;
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
             body.len()
         )?;
         s.write_all(body)?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use ossc_core::store_server::StoreStats;
 
-use crate::netns::{http_request, process_alive, Cluster, Host, HostProcess, ProcessOutput};
+use crate::netns::{http_request_with, process_alive, Cluster, Host, HostProcess, ProcessOutput};
 
 /// Key id the store requires (requests are signed, as against real OSS).
 pub const ACCESS_KEY_ID: &str = "cluster-ak";
@@ -210,16 +210,47 @@ impl Store {
 
     /// `GET /_ossc/stats`, from inside the store's namespace.
     pub fn stats(&self) -> Result<StoreStats> {
-        let r = http_request(&self.host, self.addr, "GET", "/_ossc/stats", b"")?;
+        let r = self.control("GET", "stats")?;
         ensure!(r.status == 200, "stats: HTTP {}", r.status);
         serde_json::from_slice(&r.body).context("parsing /_ossc/stats")
     }
 
     /// `POST /_ossc/reset`: zeroes the counters.
     pub fn reset_stats(&self) -> Result<()> {
-        let r = http_request(&self.host, self.addr, "POST", "/_ossc/reset", b"")?;
+        let r = self.control("POST", "reset")?;
         ensure!(r.status / 100 == 2, "reset: HTTP {}", r.status);
         Ok(())
+    }
+
+    /// A body-less control-plane request, signed (OSS V1) as the store
+    /// requires of a store with credentials.
+    fn control(&self, method: &str, name: &str) -> Result<crate::netns::HttpResponse> {
+        use ossc_core::sign::{sign, Credentials, RequestToSign, SignatureVersion};
+        let path = format!("/_ossc/{name}");
+        let host = self.addr.to_string();
+        let signed = sign(
+            SignatureVersion::OssV1,
+            &Credentials::new(ACCESS_KEY_ID, ACCESS_KEY_SECRET),
+            REGION,
+            &RequestToSign {
+                method,
+                host: &host,
+                bucket: "_ossc",
+                key: name,
+                path: &path,
+                query: &[],
+                headers: &[],
+            },
+            std::time::SystemTime::now(),
+        );
+        Ok(http_request_with(
+            &self.host,
+            self.addr,
+            method,
+            &path,
+            &signed.headers,
+            b"",
+        )?)
     }
 
     /// Whether the store process is still alive.

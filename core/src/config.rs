@@ -189,6 +189,11 @@ pub struct PeerConfig {
     /// to compute the idle upload bandwidth it reports (unset: the peak rate
     /// observed).
     pub upload_bytes_per_sec: Option<u64>,
+    /// `peer.requireVerifiedObjects` (default false): accept peer bytes only
+    /// for objects whose store declares a cryptographic digest (SHA-256,
+    /// SHA-1, Content-MD5 or an MD5 ETag); everything else comes from the
+    /// store.
+    pub require_verified_objects: bool,
 }
 
 impl Default for ConnectorConfig {
@@ -379,6 +384,7 @@ const PEER_KEYS: &[&str] = &[
     "chunkSizeBytes",
     "transport",
     "uploadBytesPerSec",
+    "requireVerifiedObjects",
 ];
 
 type Object = serde_json::Map<String, Value>;
@@ -572,6 +578,11 @@ impl Walker<'_> {
                     u64::MAX >> 1,
                     "a positive integer number of bytes per second",
                 )?);
+            }
+            if let Some(v) = peer.get("requireVerifiedObjects") {
+                config.peer.require_verified_objects = v.as_bool().ok_or_else(|| {
+                    self.wrong_type(v, "peer.requireVerifiedObjects", "true or false")
+                })?;
             }
         }
         Ok(config)
@@ -957,6 +968,19 @@ mod tests {
         assert!(err(r#"{"peer": {"peers": "a:1"}}"#).contains("peer.peers"));
         assert!(err(r#"{"peer": {"chunkSizeBytes": 5}}"#).contains("peer.chunkSizeBytes"));
         assert!(err(r#"{"peer": {"transport": 4}}"#).contains("peer.transport"));
+    }
+
+    #[test]
+    fn require_verified_objects_is_a_boolean_off_by_default() {
+        assert!(!parse("{}").unwrap().config.peer.require_verified_objects);
+        let c = parse(r#"{"peer": {"requireVerifiedObjects": true}}"#).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.config.peer.require_verified_objects);
+        let e = err(r#"{"peer": {"requireVerifiedObjects": "yes"}}"#);
+        assert!(
+            e.contains("peer.requireVerifiedObjects") && e.contains("true or false"),
+            "{e}"
+        );
     }
 
     #[test]

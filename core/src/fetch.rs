@@ -179,12 +179,10 @@ impl FetchEngine {
             crc = crc64::combine(crc, p.range_crc64, len);
             offset += len;
         }
+        let etag = job.agreed_etag(&parts)?;
         Ok(RangeFetched {
             crc64: crc,
-            etag: parts
-                .first()
-                .map(|p| p.etag.clone())
-                .unwrap_or_else(|| meta.etag.clone()),
+            etag: etag.unwrap_or_else(|| meta.etag.clone()),
             object_crc64: parts.iter().find_map(|p| p.object_crc64),
         })
     }
@@ -350,6 +348,27 @@ impl Job {
         Ok(())
     }
 
+    /// The ETag every part came from: the pin, or, unpinned (no ETag known
+    /// up front), the one all parts must agree on ([`ClientError::ObjectChanged`]
+    /// otherwise: the object was replaced between parts). `None` without parts.
+    fn agreed_etag(&self, parts: &[&GetRangeMeta]) -> Result<Option<String>, ObjectClientError> {
+        match (&self.pin, parts.first()) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(first)) => {
+                if let Some(other) = parts.iter().find(|p| p.etag != first.etag) {
+                    return Err(ClientError::ObjectChanged {
+                        key: self.key.clone(),
+                        expected: first.etag.clone(),
+                        found: other.etag.clone(),
+                    }
+                    .into());
+                }
+                Ok(Some(first.etag.clone()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Combines the part CRCs in order and checks them against the store.
     fn finish(
         &self,
@@ -360,22 +379,7 @@ impl Job {
             .iter()
             .map(|p| p.as_ref().expect("every part recorded"))
             .collect();
-        // Unpinned (no ETag known up front): all parts must still agree.
-        let etag = match (&self.pin, parts.first()) {
-            (Some(p), _) => p.clone(),
-            (None, Some(first)) => {
-                if let Some(other) = parts.iter().find(|p| p.etag != first.etag) {
-                    return Err(ClientError::ObjectChanged {
-                        key: self.key.clone(),
-                        expected: first.etag.clone(),
-                        found: other.etag.clone(),
-                    }
-                    .into());
-                }
-                first.etag.clone()
-            }
-            (None, None) => String::new(),
-        };
+        let etag = self.agreed_etag(&parts)?.unwrap_or_default();
         let mut crc = 0u64;
         let mut offset = 0u64;
         for p in &parts {
@@ -540,6 +544,7 @@ mod tests {
             etag: "e".into(),
             last_modified: None,
             crc64: Some(5),
+            checksums: Default::default(),
         };
         let (r, _, _) = fetch(&engine, &meta).await;
         assert!(matches!(
@@ -844,6 +849,30 @@ mod tests {
             r,
             Err(ObjectClientError::Client(ClientError::ObjectChanged { .. }))
         ));
+        // The same holds for a range fetched on its own.
+        let mut meta = mock.head("obj").await.unwrap();
+        meta.etag.clear();
+        let hook = mock.clone();
+        let client = Arc::new(
+            FailureInjectingClient::new(mock.clone()).with_script(move |c| {
+                if c.call_index == 1 {
+                    hook.put_object("obj", data(4 * PART, 1));
+                }
+                None
+            }),
+        );
+        let engine = FetchEngine::new(client, config(1));
+        let sink = Arc::new(VecSink::with_len(4 * PART as usize));
+        let r = engine
+            .fetch_range(&meta, 0..3 * PART, sink, Arc::default())
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(ObjectClientError::Client(ClientError::ObjectChanged { .. }))
+            ),
+            "{r:?}"
+        );
         // Without a pin and without changes, the first part's ETag is reported.
         let mut meta = mock.head("obj").await.unwrap();
         let etag = std::mem::take(&mut meta.etag);

@@ -58,7 +58,7 @@ impl<'a> FieldReader<'a> {
 /// and a parsed range is non-empty and inside the object.
 pub fn store_responses(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = crate::http_client::parse_list(&text);
+    let _ = crate::list_xml::parse_list(&text);
     let _ = crate::http_client::parse_error_xml(&text);
     if let Some((start, end, total)) = crate::http_client::parse_content_range(&text) {
         assert!(

@@ -29,6 +29,10 @@
 //!   is sent once more after the source re-read its provider
 //!   (`crate::credentials`). TLS roots and proxies come from
 //!   `crate::transport`.
+//! - **HEAD asks for every digest.** It sends `x-amz-checksum-mode: ENABLED`
+//!   and reads S3 additional checksums, `Content-MD5` and MD5 ETags into
+//!   [`ObjectMeta::checksums`] (see [`crate::checksums`]). Ranged GETs do
+//!   not: stores declare full-object checksums on HEAD and whole GETs only.
 //! - Each operation retries with its own small budget
 //!   ([`DEFAULT_INNER_MAX_ATTEMPTS`]); callers such as the fetch engine add
 //!   their own outer budget on top.
@@ -44,6 +48,7 @@ use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use crate::checksums::{StoreChecksums, CHECKSUM_MODE_HEADER};
 use crate::config::StoreSettings;
 use crate::crc64::Crc64Hasher;
 use crate::credentials::chain::{self, Family};
@@ -74,6 +79,9 @@ pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_INNER_MAX_ATTEMPTS: u32 = 3;
 /// Largest error body we read and parse; error XML is a few hundred bytes.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest listing page we accept. 1000 keys of 1 KiB each with their
+/// metadata stay far below it; a bigger body is a broken or hostile store.
+pub const MAX_LIST_BODY: usize = 16 << 20;
 /// Skew beyond which the store rejects signatures (and we resync).
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 /// The whole-object CRC-64 header.
@@ -417,9 +425,16 @@ impl HttpObjectClient {
         }
         let error = self.service_error(response, is_head).await;
         if error.code == sign::codes::SIGNATURE_DOES_NOT_MATCH {
+            let token = self
+                .settings
+                .credentials
+                .as_ref()
+                .and_then(|c| c.security_token.as_deref());
             tracing::debug!(
-                server_string_to_sign = error.string_to_sign.as_deref().unwrap_or(""),
-                client_string_to_sign = string_to_sign.as_deref().unwrap_or(""),
+                server_string_to_sign =
+                    redact_token(error.string_to_sign.as_deref().unwrap_or(""), token),
+                client_string_to_sign =
+                    redact_token(string_to_sign.as_deref().unwrap_or(""), token),
                 "SignatureDoesNotMatch"
             );
         }
@@ -512,16 +527,14 @@ impl HttpObjectClient {
             ))
             .into());
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport(error_chain(&e)))?;
-        parse_list(&String::from_utf8_lossy(&body)).map_err(Into::into)
+        let body = read_capped(response, MAX_LIST_BODY, "listing page").await?;
+        crate::list_xml::parse_list(&String::from_utf8_lossy(&body)).map_err(Into::into)
     }
 
     async fn head_once(&self, key: &str) -> Result<ObjectMeta> {
+        let checksum_mode = vec![(CHECKSUM_MODE_HEADER.to_string(), "ENABLED".to_string())];
         let response = self
-            .send(reqwest::Method::HEAD, key, &[], Vec::new())
+            .send(reqwest::Method::HEAD, key, &[], checksum_mode)
             .await?;
         let headers = response.headers();
         if response.status() != reqwest::StatusCode::OK {
@@ -532,13 +545,15 @@ impl HttpObjectClient {
         let size = header_str(headers, "content-length")
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| ClientError::BadResponse("HEAD without Content-Length".into()))?;
+        let etag = etag_of(headers);
         Ok(ObjectMeta {
             key: key.to_string(),
             size,
-            etag: etag_of(headers),
             last_modified: header_str(headers, "last-modified")
                 .and_then(|d| httpdate::parse_http_date(d).ok()),
             crc64: crc64_of(headers)?,
+            checksums: StoreChecksums::from_headers(|n| header_str(headers, n), &etag),
+            etag,
         })
     }
 
@@ -752,7 +767,8 @@ fn etag_of(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn strip_etag(etag: &str) -> &str {
+/// An ETag with its quotes and weak marker stripped.
+pub(crate) fn strip_etag(etag: &str) -> &str {
     let e = etag.trim();
     let e = e.strip_prefix("W/").unwrap_or(e);
     e.trim_matches('"')
@@ -794,6 +810,40 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> 
     body
 }
 
+/// The whole body, or an error once it exceeds `limit` bytes (checked
+/// against `Content-Length` first, then while reading).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let too_big = || ClientError::BadResponse(format!("{what} is larger than {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ClientError::Transport(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `text` with every occurrence of the STS token replaced, so that a logged
+/// string-to-sign (which carries `x-oss-security-token`) leaks no credential.
+fn redact_token(text: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) if !t.is_empty() => text.replace(t, "<redacted security token>"),
+        _ => text.to_string(),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ErrorXml {
@@ -827,119 +877,9 @@ pub(crate) fn parse_error_xml(xml: &str) -> Option<ServiceError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListBucketResultXml {
-    #[serde(default)]
-    contents: Vec<ContentsXml>,
-    #[serde(default)]
-    next_continuation_token: Option<String>,
-    #[serde(default)]
-    is_truncated: Option<bool>,
-    #[serde(default)]
-    encoding_type: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContentsXml {
-    key: String,
-    #[serde(default)]
-    last_modified: Option<String>,
-    #[serde(default, rename = "ETag")]
-    etag: Option<String>,
-    #[serde(default)]
-    size: u64,
-}
-
-pub(crate) fn parse_list(xml: &str) -> Result<ListPage, ClientError> {
-    let parsed: ListBucketResultXml = quick_xml::de::from_str(xml)
-        .map_err(|e| ClientError::BadResponse(format!("unparseable listing: {e}")))?;
-    let url_encoded = parsed
-        .encoding_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
-    let decode = |s: &str| -> Result<String, ClientError> {
-        if !url_encoded {
-            return Ok(s.to_string());
-        }
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|e| ClientError::BadResponse(format!("listing key {s:?}: {e}")))
-    };
-    let objects = parsed
-        .contents
-        .into_iter()
-        .map(|c| {
-            Ok(ObjectMeta {
-                key: decode(&c.key)?,
-                size: c.size,
-                etag: c
-                    .etag
-                    .as_deref()
-                    .map(strip_etag)
-                    .unwrap_or_default()
-                    .to_string(),
-                last_modified: c.last_modified.as_deref().and_then(|t| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .ok()
-                        .map(SystemTime::from)
-                }),
-                crc64: None,
-            })
-        })
-        .collect::<Result<Vec<_>, ClientError>>()?;
-    let token = match parsed.next_continuation_token {
-        Some(t) if !t.is_empty() && parsed.is_truncated != Some(false) => Some(decode(&t)?),
-        _ => None,
-    };
-    Ok(ListPage {
-        objects,
-        next_continuation_token: token,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_listing_with_url_encoding() {
-        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
-<ListBucketResult>
-  <Name>b</Name><Prefix>a%2F</Prefix><MaxKeys>2</MaxKeys><EncodingType>url</EncodingType>
-  <IsTruncated>true</IsTruncated>
-  <Contents><Key>a/x%20y%2Bz%E4%B8%AD</Key><LastModified>2024-05-01T10:20:30.000Z</LastModified>
-    <ETag>"ABC"</ETag><Size>12</Size><StorageClass>Standard</StorageClass></Contents>
-  <Contents><Key>a/b</Key><ETag>&quot;D&quot;</ETag><Size>0</Size></Contents>
-  <NextContinuationToken>tok%2Fen%3D</NextContinuationToken><KeyCount>2</KeyCount>
-</ListBucketResult>"#;
-        let page = parse_list(xml).unwrap();
-        assert_eq!(page.objects.len(), 2);
-        assert_eq!(page.objects[0].key, "a/x y+z中");
-        assert_eq!(page.objects[0].size, 12);
-        assert_eq!(page.objects[0].etag, "ABC");
-        let t = page.objects[0].last_modified.unwrap();
-        assert_eq!(httpdate::fmt_http_date(t), "Wed, 01 May 2024 10:20:30 GMT");
-        assert_eq!(page.objects[1].etag, "D");
-        assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en="));
-
-        let empty =
-            parse_list("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
-                .unwrap();
-        assert_eq!(empty, ListPage::default());
-        assert!(parse_list("<nope").is_err());
-    }
-
-    #[test]
-    fn plain_listing_is_not_decoded() {
-        let xml = "<ListBucketResult><Contents><Key>a%20b</Key><Size>1</Size></Contents>\
-                   <IsTruncated>false</IsTruncated><NextContinuationToken>x</NextContinuationToken></ListBucketResult>";
-        let page = parse_list(xml).unwrap();
-        assert_eq!(page.objects[0].key, "a%20b");
-        assert_eq!(page.next_continuation_token, None, "not truncated");
-    }
 
     #[test]
     fn parses_error_xml() {
@@ -1013,5 +953,91 @@ mod tests {
         let mut s = settings(AddressingStyle::Path);
         s.bucket.clear();
         assert!(HttpObjectClient::new(&s, HttpClientOptions::default()).is_err());
+    }
+
+    #[test]
+    fn logged_string_to_sign_hides_the_sts_token() {
+        let token = "STS.NUp9Secret/Token+Value==";
+        let creds = sign::Credentials {
+            access_key_id: "ak".into(),
+            access_key_secret: "sk".into(),
+            security_token: Some(token.into()),
+        };
+        let signed = sign::sign(
+            sign::SignatureVersion::OssV1,
+            &creds,
+            "cn-beijing",
+            &RequestToSign {
+                method: "GET",
+                host: "bkt.oss-cn-beijing.aliyuncs.com",
+                bucket: "bkt",
+                key: "k",
+                path: "/k",
+                query: &[],
+                headers: &[],
+            },
+            SystemTime::now(),
+        );
+        assert!(signed.string_to_sign.contains(token), "the token is signed");
+        let logged = redact_token(&signed.string_to_sign, Some(token));
+        assert!(!logged.contains(token), "{logged}");
+        assert!(logged.contains("x-oss-security-token:<redacted security token>"));
+        assert_eq!(redact_token("GET\nx", None), "GET\nx");
+        assert_eq!(redact_token("GET\nx", Some("")), "GET\nx");
+    }
+
+    /// Serves every connection `response_head` followed by `body_len` bytes
+    /// of `<` (optionally without a Content-Length, chunked by the close).
+    async fn raw_server(response_head: String, body_len: usize) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let head = response_head.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let block = vec![b'<'; 64 << 10];
+                    let mut left = body_len;
+                    while left > 0 {
+                        let n = left.min(block.len());
+                        if sock.write_all(&block[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_oversized_listing_page_fails_clearly() {
+        let n = MAX_LIST_BODY + 1;
+        for head in [
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n"),
+            // No length up front: the cap applies while reading.
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string(),
+        ] {
+            let addr = raw_server(head.clone(), n).await;
+            let mut s = settings(AddressingStyle::Path);
+            s.endpoint = url::Url::parse(&format!("http://{addr}")).unwrap();
+            let c = HttpObjectClient::new(&s, HttpClientOptions::default()).unwrap();
+            let e = c.list_page("", None, 1000).await.unwrap_err();
+            assert!(
+                matches!(&e, crate::object_client::ObjectClientError::Client(ClientError::BadResponse(m)) if m.contains("larger than")),
+                "{head:?}: {e}"
+            );
+        }
     }
 }

@@ -4,16 +4,20 @@
 //! Layering (one way only):
 //! - [`config`]: the vendor's `config.json` contract plus the `OSS_*` environment.
 //! - [`sign`], [`crc64`]: pure functions with known-answer tests.
+//! - [`checksums`]: the whole-object digests a store declares (S3 additional
+//!   checksums, `Content-MD5`, MD5 ETags) and the pass that checks them.
 //! - [`object_client`]: the [`object_client::ObjectClient`] trait, its two-level
 //!   errors, and the in-memory / throughput-limited / failure-injecting clients
 //!   that tests use in place of a real store.
 //! - [`credentials`]: the provider chain and the refreshing credential cache;
 //!   [`transport`]: TLS roots and proxies.
-//! - [`http_client`]: the real S3/OSS client (reqwest + rustls).
+//! - [`http_client`]: the real S3/OSS client (reqwest + rustls); `list_xml`
+//!   parses its listing pages.
 //! - [`fetch`]: the parallel ranged-GET engine that writes into caller memory.
 //! - [`store_server`]: the embedded object store used by demos, tests and
 //!   benchmarks (faithful signatures, ranges, pagination, CRC-64, faults).
 
+pub mod checksums;
 pub mod config;
 pub mod crc64;
 pub mod credentials;
@@ -21,6 +25,7 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http_client;
+mod list_xml;
 pub mod object_client;
 pub mod retry;
 pub mod sign;

@@ -38,6 +38,9 @@ pub struct ObjectMeta {
     /// CRC-64/XZ of the whole object (`x-oss-hash-crc64ecma`), when the store
     /// sends it. Listings never carry it; HEAD and GET do on OSS.
     pub crc64: Option<u64>,
+    /// Other whole-object digests the store declared (HEAD only; empty from
+    /// listings). See [`crate::checksums`].
+    pub checksums: crate::checksums::StoreChecksums,
 }
 
 /// One page of a ListObjectsV2 answer.
@@ -124,6 +127,15 @@ pub enum ClientError {
         expected: u64,
         actual: u64,
     },
+    /// A whole-object digest the store declared (SHA-256, Content-MD5, ...;
+    /// see [`crate::checksums`]) does not match the bytes fetched.
+    #[error("{algorithm} mismatch for {key}: store says {expected}, data has {actual}")]
+    ChecksumMismatch {
+        key: String,
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
     #[error("unexpected response: {0}")]
     BadResponse(String),
     #[error("writing to destination failed: {0}")]
@@ -204,16 +216,91 @@ pub trait ObjectClient: Send + Sync {
 }
 
 /// Lists every object under `prefix`, following continuation tokens.
+///
+/// A store that hands out a continuation token it already gave for this
+/// listing would make the walk loop forever; that is an error naming the
+/// token, as is a walk past [`MAX_LIST_PAGES`] pages.
 pub async fn list_all(client: &dyn ObjectClient, prefix: &str) -> Result<Vec<ObjectMeta>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
-    loop {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..MAX_LIST_PAGES {
         let page = client.list_page(prefix, token.as_deref(), 1000).await?;
         out.extend(page.objects);
         match page.next_continuation_token {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
+            Some(t) if !t.is_empty() => {
+                if !seen.insert(t.clone()) {
+                    return Err(ClientError::BadResponse(format!(
+                        "listing of {prefix:?} repeated continuation token {t:?}: the store is looping"
+                    ))
+                    .into());
+                }
+                token = Some(t);
+            }
+            _ => return Ok(out),
         }
     }
-    Ok(out)
+    Err(ClientError::BadResponse(format!(
+        "listing of {prefix:?} did not end after {MAX_LIST_PAGES} pages"
+    ))
+    .into())
+}
+
+/// Pages one listing may take: 10 million keys at 1000 per page.
+pub const MAX_LIST_PAGES: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mock::MockObjectClient;
+
+    /// A store whose listing always claims another page behind `token`.
+    struct LoopingLister {
+        inner: MockObjectClient,
+        token: &'static str,
+    }
+
+    #[async_trait]
+    impl ObjectClient for LoopingLister {
+        fn bucket(&self) -> &str {
+            self.inner.bucket()
+        }
+        async fn list_page(&self, p: &str, t: Option<&str>, n: u32) -> Result<ListPage> {
+            let mut page = self.inner.list_page(p, None, n).await?;
+            page.next_continuation_token = Some(format!("{}{}", self.token, t.map_or(0, |_| 1)));
+            Ok(page)
+        }
+        async fn head(&self, k: &str) -> Result<ObjectMeta> {
+            self.inner.head(k).await
+        }
+        async fn get_range(
+            &self,
+            k: &str,
+            r: Range<u64>,
+            i: Option<&str>,
+            s: &dyn RangeSink,
+        ) -> Result<GetRangeMeta> {
+            self.inner.get_range(k, r, i, s).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_continuation_token_fails_instead_of_looping() {
+        let inner = MockObjectClient::new("b");
+        inner.put_object("a", b"x".to_vec());
+        let client = LoopingLister {
+            inner,
+            token: "tok",
+        };
+        let listed =
+            tokio::time::timeout(std::time::Duration::from_secs(10), list_all(&client, ""))
+                .await
+                .expect("list_all must not loop");
+        match listed {
+            Err(ObjectClientError::Client(ClientError::BadResponse(m))) => {
+                assert!(m.contains("repeated continuation token \"tok1\""), "{m}")
+            }
+            other => panic!("expected a looping-listing error, got {other:?}"),
+        }
+    }
 }

@@ -17,7 +17,9 @@ use ossc_core::object_client::mock::VecSink;
 use ossc_core::object_client::{list_all, ClientError, ObjectClient, ObjectClientError};
 use ossc_core::retry::RetryPolicy;
 use ossc_core::sign::{Credentials, SignatureVersion};
-use ossc_core::store_server::{EmbeddedStore, FaultConfig, RunningStore, StoreServerConfig};
+use ossc_core::store_server::{
+    ChecksumConfig, EmbeddedStore, FaultConfig, RunningStore, StoreServerConfig,
+};
 use ossc_core::store_url::AddressingStyle;
 
 const BUCKET: &str = "bkt";
@@ -44,6 +46,7 @@ fn start(root: &Path, credentials: Vec<Credentials>, faults: FaultConfig) -> Run
         faults,
 
         range_behavior: Default::default(),
+        checksums: Default::default(),
     })
     .unwrap()
 }
@@ -644,4 +647,84 @@ async fn bench_fetch_vs_raw_parallel_get() {
         best_fetch / best_raw,
         best_fetch / best_raw_crc
     );
+}
+
+fn start_with_checksums(root: &Path, checksums: ChecksumConfig) -> RunningStore {
+    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+    EmbeddedStore::start(StoreServerConfig {
+        root: root.to_path_buf(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        credentials: vec![creds()],
+        region: REGION.into(),
+        faults: FaultConfig::default(),
+        range_behavior: Default::default(),
+        checksums,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn head_declares_what_the_store_offers_to_verify_with() {
+    use ossc_core::checksums::{digest_bytes, DigestKind};
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(3 * MIB + 5, 31);
+    write(dir.path(), "m/a.bin", &d);
+    let kinds = |c: &ossc_core::checksums::StoreChecksums| -> Vec<DigestKind> {
+        c.digests.iter().map(|x| x.kind).collect()
+    };
+
+    // Default (OSS-like): CRC-64, plus the S3 checksums asked for with
+    // checksum mode; the ETag is not an MD5 (it has a multipart shape).
+    let store = start_with_checksums(dir.path(), ChecksumConfig::default());
+    for version in [SignatureVersion::OssV4, SignatureVersion::S3V4] {
+        let c = client_for(&settings(&store, BUCKET, Some(creds()), version));
+        let meta = c.head("m/a.bin").await.unwrap();
+        assert_eq!(meta.crc64, Some(ossc_core::crc64::crc64(&d)));
+        assert_eq!(
+            kinds(&meta.checksums),
+            [DigestKind::Sha256, DigestKind::Crc32c]
+        );
+        assert_eq!(
+            meta.checksums.digests[0].value,
+            digest_bytes(DigestKind::Sha256, &d)
+        );
+        assert_eq!(
+            meta.checksums.digests[1].value,
+            digest_bytes(DigestKind::Crc32c, &d)
+        );
+        assert!(meta.etag.ends_with("-1"), "{}", meta.etag);
+    }
+
+    // An S3 store without CRC-64, with single-part MD5 ETags: the listing's
+    // ETag is the same MD5, and HEAD declares it.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "m/a.bin", &d);
+    let store = start_with_checksums(
+        dir.path(),
+        ChecksumConfig {
+            no_crc64: true,
+            md5_etags: true,
+        },
+    );
+    let c = client_for(&settings(
+        &store,
+        BUCKET,
+        Some(creds()),
+        SignatureVersion::S3V4,
+    ));
+    let meta = c.head("m/a.bin").await.unwrap();
+    assert_eq!(meta.crc64, None);
+    let md5 = digest_bytes(DigestKind::Md5Etag, &d);
+    assert_eq!(meta.etag, hex::encode(&md5));
+    assert_eq!(
+        kinds(&meta.checksums),
+        [DigestKind::Sha256, DigestKind::Md5Etag, DigestKind::Crc32c]
+    );
+    assert_eq!(meta.checksums.digests[1].value, md5);
+    let listed = list_all(&*c, "m/").await.unwrap();
+    assert_eq!(listed[0].etag, meta.etag);
+    // The fetch engine has no CRC to check here: it says so.
+    let (r, got, _) = fetch_all(c.clone(), "m/a.bin", MIB, 4, fast_retry(3)).await;
+    assert_eq!(got, d);
+    assert!(!r.unwrap().crc64_verified);
 }

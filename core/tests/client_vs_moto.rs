@@ -151,6 +151,37 @@ async fn client_works_against_moto() {
             &want[1..end as usize]
         );
     }
+    // What moto declares to verify with: the MD5 ETag of a single-part
+    // upload, and the SHA-256 an upload carried (asked with checksum mode).
+    use ossc_core::checksums::{digest_bytes, DigestKind};
+    let digest = |m: &ossc_core::object_client::ObjectMeta, kind| {
+        m.checksums
+            .digests
+            .iter()
+            .find(|d| d.kind == kind)
+            .map(|d| d.value.clone())
+    };
+    let want = std::fs::read(out.path().join("model/weights.bin")).unwrap();
+    let head = client.head("model/weights.bin").await.unwrap();
+    assert_eq!(
+        digest(&head, DigestKind::Md5Etag),
+        Some(digest_bytes(DigestKind::Md5Etag, &want)),
+        "{:?}",
+        head.checksums
+    );
+    let want = std::fs::read(out.path().join("checks/sha256.bin")).unwrap();
+    let head = client.head("checks/sha256.bin").await.unwrap();
+    assert_eq!(
+        digest(&head, DigestKind::Sha256),
+        Some(digest_bytes(DigestKind::Sha256, &want)),
+        "{:?}",
+        head.checksums
+    );
+    assert_eq!(
+        head.checksums.strongest().map(|d| d.kind),
+        Some(DigestKind::Sha256)
+    );
+
     let missing = client.head("model/nope").await.unwrap_err();
     assert_eq!(missing.service_code(), Some("NoSuchKey"), "{missing}");
 

@@ -190,6 +190,7 @@ pub async fn serve_store(
         region,
         faults,
         range_behavior,
+        checksums: Default::default(),
     };
     let store = match tls {
         None => EmbeddedStore::start(config),

@@ -118,6 +118,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             faults: FaultConfig::default(),
 
             range_behavior: Default::default(),
+            checksums: Default::default(),
         })
     })?;
     println!(

@@ -223,11 +223,16 @@ pub fn render(status: &Value) -> Result<String> {
     );
     let mut object_samples = Vec::new();
     let mut object_peer_samples = Vec::new();
+    let mut unverified_samples = Vec::new();
     for f in &files {
         let from = &f["fetched_from"];
         if from.is_null() {
             continue;
         }
+        unverified_samples.push((
+            label("path", &path_of(f)),
+            u64::from(from["verified_by"].is_null()),
+        ));
         for source in ["store", "peer"] {
             object_samples.push((
                 labels2("path", &path_of(f), "source", source),
@@ -249,6 +254,11 @@ pub fn render(status: &Value) -> Result<String> {
         "ossc_file_fetched_from_peer_bytes",
         "Bytes of each large file's last fetch that came from each peer",
         object_peer_samples,
+    );
+    b.gauge(
+        "ossc_file_unverified",
+        "1 when a large file's last fetch could not be verified end to end (the store declared no checksum)",
+        unverified_samples,
     );
     if !status["peers"].is_null() {
         let peers = status["peers"]["peers"]
@@ -544,8 +554,10 @@ mod tests {
             "metrics": {"opens": 5, "opens_fd": 2, "opens_pass": 3, "opens_err": 0, "fetches": 2,
                         "fetch_errors": 1, "evictions": 0, "expirations": 4},
             "files": [{"path": "a\"b.safetensors", "state": "ready", "bytes_done": 64,
-                       "fetched_from": {"store": 16, "peer": 48, "by_peer": {"10.0.0.2:7468": 48}}},
-                      {"path": "c.safetensors", "state": "fetching", "bytes_done": 7}],
+                       "fetched_from": {"store": 16, "peer": 48, "by_peer": {"10.0.0.2:7468": 48}, "verified_by": "sha256"}},
+                      {"path": "c.safetensors", "state": "fetching", "bytes_done": 7},
+                      {"path": "d.bin", "state": "ready", "bytes_done": 1,
+                       "fetched_from": {"store": 1, "peer": 0, "by_peer": {}, "verified_by": null}}],
             "registered_pids": {"10": {}, "11": {}},
             "peers": {"peers": [
                 {"id": "10.0.0.2:7468", "alive": true, "bytes_sent": 5, "bytes_received": 48, "failures": 0},
@@ -560,7 +572,9 @@ mod tests {
             "ossc_memory_limit_bytes 1000",
             "ossc_fetch_errors_total 1",
             "ossc_expirations_total 4",
-            "ossc_files{state=\"ready\"} 1",
+            "ossc_files{state=\"ready\"} 2",
+            "ossc_file_unverified{path=\"a\\\"b.safetensors\"} 0",
+            "ossc_file_unverified{path=\"d.bin\"} 1",
             "ossc_files{state=\"fetching\"} 1",
             "ossc_file_bytes_done{path=\"a\\\"b.safetensors\"} 64",
             "ossc_registered_processes 2",

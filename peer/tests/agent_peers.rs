@@ -112,6 +112,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             limits: Default::default(),
             transport: Default::default(),
             upload_capacity: None,
+            require_verified: false,
         });
         sockets.push(socket);
         tasks.push(tokio::spawn(run_agent(opts)));

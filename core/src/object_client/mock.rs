@@ -57,6 +57,7 @@ pub struct MockObjectClient {
     bucket: String,
     objects: RwLock<BTreeMap<String, MockObject>>,
     send_crc64: bool,
+    send_sha256: bool,
     chunk_size: usize,
     generation: AtomicU64,
     list_requests: AtomicU64,
@@ -74,6 +75,7 @@ impl MockObjectClient {
             bucket: bucket.into(),
             objects: RwLock::new(BTreeMap::new()),
             send_crc64: true,
+            send_sha256: false,
             chunk_size: DEFAULT_CHUNK_SIZE,
             generation: AtomicU64::new(0),
             list_requests: AtomicU64::new(0),
@@ -89,6 +91,13 @@ impl MockObjectClient {
     /// without checksums when `false`).
     pub fn with_crc64_headers(mut self, send: bool) -> Self {
         self.send_crc64 = send;
+        self
+    }
+
+    /// Whether HEAD declares each object's SHA-256 (as S3 does for objects
+    /// uploaded with `x-amz-checksum-sha256`, asked with checksum mode).
+    pub fn with_sha256_headers(mut self, send: bool) -> Self {
+        self.send_sha256 = send;
         self
     }
 
@@ -186,13 +195,26 @@ impl MockObjectClient {
         }
     }
 
-    fn meta(key: &str, obj: &MockObject, with_crc: bool) -> ObjectMeta {
+    /// `head`: what a HEAD declares (CRC-64, SHA-256 if enabled); else what
+    /// a listing does.
+    fn meta(&self, key: &str, obj: &MockObject, head: bool) -> ObjectMeta {
+        let mut checksums = crate::checksums::StoreChecksums::default();
+        if head && self.send_sha256 {
+            checksums.digests.push(crate::checksums::StoreDigest {
+                kind: crate::checksums::DigestKind::Sha256,
+                value: crate::checksums::digest_bytes(
+                    crate::checksums::DigestKind::Sha256,
+                    &obj.data,
+                ),
+            });
+        }
         ObjectMeta {
             key: key.to_string(),
             size: obj.data.len() as u64,
             etag: obj.etag.clone(),
             last_modified: Some(obj.last_modified),
-            crc64: if with_crc { obj.crc64 } else { None },
+            crc64: if head { obj.crc64 } else { None },
+            checksums,
         }
     }
 }
@@ -233,7 +255,7 @@ impl ObjectClient for MockObjectClient {
         let page: Vec<ObjectMeta> = matching
             .by_ref()
             .take(limit)
-            .map(|(k, o)| Self::meta(k, o, false))
+            .map(|(k, o)| self.meta(k, o, false))
             .collect();
         let more = matching.next().is_some();
         let next_continuation_token = match (more, page.last()) {
@@ -250,7 +272,7 @@ impl ObjectClient for MockObjectClient {
         self.head_requests.fetch_add(1, Ordering::Relaxed);
         let objects = self.objects.read().unwrap();
         match objects.get(key) {
-            Some(o) => Ok(Self::meta(key, o, true)),
+            Some(o) => Ok(self.meta(key, o, true)),
             None => Err(self
                 .error(404, "NoSuchKey", "The specified key does not exist.".into())
                 .into()),

@@ -47,6 +47,24 @@ pub struct StoreServerConfig {
     /// did not send `x-oss-range-behavior: standard`.
     #[serde(default)]
     pub range_behavior: RangeBehavior,
+    /// Which whole-object digests objects carry.
+    #[serde(default)]
+    pub checksums: ChecksumConfig,
+}
+
+/// Which whole-object digests the store declares (see `crate::checksums`).
+/// SHA-256 and CRC-32C are always sent on HEAD and whole-object GETs that
+/// carry `x-amz-checksum-mode: ENABLED`, as S3 does for objects uploaded
+/// with those checksums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChecksumConfig {
+    /// Leave out `x-oss-hash-crc64ecma`, like an S3 store (MinIO, Garage).
+    pub no_crc64: bool,
+    /// ETags are the MD5 of the content (an S3 or OSS single-part upload),
+    /// computed once per file version; otherwise a version hash shaped like
+    /// a multipart ETag, which costs no read of the data.
+    pub md5_etags: bool,
 }
 
 /// OSS and S3 disagree on out-of-bounds ranges: OSS (by default) answers

@@ -6,11 +6,16 @@
 //! - Bodies are `Bytes::from_owner(Mmap)`: every response is a refcounted slice
 //!   of one mapping, so serving a multi-GB model from tmpfs copies nothing in
 //!   user space and never reads a whole file per request.
-//! - The ETag is derived from `(dev, inode, size, mtime)` (SHA-256, first 16
-//!   bytes, uppercase hex, quoted: the shape of an OSS MD5 ETag). It changes
-//!   whenever the file is rewritten or replaced (a rename gives a new inode),
-//!   costs no read of the data, and is stable across restarts. A `touch`
-//!   without content change also changes it, which only costs a re-download.
+//! - By default the ETag is derived from `(dev, inode, size, mtime)` (SHA-256,
+//!   first 16 bytes, uppercase hex, quoted, with a `-1` suffix: the shape of a
+//!   multipart ETag, so no client mistakes it for the MD5 of the content). It
+//!   changes whenever the file is rewritten or replaced (a rename gives a new
+//!   inode), costs no read of the data, and is stable across restarts. A
+//!   `touch` without content change also changes it, which only costs a
+//!   re-download. With `md5_etags` the ETag is the MD5 of the content (an S3
+//!   single-part upload), computed once per file version.
+//! - S3 additional checksums (SHA-256, CRC-32C) are computed once per file
+//!   version, on the first request that asks for them (checksum mode).
 //! - The CRC-64 is computed once per file version (the same tuple), on first
 //!   use, in parallel chunks combined with `crc64::combine`.
 //! - The store treats `root` as read-only while serving (apart from its own
@@ -69,7 +74,7 @@ impl Version {
         h.update(self.mtime_s.to_le_bytes());
         h.update(self.mtime_ns.to_le_bytes());
         let digest = h.finalize();
-        format!("\"{}\"", hex::encode_upper(&digest[..16]))
+        format!("\"{}-1\"", hex::encode_upper(&digest[..16]))
     }
 
     pub fn size(&self) -> u64 {
@@ -96,6 +101,15 @@ pub(crate) struct ObjectFile {
     pub data: Bytes,
     pub etag: String,
     crc: OnceCell<u64>,
+    /// SHA-256 and CRC-32C of the whole object (S3 checksum mode).
+    s3_checksums: OnceCell<S3Checksums>,
+}
+
+/// The S3 additional checksums the store declares, as raw digest bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Checksums {
+    pub sha256: Vec<u8>,
+    pub crc32c: Vec<u8>,
 }
 
 impl ObjectFile {
@@ -117,6 +131,31 @@ impl ObjectFile {
             .await
             .copied()
     }
+
+    /// SHA-256 and CRC-32C of the whole object, computed on first call.
+    pub async fn s3_checksums(&self) -> io::Result<S3Checksums> {
+        use crate::checksums::{digest_bytes, DigestKind};
+        self.s3_checksums
+            .get_or_try_init(|| {
+                let data = self.data.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || S3Checksums {
+                        sha256: digest_bytes(DigestKind::Sha256, &data),
+                        crc32c: digest_bytes(DigestKind::Crc32c, &data),
+                    })
+                    .await
+                    .map_err(|e| io::Error::other(format!("checksum task failed: {e}")))
+                }
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// The quoted MD5 ETag of `data` (lower-case hex, as S3 sends it).
+fn md5_etag(data: &[u8]) -> String {
+    let md5 = crate::checksums::digest_bytes(crate::checksums::DigestKind::Md5Etag, data);
+    format!("\"{}\"", hex::encode(md5))
 }
 
 /// CRC-64/XZ of `data` in up to [`CRC_MAX_THREADS`] chunks, combined.
@@ -156,9 +195,22 @@ pub(crate) fn chunked_crc64(data: &[u8], min_chunk: usize) -> u64 {
 #[derive(Default)]
 pub(crate) struct FileCache {
     entries: Mutex<HashMap<PathBuf, Arc<ObjectFile>>>,
+    /// ETags are the MD5 of the content (see the module note).
+    md5_etags: bool,
 }
 
 impl FileCache {
+    pub fn new(md5_etags: bool) -> FileCache {
+        FileCache {
+            entries: Mutex::default(),
+            md5_etags,
+        }
+    }
+
+    pub fn md5_etags(&self) -> bool {
+        self.md5_etags
+    }
+
     /// The current version of the regular file at `path`, or `None` when there
     /// is no regular file there.
     pub fn open(&self, path: &Path) -> io::Result<Option<Arc<ObjectFile>>> {
@@ -198,11 +250,17 @@ impl FileCache {
             let map = unsafe { memmap2::Mmap::map(&file)? };
             Bytes::from_owner(map)
         };
+        let etag = if self.md5_etags {
+            md5_etag(&data)
+        } else {
+            version.etag()
+        };
         let entry = Arc::new(ObjectFile {
             version,
             data,
-            etag: version.etag(),
+            etag,
             crc: OnceCell::new(),
+            s3_checksums: OnceCell::new(),
         });
         self.lock().insert(path.to_path_buf(), entry.clone());
         Ok(Some(entry))
@@ -273,6 +331,8 @@ pub(crate) fn object_path(bucket: &Path, key: &str) -> Option<PathBuf> {
 pub(crate) struct ListedObject {
     pub key: String,
     pub version: Version,
+    /// The quoted ETag, as HEAD and GET send it.
+    pub etag: String,
 }
 
 /// Every object under `prefix`, sorted by key bytes. Walks only the
@@ -334,9 +394,11 @@ fn walk(
                 walk(&entry.path(), &sub, prefix, depth + 1, out)?;
             }
         } else if meta.is_file() && key.starts_with(prefix) {
+            let version = Version::of(&meta);
             out.push(ListedObject {
                 key,
-                version: Version::of(&meta),
+                version,
+                etag: version.etag(),
             });
         }
     }

@@ -1,6 +1,7 @@
 //! Request handling: routing (path or virtual-hosted), authentication,
-//! GET/HEAD object with ranges and conditions, listings, the control plane,
-//! and the object body stream with its faults.
+//! GET/HEAD object with ranges and conditions, listings, routing to the
+//! control plane ([`super::control`]), and the object body stream with its
+//! faults.
 //!
 //! Design decision: object bodies are a stream of zero-copy `Bytes` slices
 //! of the file's mapping (1 MiB frames); faults and the bandwidth cap act on
@@ -20,11 +21,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use super::config::FaultConfig;
 use super::faults::{GetFault, TokenBucket};
 use super::files::{bucket_dir, list_buckets, object_path, replace_with_complement, walk_prefix};
 use super::listing::{paginate, render, ListRequest};
@@ -39,8 +39,6 @@ const THROTTLED_FRAME_BYTES: usize = 64 << 10;
 /// Pause before an injected reset/truncation, so the bytes before the cut are
 /// flushed to the socket first.
 const FAULT_FLUSH_DELAY: Duration = Duration::from_millis(20);
-/// Largest control-plane request body (a JSON `FaultConfig`).
-const MAX_CONTROL_BODY: usize = 64 << 10;
 /// Server header, as OSS sends it.
 const SERVER_NAME: &str = "AliyunOSS";
 
@@ -87,13 +85,13 @@ enum Op {
     Other,
 }
 
-fn empty() -> RespBody {
+pub(crate) fn empty() -> RespBody {
     Empty::new()
         .map_err(|e: Infallible| match e {})
         .boxed_unsync()
 }
 
-fn full(data: impl Into<Bytes>) -> RespBody {
+pub(crate) fn full(data: impl Into<Bytes>) -> RespBody {
     Full::new(data.into())
         .map_err(|e: Infallible| match e {})
         .boxed_unsync()
@@ -200,7 +198,20 @@ async fn route(
         .collect();
     let vbucket = virtual_host_bucket(host, state);
     if vbucket.is_none() && raw_path.starts_with("/_ossc/") {
-        return control(state, req, &raw_path).await;
+        if !state.credentials.is_empty() {
+            // Signed like a path-style request to bucket `_ossc`.
+            let key = decode_component(&raw_path["/_ossc/".len()..])?;
+            authenticate(
+                state,
+                &req,
+                host,
+                super::control::CONTROL_BUCKET,
+                &key,
+                &raw_path,
+                &query,
+            )?;
+        }
+        return super::control::control(state, req, &raw_path).await;
     }
     let trimmed = raw_path.strip_prefix('/').unwrap_or(&raw_path);
     let (bucket, key) = match vbucket {
@@ -257,8 +268,22 @@ async fn route(
         Op::List => {
             let list = ListRequest::parse(&query)?;
             let prefix = list.prefix.clone();
-            let objects = tokio::task::spawn_blocking(move || walk_prefix(&dir, &prefix))
-                .await
+            let listing_state = state.clone();
+            let objects = tokio::task::spawn_blocking(move || {
+                let mut objects = walk_prefix(&dir, &prefix)?;
+                if listing_state.files.md5_etags() {
+                    // The listing names the same ETag as HEAD and GET.
+                    for o in &mut objects {
+                        if let Some(path) = object_path(&dir, &o.key) {
+                            if let Some(file) = listing_state.files.open(&path)? {
+                                o.etag = file.etag.clone();
+                            }
+                        }
+                    }
+                }
+                Ok::<_, std::io::Error>(objects)
+            })
+            .await
                 .map_err(|e| ApiError::internal(e.to_string()))?
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let page = paginate(objects, &list)?;
@@ -496,10 +521,15 @@ async fn get_object(
     }
     let not_modified =
         header_str(headers, "if-none-match").is_some_and(|c| etag_matches(c, &file.etag));
-    let crc = file
-        .crc64()
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let crc = if state.no_crc64 {
+        None
+    } else {
+        Some(
+            file.crc64()
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        )
+    };
     let size = file.size();
     let mut b = Response::builder()
         .header(header::ETAG, &file.etag)
@@ -508,9 +538,30 @@ async fn get_object(
             httpdate::fmt_http_date(file.version.modified()),
         )
         .header(header::ACCEPT_RANGES, "bytes")
-        .header("x-oss-hash-crc64ecma", crc.to_string())
         .header("x-oss-object-type", "Normal")
         .header("x-oss-storage-class", "Standard");
+    if let Some(crc) = crc {
+        b = b.header("x-oss-hash-crc64ecma", crc.to_string());
+    }
+    let checksum_mode = header_str(headers, crate::checksums::CHECKSUM_MODE_HEADER)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("ENABLED"));
+    // S3 declares full-object checksums on HEAD and whole-object GETs only.
+    if checksum_mode && (is_head || header_str(headers, "range").is_none()) {
+        let sums = file
+            .s3_checksums()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        b = b
+            .header(
+                "x-amz-checksum-sha256",
+                crate::checksums::header_value(&sums.sha256),
+            )
+            .header(
+                "x-amz-checksum-crc32c",
+                crate::checksums::header_value(&sums.crc32c),
+            )
+            .header("x-amz-checksum-type", "FULL_OBJECT");
+    }
     if not_modified {
         return Ok(b
             .status(StatusCode::NOT_MODIFIED)
@@ -655,55 +706,4 @@ fn object_body(
         Some((Ok(Frame::data(chunk)), st))
     });
     StreamBody::new(stream).boxed_unsync()
-}
-
-async fn control(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-    path: &str,
-) -> Result<Response<RespBody>, ApiError> {
-    let json = |v: String| {
-        Response::builder()
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(full(v))
-            .expect("valid response")
-    };
-    match (req.method().clone(), path) {
-        (Method::GET, "/_ossc/stats") => Ok(json(
-            serde_json::to_string(&state.counters.snapshot()).expect("stats serialize"),
-        )),
-        (Method::POST, "/_ossc/reset") => {
-            state.counters.reset();
-            Ok(Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(empty())
-                .expect("valid response"))
-        }
-        (Method::GET, "/_ossc/faults") => Ok(json(
-            serde_json::to_string(state.faults().config()).expect("faults serialize"),
-        )),
-        (Method::PUT, "/_ossc/faults") => {
-            let body = Limited::new(req.into_body(), MAX_CONTROL_BODY)
-                .collect()
-                .await
-                .map_err(|e| ApiError::invalid_argument(format!("reading body: {e}")))?
-                .to_bytes();
-            let config: FaultConfig = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::invalid_argument(format!("FaultConfig JSON: {e}")))?;
-            state
-                .try_set_faults(config.clone())
-                .map_err(ApiError::invalid_argument)?;
-            Ok(json(
-                serde_json::to_string(&config).expect("faults serialize"),
-            ))
-        }
-        (_, "/_ossc/stats" | "/_ossc/reset" | "/_ossc/faults") => {
-            Err(ApiError::method_not_allowed())
-        }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NoSuchControl",
-            format!("no control endpoint {path}"),
-        )),
-    }
 }

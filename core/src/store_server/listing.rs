@@ -235,7 +235,7 @@ pub(crate) fn render(bucket: &str, req: &ListRequest, page: &Page) -> String {
              <Type>Normal</Type><Size>{}</Size><StorageClass>Standard</StorageClass></Contents>",
             enc(&obj.key),
             iso8601(obj.version.modified()),
-            xml_escape(&obj.version.etag()),
+            xml_escape(&obj.etag),
             obj.version.size(),
         ));
     }

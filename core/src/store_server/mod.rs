@@ -13,8 +13,11 @@
 //!   an invalid range with 200 and the whole object unless the request carries
 //!   `x-oss-range-behavior: standard`; `If-Match` (412) and `If-None-Match`
 //!   (304); HEAD with errors in `x-oss-err`/`x-oss-ec`; `ETag`,
-//!   `Last-Modified`, `x-oss-hash-crc64ecma` on every object answer; never
-//!   compressed;
+//!   `Last-Modified`, `x-oss-hash-crc64ecma` on every object answer (unless
+//!   configured as an S3 store without it); never compressed;
+//! - S3 additional checksums (SHA-256, CRC-32C, full-object) on HEAD and
+//!   whole-object GET with `x-amz-checksum-mode: ENABLED`; MD5 ETags when
+//!   configured ([`ChecksumConfig`]);
 //! - ListObjects V2 (and V1) with prefix, delimiter, max-keys, continuation
 //!   tokens, start-after and `encoding-type=url`;
 //! - OSS error documents with the right statuses.
@@ -24,13 +27,18 @@
 //! frames, and the CRC-64 is computed once per file version. Faults
 //! ([`FaultConfig`]) and counters ([`StoreStats`]) are built in, controllable
 //! at runtime through [`RunningStore`] or the HTTP control plane on the same
-//! port (not authenticated, not faulted, not counted):
-//! `GET /_ossc/stats`, `POST /_ossc/reset`, `GET|PUT /_ossc/faults` (JSON).
+//! port (not faulted, not counted): `GET /_ossc/stats`, `POST /_ossc/reset`,
+//! `GET|PUT /_ossc/faults` (JSON). When the store has credentials, control
+//! requests must be signed like a request to bucket `_ossc` (path-style, key
+//! `stats`, `reset` or `faults`), since a fault can rewrite a file on disk.
+//! Every connection must send its request head within
+//! [`HEADER_READ_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are served at once.
 //! The accepted credentials can be replaced at runtime
 //! ([`RunningStore::set_credentials`]), as a key rotation would, and
 //! [`EmbeddedStore::start_tls`] serves HTTPS ([`tls`]).
 
 mod config;
+mod control;
 mod faults;
 pub(crate) mod files;
 pub(crate) mod handler;
@@ -55,8 +63,8 @@ use hyper_util::rt::TokioIo;
 use tokio::task::{AbortHandle, JoinSet};
 
 pub use config::{
-    FaultConfig, RangeBehavior, StoreServerConfig, DEFAULT_FAULT_CODE, DEFAULT_FAULT_STATUS,
-    DEFAULT_REGION,
+    ChecksumConfig, FaultConfig, RangeBehavior, StoreServerConfig, DEFAULT_FAULT_CODE,
+    DEFAULT_FAULT_STATUS, DEFAULT_REGION,
 };
 pub use stats::{FaultCounts, RequestCounts, StoreStats};
 
@@ -68,6 +76,12 @@ use stats::Counters;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// A connection that has not sent a complete request head within this time
+/// (a new connection, or a kept-alive one between requests) is closed, so
+/// idle or slow-header clients cannot hold connections forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; further clients wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// An OSS error answer on its way out.
 #[derive(Debug, Clone)]
@@ -128,6 +142,8 @@ pub(crate) struct State {
     range_behavior: RangeBehavior,
     /// Accepted credentials; empty means anonymous access.
     credentials: RwLock<Arc<Vec<Credentials>>>,
+    /// Leave out the CRC-64 header (an S3-like store).
+    no_crc64: bool,
     files: FileCache,
     counters: Counters,
     faults: Mutex<FaultState>,
@@ -213,7 +229,8 @@ impl EmbeddedStore {
             region: config.region,
             range_behavior: config.range_behavior,
             credentials: RwLock::new(Arc::new(config.credentials)),
-            files: FileCache::default(),
+            no_crc64: config.checksums.no_crc64,
+            files: FileCache::new(config.checksums.md5_etags),
             counters: Counters::default(),
             faults: Mutex::new(FaultState::new(config.faults)),
             request_seq: AtomicU64::new(0),
@@ -239,7 +256,11 @@ async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut conns = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -250,11 +271,15 @@ async fn serve(
                     let state = state.clone();
                     let tls = tls.clone();
                     conns.spawn(async move {
+                        let _slot = slot;
                         let service = hyper::service::service_fn(move |req| {
                             handler::handle(state.clone(), conn.clone(), req)
                         });
                         let mut builder = hyper::server::conn::http1::Builder::new();
-                        builder.keep_alive(true);
+                        builder
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .keep_alive(true);
                         let served = match tls {
                             None => {
                                 builder
@@ -283,7 +308,7 @@ async fn serve(
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => drop(slot),
         }
     }
 }

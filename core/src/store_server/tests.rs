@@ -55,6 +55,7 @@ impl Fixture {
             region: REGION.to_string(),
             faults: FaultConfig::default(),
             range_behavior,
+            checksums: Default::default(),
         })
         .unwrap();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -173,7 +174,7 @@ async fn path_style_and_virtual_hosted_serve_the_same_object() {
     assert_eq!(resp.status(), 200);
     let etag = hdr(&resp, "etag").unwrap();
     assert!(
-        etag.starts_with('"') && etag.ends_with('"') && etag.len() == 34,
+        etag.starts_with('"') && etag.ends_with("-1\"") && etag.len() == 36,
         "{etag}"
     );
     assert!(hdr(&resp, "last-modified").is_some());
@@ -883,8 +884,20 @@ async fn bad_signatures_are_rejected_with_the_right_code() {
     assert_eq!(resp.status(), 403);
     failures += 1;
 
-    // The control plane needs no signature.
-    let stats: StoreStats = json(fx.get("/_ossc/stats").await).await;
+    // The control plane reports them (signed: the store has credentials),
+    // and its own refusals are not counted as bucket-request failures.
+    assert_eq!(fx.get("/_ossc/stats").await.status(), 403);
+    let resp = signed_get(
+        &fx,
+        SignatureVersion::OssV4,
+        &creds(),
+        REGION,
+        "/_ossc/stats",
+        &[],
+        now,
+    )
+    .await;
+    let stats: StoreStats = json(resp).await;
     assert_eq!(stats.auth_failures, failures);
     assert_eq!(fx.store.stats().auth_failures, failures);
 }
@@ -1081,6 +1094,68 @@ async fn control_plane_sets_faults_and_reports_stats() {
 }
 
 #[tokio::test]
+async fn control_plane_needs_a_signature_when_the_store_has_credentials() {
+    let fx = Fixture::start(vec![creds()]);
+    let resp = fx
+        .http
+        .put(fx.url("/_ossc/faults"))
+        .body(r#"{"error_rate": 1.0, "replace_key": "dir/obj.bin"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(fx.store.faults(), FaultConfig::default(), "nothing changed");
+    for path in ["/_ossc/stats", "/_ossc/faults"] {
+        assert_eq!(fx.get(path).await.status(), 403, "{path}");
+    }
+    let resp = fx.http.post(fx.url("/_ossc/reset")).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let now = SystemTime::now();
+    for v in VERSIONS {
+        let resp = signed_get(&fx, v, &creds(), REGION, "/_ossc/stats", &[], now).await;
+        assert_eq!(resp.status(), 200, "{v:?}");
+        let _: StoreStats = json(resp).await;
+    }
+    let wrong = Credentials::new("LTAI-test-key", "not-the-secret");
+    let resp = signed_get(&fx, VERSIONS[0], &wrong, REGION, "/_ossc/stats", &[], now).await;
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn idle_and_slow_header_connections_are_closed() {
+    let fx = Fixture::start(vec![]);
+    let started = Instant::now();
+    let close_of = |head: &'static [u8]| {
+        let addr = fx.store.addr();
+        async move {
+            let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            sock.write_all(head).await.unwrap();
+            let mut buf = [0u8; 512];
+            let limit = HEADER_READ_TIMEOUT + Duration::from_secs(10);
+            tokio::time::timeout(limit, async {
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("the store closes the connection");
+            started.elapsed()
+        }
+    };
+    let (idle, partial) = tokio::join!(close_of(b""), close_of(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+    for t in [idle, partial] {
+        assert!(
+            t >= HEADER_READ_TIMEOUT - Duration::from_millis(500),
+            "{t:?}"
+        );
+    }
+    // The store still serves.
+    assert_eq!(fx.get(&format!("/{BUCKET}/{OBJ}")).await.status(), 200);
+}
+
+#[tokio::test]
 async fn stats_count_operations_and_bytes() {
     let fx = Fixture::start(vec![]);
     let path = format!("/{BUCKET}/{OBJ}");
@@ -1255,6 +1330,7 @@ async fn start_rejects_a_missing_root_and_shutdown_stops_serving() {
         faults: FaultConfig::default(),
 
         range_behavior: Default::default(),
+        checksums: Default::default(),
     });
     assert_eq!(missing.err().unwrap().kind(), std::io::ErrorKind::NotFound);
 

@@ -1,7 +1,8 @@
 """Seeds a running moto S3 server for core/tests/client_vs_moto.rs.
 
 usage: moto_seed.py ENDPOINT BUCKET OUT_DIR
-Creates BUCKET, uploads a multi-MB object, awkward keys and 1050 small keys,
+Creates BUCKET, uploads a multi-MB object, awkward keys, 1050 small keys and
+an object with a SHA-256 additional checksum (`checks/sha256.bin`),
 and writes every uploaded body under OUT_DIR (same relative paths) so the Rust
 test can compare full content.
 """
@@ -34,4 +35,11 @@ for key, body in objects.items():
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(body)
-print(len(objects))
+# An object uploaded with an S3 additional checksum (SHA-256, full object).
+body = rnd.randbytes(3 * 1024 * 1024 + 7)
+s3.put_object(Bucket=bucket, Key="checks/sha256.bin", Body=body, ChecksumAlgorithm="SHA256")
+path = os.path.join(out, "checks/sha256.bin")
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "wb") as f:
+    f.write(body)
+print(len(objects) + 1)

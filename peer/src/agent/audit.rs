@@ -31,6 +31,11 @@ pub struct AuditRecord {
     pub bytes: u64,
     /// store | peer | cache | local (a real small file: PASS).
     pub source: String,
+    /// For objects the agent serves: what verified them end to end
+    /// (`crc64`, `sha256`, `md5-etag`, ...) or `unverified`. Absent for
+    /// local files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
 }
 
 #[derive(Debug)]
@@ -99,6 +104,7 @@ mod tests {
             key: "m/a.bin".into(),
             bytes: 3,
             source: "store".into(),
+            verified_by: Some("unverified".into()),
         };
         log.record(&rec);
         log.record(&AuditRecord {
@@ -113,6 +119,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], rec);
         assert_eq!(lines[1].source, "cache");
+        assert!(text.contains(r#""verified_by":"unverified""#), "{text}");
         assert!(chrono::DateTime::parse_from_rfc3339(&lines[0].time).is_ok());
     }
 }

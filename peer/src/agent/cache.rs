@@ -91,6 +91,9 @@ pub struct FetchedFrom {
     pub peer: u64,
     /// `peer`, per peer id.
     pub by_peer: std::collections::BTreeMap<String, u64>,
+    /// What verified the object end to end (`crc64`, `sha256`, `md5-etag`,
+    /// ...); `null`: unverified, the store declared nothing to check.
+    pub verified_by: Option<&'static str>,
 }
 
 /// One large object and its cache state.
@@ -132,6 +135,12 @@ impl LargeFile {
 
     pub fn state(&self) -> FileState {
         self.lock().state.clone()
+    }
+
+    /// What verified the last completed fetch: `Some(None)` when it was
+    /// unverified, `None` before any fetch completed.
+    pub fn verified_by(&self) -> Option<Option<&'static str>> {
+        self.lock().fetched_from.as_ref().map(|f| f.verified_by)
     }
 
     /// Last use: the last OPEN, or arrival in memory if never opened since.
@@ -349,7 +358,11 @@ impl Cache {
                         store: outcome.bytes_store,
                         peer: outcome.bytes_peer,
                         by_peer: outcome.by_peer.clone(),
+                        verified_by: outcome.verified_by,
                     });
+                    if outcome.verified_by.is_none() {
+                        tracing::warn!(key = %file.meta.key, "the store declares no checksum for this object: it is served unverified");
+                    }
                 }
                 Err(e) => {
                     Metrics::add(&self.metrics.fetch_errors, 1);
@@ -869,6 +882,7 @@ mod tests {
                 etag: String::new(),
                 last_modified: None,
                 crc64: None,
+                checksums: Default::default(),
             },
         );
         let t0 = Instant::now();

@@ -40,6 +40,10 @@ pub struct FetchOutcome {
     pub bytes_peer: u64,
     /// `bytes_peer` per peer id.
     pub by_peer: BTreeMap<String, u64>,
+    /// What verified the whole object end to end: `crc64`, or a digest the
+    /// store declared (`sha256`, `md5-etag`, ... see
+    /// `ossc_core::checksums`); `None`: the store offered nothing to check.
+    pub verified_by: Option<&'static str>,
 }
 
 impl FetchOutcome {
@@ -84,15 +88,30 @@ impl ObjectFetcher for StoreFetcher {
         target: Arc<dyn ChunkTarget>,
         progress: Arc<FetchProgress>,
     ) -> Result<FetchOutcome, ObjectClientError> {
-        let sink: Arc<dyn RangeSink> = target;
-        let fetched = self.engine.fetch_object(meta, sink, progress).await?;
-        Ok(FetchOutcome {
-            bytes_store: fetched.size,
-            fetched,
-            bytes_peer: 0,
-            by_peer: BTreeMap::new(),
-        })
+        fetch_from_store(&self.engine, meta, target, progress).await
     }
+}
+
+/// Fetches all of `meta` from the store into `target` and verifies it with
+/// the best the store offers ([`super::verify::verify_store_bytes`]).
+pub async fn fetch_from_store(
+    engine: &FetchEngine,
+    meta: &ObjectMeta,
+    target: Arc<dyn ChunkTarget>,
+    progress: Arc<FetchProgress>,
+) -> Result<FetchOutcome, ObjectClientError> {
+    let sink: Arc<dyn RangeSink> = target.clone();
+    let fetched = engine.fetch_object(meta, sink, progress).await?;
+    let verified_by =
+        super::verify::verify_store_bytes(&**engine.client(), meta, target, fetched.crc64_verified)
+            .await?;
+    Ok(FetchOutcome {
+        bytes_store: fetched.size,
+        fetched,
+        bytes_peer: 0,
+        by_peer: BTreeMap::new(),
+        verified_by,
+    })
 }
 
 /// An in-memory [`ChunkTarget`] (tests and tools).
@@ -144,7 +163,7 @@ mod tests {
     use super::*;
     use ossc_core::fetch::FetchConfig;
     use ossc_core::object_client::mock::MockObjectClient;
-    use ossc_core::object_client::ObjectClient;
+    use ossc_core::object_client::{ClientError, ObjectClient};
 
     #[tokio::test]
     async fn store_fetcher_is_the_engine_and_counts_store_bytes() {
@@ -167,6 +186,66 @@ mod tests {
         target.read_at(5, &mut back).unwrap();
         assert_eq!(back, data[5..15]);
         assert!(target.read_at(data.len() as u64 - 1, &mut back).is_err());
+    }
+
+    #[tokio::test]
+    async fn store_fetcher_reports_what_verified_the_object() {
+        use ossc_core::object_client::failure::{FailureInjectingClient, Fault};
+        let data = ossc_core::object_client::mock::pseudo_random_bytes(300_000, 2);
+        let fetch = |client: Arc<dyn ObjectClient>, meta: ObjectMeta| {
+            let data_len = data.len();
+            async move {
+                let engine = Arc::new(FetchEngine::new(client, FetchConfig::default()));
+                let target = Arc::new(VecTarget::with_len(data_len));
+                let out = StoreFetcher::new(engine)
+                    .fetch(&meta, target.clone(), Arc::default())
+                    .await;
+                (out, target.contents())
+            }
+        };
+        let crc_store = Arc::new(MockObjectClient::new("b"));
+        crc_store.put_object("k", data.clone());
+        let meta = crc_store.head("k").await.unwrap();
+        let (out, got) = fetch(crc_store.clone(), meta).await;
+        assert_eq!(out.unwrap().verified_by, Some("crc64"));
+        assert_eq!(got, data);
+
+        // An S3-like store: no CRC-64, a SHA-256 on HEAD; the listing's meta.
+        let s3 = Arc::new(
+            MockObjectClient::new("b")
+                .with_crc64_headers(false)
+                .with_sha256_headers(true),
+        );
+        s3.put_object("k", data.clone());
+        let listed = s3.list_page("", None, 10).await.unwrap().objects.remove(0);
+        let (out, got) = fetch(s3.clone(), listed.clone()).await;
+        let out = out.unwrap();
+        assert_eq!(out.verified_by, Some("sha256"));
+        assert!(!out.fetched.crc64_verified);
+        assert_eq!(got, data);
+        // Bytes flipped on the wire are caught by the SHA-256 alone.
+        let flipping = Arc::new(
+            FailureInjectingClient::new(s3.clone())
+                .with_script(|c| (c.call_index == 0).then_some(Fault::Corrupt { offset: 1000 })),
+        );
+        let (out, _) = fetch(flipping, listed).await;
+        assert!(
+            matches!(
+                out,
+                Err(ObjectClientError::Client(ClientError::ChecksumMismatch {
+                    algorithm: "sha256",
+                    ..
+                }))
+            ),
+            "{out:?}"
+        );
+
+        // Nothing to check: unverified, and says so.
+        let bare = Arc::new(MockObjectClient::new("b").with_crc64_headers(false));
+        bare.put_object("k", data.clone());
+        let meta = bare.head("k").await.unwrap();
+        let (out, _) = fetch(bare, meta).await;
+        assert_eq!(out.unwrap().verified_by, None);
     }
 
     #[test]

@@ -476,6 +476,7 @@ mod tests {
             etag: format!("etag-{key}"),
             last_modified: None,
             crc64: None,
+            checksums: Default::default(),
         }
     }
 

@@ -36,6 +36,7 @@ pub mod protocol;
 pub mod server;
 pub mod socket_dir;
 pub mod sys;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};

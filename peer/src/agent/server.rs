@@ -234,7 +234,7 @@ impl Agent {
             return (Response::Pass, None);
         };
         self.trigger_lazy_prefetch(&m, &rel);
-        let audit = |key: &str, bytes: u64, source: &str| {
+        let audit = |key: &str, bytes: u64, source: &str, verified_by: Option<String>| {
             self.audit.record(&AuditRecord {
                 time: now_rfc3339(),
                 pid,
@@ -245,12 +245,13 @@ impl Agent {
                 key: key.to_string(),
                 bytes,
                 source: source.to_string(),
+                verified_by,
             });
         };
         match m.catalog.entries.get(&rel) {
             None => (Response::Pass, None),
             Some(Entry::Small { key, size }) => {
-                audit(key, *size, "local");
+                audit(key, *size, "local", None);
                 (Response::Pass, None)
             }
             Some(Entry::Large { meta }) => {
@@ -262,7 +263,10 @@ impl Agent {
                         if source == super::protocol::Source::Cache {
                             Metrics::add(&self.metrics.bytes_local, meta.size);
                         }
-                        audit(&meta.key, meta.size, source.as_str());
+                        let verified_by = file
+                            .verified_by()
+                            .map(|v| v.unwrap_or("unverified").to_string());
+                        audit(&meta.key, meta.size, source.as_str(), verified_by);
                         (Response::Fd { size: meta.size, source }, Some(memfd))
                     }
                     Err(e) => (Response::err(e.errno, e.message), None),

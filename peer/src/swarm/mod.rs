@@ -173,6 +173,9 @@ pub struct SwarmConfig {
     pub upload_capacity: Option<u64>,
     /// Connection caps and timeouts of the peer port.
     pub limits: admission::ServeLimits,
+    /// `peer.requireVerifiedObjects`: peer bytes only for objects with a
+    /// cryptographic store digest (see `swarm_fetcher`).
+    pub require_verified: bool,
 }
 
 /// Why the peer layer cannot be configured or started.
@@ -255,6 +258,7 @@ impl SwarmConfig {
         };
         Ok(Some(SwarmConfig {
             upload_capacity: file.upload_bytes_per_sec,
+            require_verified: file.require_verified_objects,
             transport,
             peers,
             listen,
@@ -428,6 +432,7 @@ impl Swarm {
                 chunk_size: config.chunk_size,
                 pull_concurrency: config.pull_concurrency,
                 peer_wait: config.peer_wait,
+                require_verified: config.require_verified,
             },
             pull_quic,
         ));

@@ -53,7 +53,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ossc_core::crc64::{self, Crc64Hasher};
 use ossc_core::fetch::{FetchEngine, FetchProgress, FetchedObject};
-use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta, RangeSink};
+use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta};
 use ossc_proto::v1;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -65,7 +65,8 @@ use super::peer_set::{Peer, PeerSet};
 use super::quic::{QuicNode, QuicPullError};
 use super::ring;
 use super::upload::pick_weighted;
-use crate::agent::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
+use crate::agent::fetcher::{fetch_from_store, ChunkTarget, FetchOutcome, ObjectFetcher};
+use crate::agent::verify::{self, store_checksums};
 
 /// Concurrent pulls per node. 16 × 16 MiB = 256 MiB in flight, enough to fill
 /// a 100 Gbit/s link at a few ms RTT; separate from the store's limit.
@@ -97,6 +98,9 @@ pub struct PullSettings {
     pub chunk_size: u64,
     pub pull_concurrency: usize,
     pub peer_wait: Duration,
+    /// Peer bytes only for objects whose store declares a cryptographic
+    /// digest; everything else from the store (`peer.requireVerifiedObjects`).
+    pub require_verified: bool,
 }
 
 /// Where one chunk came from.
@@ -278,15 +282,26 @@ impl ObjectFetcher for SwarmFetcher {
         let s = &self.shared;
         if meta.etag.is_empty() || meta.size == 0 {
             // Without an ETag there is no version to agree on: store only.
-            let sink: Arc<dyn RangeSink> = target;
-            let fetched = s.engine.fetch_object(meta, sink, progress).await?;
-            return Ok(FetchOutcome {
-                bytes_store: fetched.size,
-                fetched,
-                bytes_peer: 0,
-                by_peer: BTreeMap::new(),
-            });
+            return fetch_from_store(&s.engine, meta, target, progress).await;
         }
+        let mut meta = meta.clone();
+        if s.settings.require_verified {
+            meta.checksums = match store_checksums(&**s.engine.client(), &meta).await {
+                Ok(c) => c,
+                Err(e @ ObjectClientError::Client(ClientError::ObjectChanged { .. })) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    tracing::warn!(key = %meta.key, error = %e, "HEAD for the store's checksums failed; peer.requireVerifiedObjects fetches the object from the store only");
+                    Default::default()
+                }
+            };
+            if meta.checksums.strongest_cryptographic().is_none() {
+                tracing::info!(key = %meta.key, "the store declares no cryptographic digest for this object; peer.requireVerifiedObjects fetches it from the store only");
+                return fetch_from_store(&s.engine, &meta, target, progress).await;
+            }
+        }
+        let meta = &meta;
         s.peers.wait_for_startup().await;
         let version = ObjectVersion {
             bucket: s.bucket.clone(),
@@ -393,52 +408,33 @@ impl Shared {
         let from_peers = chunks
             .iter()
             .any(|c| matches!(c.source, ChunkSource::Peer(_)));
-        if expected.is_none() && from_peers {
-            // All bytes came from peers: ask the store what the CRC must be.
-            if let Ok(head) = self.engine.client().head(&meta.key).await {
-                if head.etag == meta.etag && head.size == meta.size {
-                    expected = head.crc64;
+        // Peer bytes are checked against every digest the store declares:
+        // one HEAD (unless the meta has them) gives the CRC-64 and the rest.
+        let mut checksums = meta.checksums.clone();
+        if from_peers && (expected.is_none() || checksums.is_empty()) {
+            match self.engine.client().head(&meta.key).await {
+                Ok(head) if head.etag == meta.etag && head.size == meta.size => {
+                    expected = expected.or(head.crc64);
+                    if checksums.is_empty() {
+                        checksums = head.checksums;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(key = %meta.key, error = %e, "HEAD for the store's checksums failed; checking what the parts declared")
                 }
             }
         }
         if expected.is_some_and(|e| e != crc) && from_peers {
-            let suspects: Vec<String> = chunks
-                .iter()
-                .filter_map(|c| match &c.source {
-                    ChunkSource::Peer(p) => Some(p.clone()),
-                    ChunkSource::Store { .. } => None,
-                })
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
             tracing::warn!(
                 key = %meta.key,
-                peers = ?suspects,
+                peers = ?peer_sources(&chunks),
                 expected = format!("{:#018x}", expected.unwrap_or(0)),
                 actual = format!("{crc:#018x}"),
                 "whole-object CRC-64 mismatch; refetching every peer chunk from the store"
             );
-            for c in chunks
-                .iter_mut()
-                .filter(|c| matches!(c.source, ChunkSource::Peer(_)))
-            {
-                book.forget(c.index);
-                let range = book.range(c.index);
-                let sink = Arc::new(RecordingSink {
-                    target: target.clone(),
-                    book: book.clone(),
-                });
-                let got = self
-                    .engine
-                    .fetch_range(&meta, range.clone(), sink, progress.clone())
-                    .await?;
-                c.crc = got.crc64;
-                c.store_bytes += range.end - range.start;
-                c.source = ChunkSource::Store {
-                    object_crc64: got.object_crc64,
-                };
-                book.record(c.index, c.crc);
-            }
+            self.refetch_peer_chunks(&meta, book, &target, &progress, &mut chunks)
+                .await?;
             crc = combined(&chunks, book);
         }
         if let Some(e) = expected.filter(|e| *e != crc) {
@@ -448,6 +444,35 @@ impl Shared {
                 actual: crc,
             }
             .into());
+        }
+        let crc64_verified = expected.is_some();
+        let mut verified_by = crc64_verified.then_some(verify::CRC64);
+        let from_peers = chunks
+            .iter()
+            .any(|c| matches!(c.source, ChunkSource::Peer(_)));
+        if let Some(digest) = verify::digest_to_check(&checksums, crc64_verified, from_peers) {
+            let mut check = verify::check_digest(digest, meta.size, target.clone()).await?;
+            if matches!(check, verify::DigestCheck::Mismatch { .. }) && from_peers {
+                tracing::warn!(
+                    key = %meta.key,
+                    peers = ?peer_sources(&chunks),
+                    digest = digest.kind.name(),
+                    "whole-object digest mismatch; refetching every peer chunk from the store"
+                );
+                self.refetch_peer_chunks(&meta, book, &target, &progress, &mut chunks)
+                    .await?;
+                crc = combined(&chunks, book);
+                if let Some(e) = expected.filter(|e| *e != crc) {
+                    return Err(ClientError::Crc64Mismatch {
+                        key: meta.key.clone(),
+                        expected: e,
+                        actual: crc,
+                    }
+                    .into());
+                }
+                check = verify::check_digest(digest, meta.size, target.clone()).await?;
+            }
+            verified_by = verify::settle_store_check(&meta, check, crc64_verified)?;
         }
         let mut by_peer = BTreeMap::new();
         let mut bytes_peer = 0;
@@ -465,12 +490,47 @@ impl Shared {
                 size: meta.size,
                 etag: meta.etag.clone(),
                 crc64: crc,
-                crc64_verified: expected.is_some(),
+                crc64_verified,
             },
             bytes_store,
             bytes_peer,
             by_peer,
+            verified_by,
         })
+    }
+
+    /// Refetches every peer-sourced chunk from the store (after an
+    /// end-to-end mismatch), recording them as store chunks.
+    async fn refetch_peer_chunks(
+        &self,
+        meta: &ObjectMeta,
+        book: &Arc<ChunkBook>,
+        target: &Arc<dyn ChunkTarget>,
+        progress: &Arc<FetchProgress>,
+        chunks: &mut [ChunkDone],
+    ) -> Result<(), ObjectClientError> {
+        for c in chunks
+            .iter_mut()
+            .filter(|c| matches!(c.source, ChunkSource::Peer(_)))
+        {
+            book.forget(c.index);
+            let range = book.range(c.index);
+            let sink = Arc::new(RecordingSink {
+                target: target.clone(),
+                book: book.clone(),
+            });
+            let got = self
+                .engine
+                .fetch_range(meta, range.clone(), sink, progress.clone())
+                .await?;
+            c.crc = got.crc64;
+            c.store_bytes += range.end - range.start;
+            c.source = ChunkSource::Store {
+                object_crc64: got.object_crc64,
+            };
+            book.record(c.index, c.crc);
+        }
+        Ok(())
     }
 
     /// Asks every alive peer which chunks of `version` it holds (bounded by
@@ -798,6 +858,19 @@ impl Drop for ForgetMaps<'_> {
     }
 }
 
+/// The peers that sent any of `chunks`, each once.
+fn peer_sources(chunks: &[ChunkDone]) -> Vec<String> {
+    chunks
+        .iter()
+        .filter_map(|c| match &c.source {
+            ChunkSource::Peer(p) => Some(p.clone()),
+            ChunkSource::Store { .. } => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// The object's CRC-64 from its chunks' CRCs, in order.
 fn combined(chunks: &[ChunkDone], book: &ChunkBook) -> u64 {
     chunks.iter().fold(0u64, |acc, c| {
@@ -814,7 +887,7 @@ mod tests {
     use crate::swarm::{MembershipTiming, PeerTransport, Swarm, SwarmConfig};
     use ossc_core::fetch::FetchConfig;
     use ossc_core::object_client::mock::MockObjectClient;
-    use ossc_core::object_client::ObjectClient;
+    use ossc_core::object_client::{ObjectClient, RangeSink};
     use tokio::net::TcpListener;
 
     const CHUNK: u64 = 64 * 1024;
@@ -850,6 +923,7 @@ mod tests {
             limits: Default::default(),
             transport,
             upload_capacity: None,
+            require_verified: false,
         }
     }
 
@@ -1673,6 +1747,105 @@ mod tests {
     }
 
     /// Each scenario runs once per transport: `by_transport::<name>::{quic,grpc}`.
+    /// Node 1 forges a chunk: its bytes differ from the store's, and the
+    /// chunk CRC it sends matches them. The store declares no CRC-64 (an S3
+    /// store) but a SHA-256: node 0 catches the forgery with it and takes the
+    /// chunk from the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn forged_chunks_behind_matching_crcs_are_caught_by_the_store_sha256() {
+        let size = 16 * CHUNK + 9;
+        let key = "model/shard-1.safetensors";
+        let store = Arc::new(
+            MockObjectClient::new("b")
+                .with_crc64_headers(false)
+                .with_sha256_headers(true),
+        );
+        let d = data(size, 4);
+        store.put_object(key, d.clone());
+        let meta = store.head(key).await.unwrap();
+        assert_eq!(meta.crc64, None);
+        let forger = Arc::new(MockObjectClient::new("b").with_crc64_headers(false));
+        let nodes = cluster(
+            vec![store.clone(), forger.clone()],
+            &[SECRET, SECRET],
+            PeerTransport::Grpc,
+        )
+        .await;
+        wait_alive(&nodes, 2).await;
+        let alive = nodes[0].peers().alive_ids();
+        let owned = chunks_owned_by(&alive, nodes[1].peers().self_id(), &version_of(&meta));
+        assert!(!owned.is_empty(), "node 1 owns a chunk");
+        let mut forged = d.clone();
+        for index in &owned {
+            forged[(index * CHUNK) as usize] ^= 0x5a;
+        }
+        forger.put_object_with_etag(key, forged, meta.etag.clone());
+        // As listed: neither a CRC-64 nor other digests.
+        let listed = ObjectMeta {
+            crc64: None,
+            checksums: Default::default(),
+            ..meta.clone()
+        };
+        let results = fetch_each(&[(&nodes[0], listed.clone()), (&nodes[1], listed)]).await;
+        let (r0, out0) = &results[0];
+        let o0 = r0.as_ref().unwrap();
+        assert!(*out0 == d, "node 0 kept forged bytes");
+        assert_eq!(o0.verified_by, Some("sha256"));
+        assert!(!o0.fetched.crc64_verified);
+        assert_eq!(o0.bytes_peer, 0, "every peer chunk was refetched: {o0:?}");
+        assert_eq!(o0.bytes_store, size);
+        let st = nodes[1].swarm_fetcher().status().unwrap();
+        assert!(st["peers"][0]["bytes_sent"].as_u64().unwrap() > 0, "{st}");
+        // The forger's own store declares nothing: it cannot know better.
+        assert_eq!(results[1].0.as_ref().unwrap().verified_by, None);
+    }
+
+    /// With `peer.requireVerifiedObjects`, an object without a cryptographic
+    /// store digest comes from the store alone; one with a SHA-256 is shared.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn require_verified_objects_keeps_unverifiable_objects_off_peers() {
+        let size = 12 * CHUNK + 3;
+        let key = "model/shard-1.safetensors";
+        for sha256 in [false, true] {
+            let store = Arc::new(
+                MockObjectClient::new("b")
+                    .with_crc64_headers(true)
+                    .with_sha256_headers(sha256),
+            );
+            let d = data(size, 6);
+            store.put_object(key, d.clone());
+            let mut meta = store.head(key).await.unwrap();
+            meta.checksums = Default::default();
+            let clients: Vec<Arc<dyn ObjectClient>> = vec![store.clone(), store.clone()];
+            let nodes = cluster_with(
+                clients,
+                &[SECRET, SECRET],
+                true,
+                PeerTransport::Grpc,
+                |_, c| c.require_verified = true,
+            )
+            .await;
+            wait_alive(&nodes, 2).await;
+            let results = fetch_all(&[&nodes[0], &nodes[1]], &meta).await;
+            let mut from_peers = 0;
+            for (r, out) in &results {
+                let o = r.as_ref().unwrap();
+                assert!(*out == d);
+                from_peers += o.bytes_peer;
+                if sha256 {
+                    assert_eq!(o.verified_by, Some("sha256"), "{o:?}");
+                } else {
+                    assert_eq!(o.bytes_peer, 0, "{o:?}");
+                    assert_eq!(o.bytes_store, size);
+                    assert_eq!(o.verified_by, Some("crc64"));
+                }
+            }
+            if sha256 {
+                assert!(from_peers > 0, "peers were used for a verifiable object");
+            }
+        }
+    }
+
     macro_rules! both_transports {
         ($($name:ident),* $(,)?) => {
             mod by_transport {

@@ -92,6 +92,7 @@ async fn two_nodes(transport: PeerTransport, tls: bool) -> (Swarm, Swarm) {
             limits: Default::default(),
             transport,
             upload_capacity: None,
+            require_verified: false,
         };
         let engine = Arc::new(FetchEngine::new(
             Arc::new(MockObjectClient::new("b")),
