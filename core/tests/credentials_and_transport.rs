@@ -40,6 +40,7 @@ fn store_config(root: &Path, credentials: Vec<Credentials>) -> StoreServerConfig
         region: REGION.into(),
         faults: FaultConfig::default(),
         range_behavior: Default::default(),
+        checksums: Default::default(),
     }
 }
 

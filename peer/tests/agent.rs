@@ -939,6 +939,7 @@ fn embedded_store(
         region: "cn-test".into(),
         faults: Default::default(),
         range_behavior: Default::default(),
+        checksums: Default::default(),
     })
     .unwrap();
     let settings = ossc_core::config::StoreSettings {

@@ -29,6 +29,7 @@ fn start_store(root: &Path) -> RunningStore {
         region: REGION.into(),
         faults: Default::default(),
         range_behavior: Default::default(),
+        checksums: Default::default(),
     })
     .unwrap()
 }

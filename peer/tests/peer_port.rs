@@ -78,6 +78,7 @@ async fn two_nodes(tls: bool) -> (Vec<Swarm>, Arc<MockObjectClient>, Vec<u8>) {
             corrupt_served_chunks: false,
             transport: PeerTransport::Grpc,
             upload_capacity: None,
+            require_verified: false,
             limits: limits(),
         };
         let engine = Arc::new(FetchEngine::new(

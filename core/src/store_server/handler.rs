@@ -198,7 +198,7 @@ async fn route(
         .collect();
     let vbucket = virtual_host_bucket(host, state);
     if vbucket.is_none() && raw_path.starts_with("/_ossc/") {
-        if !state.credentials.is_empty() {
+        if !state.credentials().is_empty() {
             // Signed like a path-style request to bucket `_ossc`.
             let key = decode_component(&raw_path["/_ossc/".len()..])?;
             authenticate(
