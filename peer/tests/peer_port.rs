@@ -180,8 +180,10 @@ async fn flood_case(tls: bool) {
             .flatten()
             .collect();
     assert_eq!(flood.len(), FLOOD, "every flood connection connects");
-    // Every connection was accepted and either admitted or closed.
-    let until = Instant::now() + Duration::from_secs(10);
+    // Every connection was accepted and either admitted or closed. Draining
+    // the backlog is CPU-bound (a debug build on a loaded 2-core machine
+    // accepts about 100 a second); the bounds below are what the test checks.
+    let until = Instant::now() + Duration::from_secs(60);
     while (gate.accepted.load(Relaxed) as usize) < accepted_before + FLOOD {
         assert!(
             Instant::now() < until,
