@@ -38,7 +38,9 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^ossc-fuzz$')
 fi
-export CARGO_TARGET_DIR="$PWD/fuzz/target"
+# Instrumented builds go beside cargo's own (wherever it builds), never into them.
+target_base=$(bash scripts/cargo-target-dir.sh)
+export CARGO_TARGET_DIR="$target_base/fuzz"
 build_start=$(date +%s)
 # --target keeps the instrumentation off build scripts and proc macros.
 RUSTFLAGS="$flags" cargo +"$nightly" build --manifest-path fuzz/Cargo.toml \
