@@ -82,12 +82,14 @@ impl<const N: usize> LineBuf<N> {
         self.push(digits.as_bytes());
     }
 
-    /// Appends a path field with `%` and newline escaped.
+    /// Appends a path field with `%`, newline and carriage return escaped (the agent strips a
+    /// `\r` that ends a line, so a name ending in one must not end the line raw).
     pub fn push_escaped(&mut self, bytes: &[u8]) {
         for &b in bytes {
             match b {
                 b'%' => self.push(b"%25"),
                 b'\n' => self.push(b"%0A"),
+                b'\r' => self.push(b"%0D"),
                 _ => self.push(&[b]),
             }
         }
@@ -410,5 +412,13 @@ mod tests {
         assert_eq!(&out[..n], b"%zz%");
         let mut small = [0u8; 2];
         assert_eq!(unescape_into(b"abc", &mut small), None);
+    }
+
+    #[test]
+    fn a_name_ending_in_a_carriage_return_is_escaped() {
+        // The agent strips a `\r` before the newline; sent raw, `x\r` would name `x`.
+        let mut line = LineBuf::<64>::new();
+        encode_open(&mut line, 1, b"x\r");
+        assert_eq!(line.as_bytes(), b"OPEN 1 x%0D\n");
     }
 }

@@ -178,9 +178,11 @@ impl Response {
     }
 }
 
-/// `%` -> `%25`, newline -> `%0A`.
+/// `%` -> `%25`, newline -> `%0A`, carriage return -> `%0D` (a `\r` that ends a line is stripped).
 pub fn encode_field(s: &str) -> String {
-    s.replace('%', "%25").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\n', "%0A")
+        .replace('\r', "%0D")
 }
 
 /// Inverse of [`encode_field`]; also decodes any other valid `%XX` escape.
@@ -318,5 +320,18 @@ mod tests {
         ] {
             assert_eq!(decode_field(&encode_field(s)), s);
         }
+    }
+
+    #[test]
+    fn carriage_returns_travel_escaped_both_ways() {
+        assert_eq!(
+            Request::parse("OPEN 1 x%0D").unwrap(),
+            Request::Open {
+                pid: 1,
+                path: "x\r".into()
+            }
+        );
+        assert_eq!(encode_field("a\r"), "a%0D");
+        assert_eq!(decode_field(&encode_field("a\r\n%")), "a\r\n%");
     }
 }
