@@ -8,7 +8,8 @@
 #   4. runs the Rust tests (unit + integration, incl. moto and the embedded store),
 #   5. builds the .deb and .rpm against glibc 2.17 (scripts/package.sh, profile package-test),
 #   6. runs the Python consumer tests (safetensors, open/mmap/shutil, cat/cp/
-#      sha256sum through the preload library; the packages installed) in cluster-tests/python.
+#      sha256sum through the preload library; the packages installed) in cluster-tests/python,
+#   7. runs every fuzz target briefly (scripts/fuzz.sh, nightly toolchain).
 # Tests that need root or network namespaces run in CI (as root). Outside CI,
 # without root, they skip with a loud message.
 set -euo pipefail
@@ -49,8 +50,21 @@ py_rc=0
 "$OSSC_TEST_PYTHON" -m pytest -q -rs cluster-tests/python || py_rc=$?
 # pytest exits 5 when it collected no tests: that is a failure of this suite.
 
+section "fuzz smoke (every parser, ${OSSC_FUZZ_SECONDS:-20} s each)"
+# scripts/fuzz.sh builds the targets in fuzz/ with libFuzzer's instrumentation on the nightly
+# toolchain and runs each from its committed corpus; a crash fails the suite.
+fuzz_rc=0
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  bash scripts/fuzz.sh "${OSSC_FUZZ_SECONDS:-20}" || fuzz_rc=$?
+elif [ -n "${CI:-}" ]; then
+  echo "fuzz: no nightly toolchain (rustup toolchain list): CI must run the fuzz targets" >&2
+  fuzz_rc=1
+else
+  echo "!!!!! SKIPPED: the fuzz smoke run needs a nightly toolchain (rustup toolchain list); CI runs it !!!!!" >&2
+fi
+
 section "summary"
 passed=$(grep -Eo '[0-9]+ passed' "$TARGET_DIR/rust-tests.log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$TARGET_DIR/rust-tests.log" | awk '{s+=$1} END {print s+0}')
-echo "rust: $passed passed, $failed failed (exit $rust_rc); packages: exit $pkg_rc; python: exit $py_rc; total time $(( $(date +%s) - start ))s"
-[ "$rust_rc" = 0 ] && [ "$pkg_rc" = 0 ] && [ "$py_rc" = 0 ]
+echo "rust: $passed passed, $failed failed (exit $rust_rc); packages: exit $pkg_rc; python: exit $py_rc; fuzz: exit $fuzz_rc; total time $(( $(date +%s) - start ))s"
+[ "$rust_rc" = 0 ] && [ "$pkg_rc" = 0 ] && [ "$py_rc" = 0 ] && [ "$fuzz_rc" = 0 ]

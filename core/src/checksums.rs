@@ -3,9 +3,9 @@
 //! Design decisions:
 //! - **Only whole-object values count.** S3 additional checksums
 //!   (`x-amz-checksum-*`, asked for with `x-amz-checksum-mode: ENABLED`) are
-//!   used when they describe the full object; a composite value (`…-N`, or
-//!   `x-amz-checksum-type: COMPOSITE`) is a checksum of part checksums and is
-//!   ignored. OSS's `Content-MD5` is the MD5 of the whole object. An ETag is
+//!   used when they describe the full object; a composite value (`…-N`,
+//!   `x-amz-checksum-type: COMPOSITE`, or no type on a multipart object,
+//!   whose ETag ends in `-N`) is a checksum of part checksums and is ignored. OSS's `Content-MD5` is the MD5 of the whole object. An ETag is
 //!   taken as an MD5 only when it looks like one (32 hex digits, no `-N`
 //!   multipart suffix) and nothing says otherwise: no SSE-KMS or SSE-C header
 //!   (their ETags are not MD5s) and an OSS object type of `Normal` (appendable
@@ -113,9 +113,17 @@ impl StoreChecksums {
                 .ok()
         };
         let mut digests = Vec::new();
-        let composite = header("x-amz-checksum-type")
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("COMPOSITE"));
-        if !composite {
+        // A multipart object's checksum is a checksum of part checksums unless
+        // the store says FULL_OBJECT; without the type header (older S3 APIs,
+        // moto) only a single-part object's checksum is a whole-object value.
+        let multipart_etag = etag
+            .rsplit_once('-')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let whole_object = match header("x-amz-checksum-type") {
+            Some(t) => t.trim().eq_ignore_ascii_case("FULL_OBJECT"),
+            None => !multipart_etag,
+        };
+        if whole_object {
             for (name, kind, len) in AMZ_CHECKSUMS {
                 let value = header(name)
                     .filter(|v| !v.contains('-'))
@@ -344,6 +352,22 @@ mod tests {
         )
         .is_empty());
         assert!(parse(&[], "9dd4e461268c8034f5c8564e155c67a6-2").is_empty());
+        // A multipart object without a checksum type (moto, older S3 APIs).
+        let crc = header_value(&digest_bytes(DigestKind::Crc32, b"x"));
+        assert!(parse(&[("x-amz-checksum-crc32", &crc)], "e-3").is_empty());
+        assert_eq!(
+            parse(
+                &[
+                    ("x-amz-checksum-crc32", &crc),
+                    ("x-amz-checksum-type", "FULL_OBJECT")
+                ],
+                "e-3"
+            )
+            .strongest()
+            .unwrap()
+            .kind,
+            DigestKind::Crc32
+        );
         assert!(parse(&[("x-amz-server-side-encryption", "aws:kms")], etag).is_empty());
         assert!(parse(&[("x-oss-server-side-encryption", "KMS")], etag).is_empty());
         assert!(parse(
@@ -365,7 +389,7 @@ mod tests {
                 "x-amz-checksum-crc32",
                 &header_value(&digest_bytes(DigestKind::Crc32, b"x")),
             )],
-            "e-1",
+            "e",
         );
         assert_eq!(crc_only.strongest().unwrap().kind, DigestKind::Crc32);
         assert!(crc_only.strongest_cryptographic().is_none());

@@ -13,8 +13,8 @@ use std::path::{Component, Path};
 
 use prost::Message;
 
-use crate::agent::keys::{classify_key, normalize_request_path, validate_relative, KeyKind};
-use crate::agent::mirror::Manifest;
+use crate::agent::keys::{classify_key, normalize_request_path, KeyKind, MANIFEST_NAME};
+use crate::agent::manifest::Manifest;
 use crate::agent::protocol::Request;
 
 /// A relative path that would be joined onto MODEL_DIR stays inside it:
@@ -62,16 +62,15 @@ pub fn object_key(data: &[u8]) {
     }
 }
 
-/// A manifest found in MODEL_DIR: every entry the mirror would act on is a
-/// path inside MODEL_DIR.
+/// A manifest found in MODEL_DIR: one that [`Manifest::parse`] accepts names
+/// only paths inside MODEL_DIR (and never the manifest itself).
 pub fn manifest(data: &[u8]) {
-    let Ok(manifest) = serde_json::from_slice::<Manifest>(data) else {
+    let Ok(manifest) = Manifest::parse(data) else {
         return;
     };
     for rel in manifest.files.keys().chain(manifest.dirs.iter()) {
-        if validate_relative(rel).is_ok() {
-            assert_stays_inside(rel, rel);
-        }
+        assert_stays_inside(rel, rel);
+        assert_ne!(rel, MANIFEST_NAME, "the manifest names itself");
     }
 }
 
