@@ -59,17 +59,19 @@ impl RangeSink for Mem {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_works_against_moto() {
+/// Starts `moto_server` on a free loopback port and waits for it: the venv's
+/// Python, the server's guard and its endpoint. Without the venv the test
+/// fails in CI and is skipped loudly elsewhere.
+fn start_moto(test: &str) -> Option<(PathBuf, Moto, String)> {
     let Some(py) = python() else {
         if std::env::var_os("CI").is_some() {
             panic!("moto is required in CI: run scripts/setup-env.sh and set OSSC_TEST_PYTHON");
         }
-        eprintln!("\n!!!!! SKIPPED client_works_against_moto: no OSSC_TEST_PYTHON venv with moto (run scripts/test.sh) !!!!!\n");
-        return;
+        eprintln!("\n!!!!! SKIPPED {test}: no OSSC_TEST_PYTHON venv with moto (run scripts/test.sh) !!!!!\n");
+        return None;
     };
     let port = free_port();
-    let _moto = Moto(
+    let moto = Moto(
         Command::new(&py)
             .args([
                 "-m",
@@ -89,7 +91,14 @@ async fn client_works_against_moto() {
         assert!(Instant::now() < deadline, "moto did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let endpoint = format!("http://127.0.0.1:{port}");
+    Some((py, moto, format!("http://127.0.0.1:{port}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_works_against_moto() {
+    let Some((py, _moto, endpoint)) = start_moto("client_works_against_moto") else {
+        return;
+    };
     let out = tempfile::tempdir().unwrap();
     let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/moto_seed.py");
     let status = Command::new(&py)
@@ -216,40 +225,15 @@ async fn client_works_against_moto() {
 async fn web_identity_credentials_from_motos_sts() {
     use ossc_core::credentials::sts::{AssumeRoleProvider, Flavor};
     use ossc_core::credentials::CredentialProvider;
-    let Some(py) = python() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("moto is required in CI: run scripts/setup-env.sh and set OSSC_TEST_PYTHON");
-        }
-        eprintln!("\n!!!!! SKIPPED web_identity_credentials_from_motos_sts: no OSSC_TEST_PYTHON venv with moto !!!!!\n");
+    let Some((_py, _moto, endpoint)) = start_moto("web_identity_credentials_from_motos_sts") else {
         return;
     };
-    let port = free_port();
-    let _moto = Moto(
-        Command::new(&py)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.e30.sig").unwrap();
     let provider = AssumeRoleProvider {
         flavor: Flavor::AwsWebIdentity,
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint,
         role_arn: "arn:aws:iam::123456789012:role/model-reader".into(),
         oidc_provider_arn: None,
         token_file,
