@@ -13,7 +13,7 @@ use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::object_client::mock::MockObjectClient;
 use ossc_core::object_client::ObjectClient;
 use ossc_peer::agent::fetcher::{ChunkTarget, VecTarget};
-use ossc_peer::swarm::admission::ServeLimits;
+use ossc_peer::swarm::admission::{self, ServeLimits};
 use ossc_peer::swarm::auth::body_digest;
 use ossc_peer::swarm::chunk_server::HAVE_METHOD;
 use ossc_peer::swarm::peer_set::HELLO_METHOD;
@@ -21,7 +21,7 @@ use ossc_peer::swarm::{ClusterSecret, MembershipTiming, PeerTransport, Swarm, Sw
 use ossc_proto::v1;
 use ossc_proto::v1::peer_control_client::PeerControlClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
@@ -49,7 +49,7 @@ async fn two_nodes(tls: bool) -> (Vec<Swarm>, Arc<MockObjectClient>, Vec<u8>) {
     mock.put_object(KEY, data.clone());
     let mut listeners = Vec::new();
     while listeners.len() < 2 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = admission::bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
         if std::net::UdpSocket::bind(l.local_addr().unwrap()).is_ok() {
             listeners.push(l);
         }

@@ -81,6 +81,22 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 64;
 /// Default HTTP/2 keep-alive period and answer timeout.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Listen backlog of the peer port. A burst of connections beyond the
+/// kernel's queue leaves the excess half-open until the queue drains, which
+/// also delays legitimate peers; the kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the peer port with [`LISTEN_BACKLOG`] (std's listeners use 128 or 1024).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 /// Default largest header list: 16 KiB.
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 /// Default largest request body: 64 KiB (an object key is at most 1 KiB).

@@ -309,12 +309,10 @@ impl Swarm {
         bucket: String,
     ) -> Result<Swarm, SwarmError> {
         let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| SwarmError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+            admission::bind_listener(config.listen).map_err(|source| SwarmError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         Swarm::start_with_listener(config, listener, engine, bucket).await
     }
 
