@@ -10,6 +10,7 @@ pub mod exit_code;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model_reader;
+pub mod object_source;
 pub mod peer_daemon;
 pub mod prometheus;
 pub mod safe_dir;

@@ -12,7 +12,7 @@ use bytes::{Buf, BufMut};
 use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::object_client::mock::MockObjectClient;
 use ossc_core::object_client::ObjectClient;
-use ossc_peer::agent::fetcher::{ChunkTarget, VecTarget};
+use ossc_peer::object_source::{ChunkTarget, VecTarget};
 use ossc_peer::swarm::admission::{self, ServeLimits};
 use ossc_peer::swarm::auth::body_digest;
 use ossc_peer::swarm::chunk_server::HAVE_METHOD;

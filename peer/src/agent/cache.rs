@@ -29,11 +29,11 @@ use ossc_core::fetch::FetchProgress;
 use ossc_core::object_client::{ObjectClientError, ObjectMeta};
 use tokio::sync::{watch, Notify};
 
-use super::fetcher::{ChunkTarget, FetchOutcome, ObjectFetcher};
 use super::metrics::Metrics;
 use super::procscan;
 use super::protocol::Source;
-use super::sys::Memfd;
+use crate::object_source::memfd::Memfd;
+use crate::object_source::{ChunkTarget, FetchOutcome, ObjectFetcher};
 
 /// How often a reservation that cannot be satisfied re-checks (processes may
 /// close their memfds without telling the agent).

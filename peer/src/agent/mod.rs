@@ -23,7 +23,6 @@
 
 pub mod audit;
 pub mod cache;
-pub mod fetcher;
 pub mod idle;
 pub mod keys;
 pub mod manifest;
@@ -36,7 +35,6 @@ pub mod protocol;
 pub mod server;
 pub mod socket_dir;
 pub mod sys;
-pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
@@ -50,8 +48,8 @@ use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::object_client::{self, ObjectClient};
 use tokio::sync::watch;
 
+use crate::object_source::{ObjectFetcher, StoreFetcher};
 use cache::{Cache, LargeFile};
-use fetcher::{ObjectFetcher, StoreFetcher};
 use metrics::Metrics;
 use mirror::{Catalog, Entry, MirrorParams};
 

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 
-use super::sys::MEMFD_NAME_PREFIX;
+use crate::object_source::memfd::MEMFD_NAME_PREFIX;
 
 /// Inodes of `ossc:` memory files referenced by any process, ignoring the
 /// agent's own descriptors listed in `own_fds`.
@@ -88,8 +88,8 @@ pub fn process_name(pid: u32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sys::Memfd;
     use super::*;
+    use crate::object_source::memfd::Memfd;
 
     #[test]
     fn own_fds_are_excluded_and_other_references_found() {

@@ -19,8 +19,9 @@ use super::keys::normalize_request_path;
 use super::metrics::Metrics;
 use super::mirror::Entry;
 use super::protocol::{Request, Response, MAX_REQUEST_LINE};
-use super::sys::{send_with_fd, Memfd};
+use super::sys::send_with_fd;
 use super::{procscan, Agent};
+use crate::object_source::memfd::Memfd;
 
 /// A client must send its request line within this time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -29,7 +29,7 @@ use ossc_core::object_client::RangeSink;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::fetcher::ChunkTarget;
+use crate::object_source::ChunkTarget;
 
 /// Readers of a chunk still arriving are woken when its prefix has grown by
 /// this much (a quarter of the chunk if that is less) or the chunk
@@ -383,7 +383,7 @@ impl BookRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::fetcher::VecTarget;
+    use crate::object_source::VecTarget;
     use std::time::Duration;
 
     fn version(size: u64) -> ObjectVersion {

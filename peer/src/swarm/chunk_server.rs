@@ -394,7 +394,7 @@ impl PeerControl for ChunkServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::fetcher::{ChunkTarget, VecTarget};
+    use crate::object_source::{ChunkTarget, VecTarget};
     use crate::swarm::chunk_book::RecordingSink;
     use ossc_core::object_client::RangeSink;
 

@@ -88,7 +88,7 @@ pub use chunk_server::ChunkServer;
 pub use peer_set::{MembershipTiming, PeerSet};
 pub use swarm_fetcher::{PullSettings, SwarmFetcher};
 
-use crate::agent::fetcher::ObjectFetcher;
+use crate::object_source::ObjectFetcher;
 
 /// Chunk size (see the module docs for why 16 MiB).
 pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;

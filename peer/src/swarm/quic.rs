@@ -70,7 +70,7 @@ use tonic::Code;
 use super::auth::{body_digest, new_nonce, now_secs, ClusterSecret, AUTH_HEADER, NONCE_HEADER};
 use super::chunk_server::ChunkServer;
 use super::tls::{PeerTls, PEER_TLS_NAME};
-use crate::agent::fetcher::ChunkTarget;
+use crate::object_source::ChunkTarget;
 
 /// ALPN protocol id of the chunk transport (versioned: a new wire format is
 /// a new id, so old and new nodes fail the handshake and fall back to gRPC).

@@ -65,8 +65,8 @@ use super::peer_set::{Peer, PeerSet};
 use super::quic::{QuicNode, QuicPullError};
 use super::ring;
 use super::upload::pick_weighted;
-use crate::agent::fetcher::{fetch_from_store, ChunkTarget, FetchOutcome, ObjectFetcher};
-use crate::agent::verify::{self, store_checksums};
+use crate::object_source::verify::{self, store_checksums};
+use crate::object_source::{fetch_from_store, ChunkTarget, FetchOutcome, ObjectFetcher};
 
 /// Concurrent pulls per node. 16 × 16 MiB = 256 MiB in flight, enough to fill
 /// a 100 Gbit/s link at a few ms RTT; separate from the store's limit.
@@ -882,8 +882,8 @@ fn combined(chunks: &[ChunkDone], book: &ChunkBook) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::fetcher::{StoreFetcher, VecTarget};
-    use crate::agent::sys::Memfd;
+    use crate::object_source::memfd::Memfd;
+    use crate::object_source::{StoreFetcher, VecTarget};
     use crate::swarm::{MembershipTiming, PeerTransport, Swarm, SwarmConfig};
     use ossc_core::fetch::FetchConfig;
     use ossc_core::object_client::mock::MockObjectClient;

@@ -27,8 +27,8 @@ use tokio::net::TcpListener;
 
 use super::chunk_book::{ChunkId, ObjectVersion};
 use super::{ClusterSecret, MembershipTiming, PeerTransport, Swarm, SwarmConfig};
-use crate::agent::fetcher::ChunkTarget;
-use crate::agent::sys::Memfd;
+use crate::object_source::memfd::Memfd;
+use crate::object_source::ChunkTarget;
 
 /// Bytes moved per round (1 GiB).
 const DEFAULT_BYTES: u64 = 1 << 30;

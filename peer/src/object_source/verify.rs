@@ -24,7 +24,7 @@ use std::sync::Arc;
 use ossc_core::checksums::{digest_of, DigestKind, StoreChecksums, StoreDigest};
 use ossc_core::object_client::{ClientError, ObjectClient, ObjectClientError, ObjectMeta};
 
-use super::fetcher::ChunkTarget;
+use super::ChunkTarget;
 
 /// Name reported when CRC-64/XZ was the check.
 pub const CRC64: &str = "crc64";
@@ -181,7 +181,7 @@ pub fn settle_store_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::fetcher::VecTarget;
+    use crate::object_source::VecTarget;
     use ossc_core::checksums::{digest_bytes, header_value};
     use ossc_core::object_client::mock::{pseudo_random_bytes, MockObjectClient};
     use ossc_core::object_client::RangeSink;
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     #[ignore]
     fn digest_pass_cost_on_a_1_gib_memfd() {
-        use crate::agent::sys::Memfd;
+        use crate::object_source::memfd::Memfd;
         let size: u64 = 1 << 30;
         let memfd = Memfd::create("digest-cost", size).unwrap();
         let block = pseudo_random_bytes(8 << 20, 1);

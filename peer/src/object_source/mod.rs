@@ -8,6 +8,10 @@
 //! back what it wrote (to serve chunks it holds to peers), hence
 //! [`ChunkTarget`] = [`RangeSink`] + positional read. The memfd supports
 //! `pread` even after it is sealed.
+//!
+//! This room sits below both the agent and the peer layer: each may import
+//! it, it imports neither. Whoever starts an agent picks the fetcher (the
+//! store, or the swarm) and hands it in.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +20,10 @@ use async_trait::async_trait;
 use ossc_core::fetch::{FetchEngine, FetchProgress, FetchedObject};
 use ossc_core::object_client::{ObjectClientError, ObjectMeta, RangeSink};
 
-use super::sys::Memfd;
+pub mod memfd;
+pub mod verify;
+
+use memfd::Memfd;
 
 /// A destination that can also be read back at absolute offsets.
 pub trait ChunkTarget: RangeSink {
@@ -93,7 +100,7 @@ impl ObjectFetcher for StoreFetcher {
 }
 
 /// Fetches all of `meta` from the store into `target` and verifies it with
-/// the best the store offers ([`super::verify::verify_store_bytes`]).
+/// the best the store offers ([`verify::verify_store_bytes`]).
 pub async fn fetch_from_store(
     engine: &FetchEngine,
     meta: &ObjectMeta,
@@ -103,7 +110,7 @@ pub async fn fetch_from_store(
     let sink: Arc<dyn RangeSink> = target.clone();
     let fetched = engine.fetch_object(meta, sink, progress).await?;
     let verified_by =
-        super::verify::verify_store_bytes(&**engine.client(), meta, target, fetched.crc64_verified)
+        verify::verify_store_bytes(&**engine.client(), meta, target, fetched.crc64_verified)
             .await?;
     Ok(FetchOutcome {
         bytes_store: fetched.size,
