@@ -19,6 +19,15 @@ start=$(date +%s)
 section() { printf '\n===== %s (t=%ss) =====\n' "$1" "$(( $(date +%s) - start ))"; }
 
 section "setup"
+# A full run needs about 10 GB under the cargo target dir (debug, the glibc 2.17 package build, the
+# fuzz build); say so up front rather than failing mid-build with ENOSPC.
+df -h . "${CARGO_TARGET_DIR:-.}" 2>/dev/null | sort -u || true
+free_kb=$(df -Pk "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
+  echo "!!!!! only $((free_kb / 1024)) MiB free where cargo builds: the suite needs about 10 GB !!!!!" >&2
+fi
+# Incremental compilation state is never reused in a one-shot run: skip writing it.
+export CARGO_INCREMENTAL=0
 bash scripts/setup-env.sh
 export OSSC_TEST_PYTHON="$PWD/.venv/bin/python"
 export PATH="$PWD/.venv/bin:$PATH"
