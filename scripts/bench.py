@@ -112,6 +112,18 @@ def report(name, rows, total, notes):
     return med
 
 
+def baseline_bins(args):
+    """The other commit's release binaries named by --baseline-target, or None."""
+    if not args.baseline_target:
+        return None
+    rel = args.baseline_target / "release"
+    bins = {"ossc": rel / "ossc", "preload": rel / "libossc_preload.so", "dir": str(args.baseline_target)}
+    for k in ("ossc", "preload"):
+        if not bins[k].exists():
+            sys.exit(f"--baseline-target: {bins[k]} is missing (build that commit with cargo build --release)")
+    return bins
+
+
 def bench_store(args):
     root, model, total = ensure_model(args.size_mb, args.shards)
     store = Store(root)
@@ -119,6 +131,9 @@ def bench_store(args):
     env = connector_env(store.endpoint, cfg)
     conc = args.vcpus * args.workers
     rows = {"raw parallel GET ceiling": [], "raw GET + write to tmpfs": [], "ossc cp": [], "s5cmd cp": []}
+    base = baseline_bins(args)
+    if base:
+        rows["ossc cp (baseline)"] = []
     try:
         for r in range(args.rounds):
             t, out = timed([RAW, store.endpoint, "models", "bench/", str(PART), str(conc)], env=env)
@@ -140,6 +155,12 @@ def bench_store(args):
                           "cp", "s3://models/bench/*", f"{dest}/"], env=env)
             rows["s5cmd cp"].append(t)
             shutil.rmtree(dest, ignore_errors=True)
+            if base:
+                dest = WORK / "out-base"
+                shutil.rmtree(dest, ignore_errors=True)
+                t, _ = timed([base["ossc"], "cp", "s3://models/bench/", dest, "--quiet"], env=env)
+                rows["ossc cp (baseline)"].append(t)
+                shutil.rmtree(dest, ignore_errors=True)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in rows.items()), file=sys.stderr)
     finally:
         store.stop()
@@ -150,6 +171,8 @@ def bench_store(args):
           f"(target >= 1.3x);  ossc cp / (raw GET + write) = {raww / ossc:.2f}x")
     print(f"(ossc: {conc} ranged GETs of {PART >> 20} MiB in flight; raw: the same; s5cmd: its defaults; "
           f"store: ossc serve-store on loopback from tmpfs; ossc cp times include listing, s5cmd's too)")
+    if base:
+        print(f"ossc cp / ossc cp (baseline, {base['dir']}) = {med['ossc cp (baseline)'] / ossc:.2f}x")
 
 
 def main():
@@ -166,6 +189,9 @@ def main():
     p.add_argument("--peer-env", action="append", default=[], help="peers: KEY=VALUE for the peers phase")
     p.add_argument("--chunk-mb", type=int, help="peers: peer.chunkSizeBytes in MiB (default: the agent's 16)")
     p.add_argument("--out-name", default="peers", help="peers: results go to <cargo target dir>/bench/<out-name>.json")
+    p.add_argument("--baseline-target", type=Path,
+                   help="store/load: a cargo target dir holding a release build of another commit; its `ossc cp` "
+                        "(and, for load, its preload library) run as extra contenders in the same rounds")
     args = p.parse_args()
     if args.size_mb is None:
         args.size_mb = 256 if args.which == "peers" else 2048
@@ -248,6 +274,10 @@ def bench_load(args):
                              CONNECTOR_UDS_PATH=str(sock), OSSC_AGENT_BIN=str(OSSC))
     rows = {"(1) consumer through preload": [], "(2) s5cmd cp to tmpfs + consumer": [],
             "(3) consumer on tmpfs (floor)": [], "ossc cp alone": []}
+    base = baseline_bins(args)
+    if base:
+        rows["(1) consumer through preload (baseline)"] = []
+        base_env = {**hook_env, "LD_PRELOAD": str(base["preload"]), "OSSC_AGENT_BIN": str(base["ossc"])}
     rss = []
     try:
         for r in range(args.rounds):
@@ -277,6 +307,14 @@ def bench_load(args):
             t, _ = timed([OSSC, "cp", "s3://models/bench/", dest, "--quiet"], env=env)
             rows["ossc cp alone"].append(t)
             shutil.rmtree(dest, ignore_errors=True)
+            if base:
+                stop_agents(sock)
+                shutil.rmtree(model_dir, ignore_errors=True)
+                t, out = timed([py, consumer, model_dir], env=base_env)
+                assert int(out.split()[0]) > 0
+                rows["(1) consumer through preload (baseline)"].append(t)
+                stop_agents(sock)
+                shutil.rmtree(model_dir, ignore_errors=True)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in rows.items()), file=sys.stderr)
     finally:
         stop_agents(sock)
@@ -286,6 +324,8 @@ def bench_load(args):
                            med["(3) consumer on tmpfs (floor)"], med["ossc cp alone"])
     print(f"\n(1)/(2) = {one / two:.2f} (target <= 0.75);  (1) = {one:.2f}s vs (3) + 1.15 x ossc cp = "
           f"{three + 1.15 * cp:.2f}s (target: (1) <= that)")
+    if base:
+        print(f"(1) / (1) baseline ({base['dir']}) = {one / med['(1) consumer through preload (baseline)']:.2f}")
     if rss:
         print(f"agent memory apart from cached data (RssAnon, max over rounds): "
               f"{max(x['RssAnon_kb'] for x in rss) / 1024:.1f} MiB (target <= 100 MiB); "
