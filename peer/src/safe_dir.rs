@@ -138,9 +138,8 @@ impl SafeDir {
             )
         })?;
         // SAFETY: `fd` was just returned by open and is owned by nobody else.
-        Ok(SafeDir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SafeDir { fd })
     }
 
     fn open_child_dir(&self, name: &str) -> io::Result<SafeDir> {
@@ -155,9 +154,8 @@ impl SafeDir {
             )
         })?;
         // SAFETY: `fd` was just returned by openat and is owned by nobody else.
-        Ok(SafeDir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SafeDir { fd })
     }
 
     fn try_clone(&self) -> io::Result<SafeDir> {

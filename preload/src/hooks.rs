@@ -308,8 +308,9 @@ unsafe fn fopen_common(
     let check = matches!(decision, Decision::PassAndCheck);
     match decision {
         Decision::Pass | Decision::PassAndCheck => match real_fn() {
-            // SAFETY: the real function with the caller's arguments.
             Some(f) => {
+                // SAFETY: `f` is the next `fopen` in the link chain, and `path`/`mode`
+                // are the caller's arguments, passed on unchanged under its contract.
                 let fp = unsafe { f(path, mode) };
                 if check && !fp.is_null() {
                     // SAFETY: `fp` is the stream just opened; `path`/`mode` are valid strings.

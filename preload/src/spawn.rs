@@ -271,8 +271,9 @@ fn spawn(bin: &Path) -> Result<libc::pid_t, String> {
     // SAFETY: closing our copy of the write end so the read below sees EOF if the child dies.
     unsafe { libc::close(pipe_fds[1]) };
     let mut bytes = [0u8; 4];
-    // SAFETY: `bytes` is writable for its length.
     let n = loop {
+        // SAFETY: `bytes` is writable for `bytes.len()` bytes, and `pipe_fds[0]` is the
+        // read end of the pipe created above, still open.
         let n = unsafe { libc::read(pipe_fds[0], bytes.as_mut_ptr().cast(), bytes.len()) };
         if n < 0 && state::errno() == libc::EINTR {
             continue;
