@@ -9,6 +9,12 @@
 //!   run through `deploy/examples/`, and checks of which processes carry the
 //!   hook and which agent served them.
 
+// Two modules need `unsafe` for process set-up (`setns`, `kill`, `geteuid`, a `pre_exec`
+// that drops root) and opt out with `#[allow(unsafe_code)]`; the rest stays safe code.
+#![deny(unsafe_code)]
+
 pub mod launch;
+#[allow(unsafe_code)]
 pub mod netns;
+#[allow(unsafe_code)]
 pub mod ossc_cluster;

@@ -17,6 +17,11 @@
 //! - [`store_server`]: the embedded object store used by demos, tests and
 //!   benchmarks (faithful signatures, ranges, pagination, CRC-64, faults).
 
+// Two items need `unsafe` and opt out with `#[allow(unsafe_code)]`: mapping a served file
+// (`store_server::files::FileCache::open`) and `SO_LINGER` for an injected reset
+// (`store_server::handler::ConnInfo::arm_reset`).
+#![deny(unsafe_code)]
+
 pub mod checksums;
 pub mod config;
 pub mod crc64;

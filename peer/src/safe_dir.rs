@@ -137,10 +137,9 @@ impl SafeDir {
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         })?;
-        // SAFETY: `fd` was just returned by open and is owned by nobody else.
-        Ok(SafeDir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        // SAFETY: `fd` was just returned by open (cvt rejected -1) and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SafeDir { fd })
     }
 
     fn open_child_dir(&self, name: &str) -> io::Result<SafeDir> {
@@ -154,10 +153,10 @@ impl SafeDir {
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             )
         })?;
-        // SAFETY: `fd` was just returned by openat and is owned by nobody else.
-        Ok(SafeDir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        // SAFETY: `fd` was just returned by openat (cvt rejected -1) and is owned by nobody
+        // else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SafeDir { fd })
     }
 
     fn try_clone(&self) -> io::Result<SafeDir> {
@@ -291,7 +290,8 @@ impl SafeDir {
                 libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
             )
         })?;
-        // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+        // SAFETY: `fd` was just returned by openat (cvt rejected -1) and is owned by nobody
+        // else.
         let file = unsafe { File::from_raw_fd(fd) };
         if !file.metadata()?.file_type().is_file() {
             return Err(io::Error::new(
@@ -509,7 +509,8 @@ impl TempFile {
         if e.raw_os_error() != Some(libc::ENOSYS) || flags != 0 {
             return Err(e);
         }
-        // SAFETY: as above; plain renameat for kernels without renameat2.
+        // SAFETY: the same open dirfd and NUL-terminated `CString` names as the renameat2 call
+        // above; plain renameat, for kernels without renameat2 (only with `flags == 0`).
         cvt(unsafe { libc::renameat(dirfd, from.as_ptr(), dirfd, to.as_ptr()) })?;
         Ok(())
     }

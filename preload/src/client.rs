@@ -40,18 +40,20 @@ pub fn connect(timeout: Option<Duration>) -> Result<Conn, libc::c_int> {
         .get()
         .unwrap_or(state::DEFAULT_SOCKET_PATH);
     trust::check_socket_dir(path)?;
-    // SAFETY: plain socket(2) call.
+    // SAFETY: socket takes plain ints and touches no memory; a failure is checked below.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(state::errno());
     }
-    // SAFETY: `fd` is a fresh socket we own.
+    // SAFETY: `fd` is the socket just created (checked `>= 0`); nothing else holds it, so
+    // the `OwnedFd` is its only owner and closes it once.
     let fd_owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let conn = Conn {
         fd: fd_owned,
         deadline: timeout.map(|t| Instant::now() + t),
     };
-    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    // SAFETY: `sockaddr_un` is plain old data (a family and a byte array); all-zero is a
+    // valid value, and leaves `sun_path` NUL-terminated after the shorter path copied in.
     let mut addr: libc::sockaddr_un = unsafe { zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     if path.len() >= addr.sun_path.len() {
@@ -64,7 +66,8 @@ pub fn connect(timeout: Option<Duration>) -> Result<Conn, libc::c_int> {
         conn.set_timeout(t);
     }
     loop {
-        // SAFETY: `addr` is a valid sockaddr_un of the given length.
+        // SAFETY: `addr` is a live local `sockaddr_un` and the length passed is exactly its
+        // size; connect only reads it. `fd` is the socket `conn` owns, still open.
         let r = unsafe {
             libc::connect(
                 fd,
@@ -92,7 +95,8 @@ impl Conn {
             tv_usec: libc::suseconds_t::from(t.subsec_micros()),
         };
         for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-            // SAFETY: `tv` is a valid timeval for these options.
+            // SAFETY: SO_RCVTIMEO/SO_SNDTIMEO read a `timeval`; `tv` is a live local one and
+            // the length passed is exactly its size. The fd is the open socket `self` owns.
             unsafe {
                 libc::setsockopt(
                     self.fd.as_raw_fd(),
@@ -108,7 +112,8 @@ impl Conn {
     /// Sends a whole request (no SIGPIPE if the agent went away).
     pub fn send(&self, mut data: &[u8]) -> Result<(), libc::c_int> {
         while !data.is_empty() {
-            // SAFETY: `data` is a valid readable slice.
+            // SAFETY: `data` is a live slice, readable for the `data.len()` bytes passed; the
+            // fd is the open socket `self` owns.
             let n = unsafe {
                 libc::send(
                     self.fd.as_raw_fd(),
@@ -143,7 +148,8 @@ impl Conn {
                 iov_len: buf.len() - len,
             };
             let mut cmsg = CmsgBuf([0; CMSG_BUF_LEN]);
-            // SAFETY: msghdr is plain old data; all-zero is a valid value.
+            // SAFETY: `msghdr` is plain old data (pointers, lengths, flags); all-zero is a valid
+            // value (no name, no buffers) until the fields below are set.
             let mut msg: libc::msghdr = unsafe { zeroed() };
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
@@ -157,7 +163,9 @@ impl Conn {
                 // The socket timeout is per call: shrink it to what is left of the deadline.
                 self.set_timeout(left.max(Duration::from_millis(1)));
             }
-            // SAFETY: `msg` points at live buffers of the stated sizes.
+            // SAFETY: `msg` points at `iov` (the unread tail of `buf`, `iov_len` bytes) and at
+            // `cmsg` (`CMSG_BUF_LEN` bytes), both live locals for this call; recvmsg writes
+            // only within them. The fd is the open socket `self` owns.
             let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
             if n < 0 {
                 match state::errno() {
@@ -182,8 +190,11 @@ impl Conn {
 /// Takes ownership of every fd in the control messages: the first is kept in `slot`, the
 /// others are closed at once.
 fn collect_fds(msg: &libc::msghdr, slot: &mut Option<OwnedFd>) {
-    // SAFETY: `msg` was filled by recvmsg; the CMSG_* helpers walk its control buffer within
-    // `msg_controllen`, and each SCM_RIGHTS payload is an array of ints owned by us now.
+    // SAFETY: `msg` was filled by recvmsg and its control buffer is still live; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR return null rather than a header past `msg_controllen`, so every `c`
+    // dereferenced is a complete header inside it. An SCM_RIGHTS payload is `cmsg_len` minus
+    // the header of ints, read unaligned; each is an fd the kernel just installed in this
+    // process for us, owned by nothing else, so wrapping it in `OwnedFd` once is sound.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
@@ -206,7 +217,7 @@ fn collect_fds(msg: &libc::msghdr, slot: &mut Option<OwnedFd>) {
 
 /// Reads `/proc/self/comm` (the process name) into `out`; returns its length.
 fn read_comm(out: &mut [u8]) -> usize {
-    // SAFETY: literal NUL-terminated path.
+    // SAFETY: the path is a NUL-terminated literal, the only thing `sys_openat` requires.
     let fd = unsafe {
         sys_openat(
             libc::AT_FDCWD,
@@ -218,16 +229,17 @@ fn read_comm(out: &mut [u8]) -> usize {
     if fd < 0 {
         return 0;
     }
-    // SAFETY: `out` is writable for its length; we own `fd`.
+    // SAFETY: `out` is writable for the `out.len()` bytes passed; `fd` was opened above
+    // (checked `>= 0`) and is ours alone.
     let n = unsafe { libc::read(fd, out.as_mut_ptr().cast(), out.len()) };
-    // SAFETY: we own `fd`.
+    // SAFETY: `fd` is ours alone and not used after this close.
     unsafe { libc::close(fd) };
     let n = n.max(0) as usize;
     out[..n].iter().position(|&b| b == b'\n').unwrap_or(n)
 }
 
 fn getpid() -> u32 {
-    // SAFETY: getpid has no preconditions.
+    // SAFETY: getpid takes no arguments, touches no memory and cannot fail.
     unsafe { libc::getpid() as u32 }
 }
 
@@ -448,7 +460,8 @@ pub fn open_model_file(rel: &[u8], flags: libc::c_int) -> Result<Opened, libc::c
             proc_path.push(b"/proc/self/fd/");
             proc_path.push_u64(fd.as_raw_fd() as u64);
             proc_path.push(b"\0");
-            // SAFETY: NUL-terminated path.
+            // SAFETY: `proc_path` ends in the NUL pushed above, the only thing `sys_openat`
+            // requires.
             let own = unsafe {
                 sys_openat(
                     libc::AT_FDCWD,

@@ -160,7 +160,8 @@ pub fn id_of(st: &libc::stat) -> FileId {
 /// # Safety
 /// `path` must be a valid NUL-terminated string.
 pub unsafe fn record_open(fd: c_int, dirfd: c_int, path: *const libc::c_char) {
-    // SAFETY: forwarded caller contract for `path`; the empty path is a literal.
+    // SAFETY: this function's contract makes `path` a NUL-terminated string and the empty
+    // path is a NUL-terminated literal: all `sys_fstatat` requires; bad fds come back as errno.
     let (placeholder, served) = unsafe {
         (
             real::sys_fstatat(dirfd, path, 0),
@@ -277,10 +278,11 @@ mod tests {
         let path = dir.join(format!("ossc-fdtrack-{}", std::process::id()));
         std::fs::write(&path, b"placeholder").unwrap();
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: memfd_create with a literal name.
+        // SAFETY: the name is a NUL-terminated literal, the only memory memfd_create reads;
+        // the fd it returns is this test's and is closed at the end.
         let memfd = unsafe { libc::memfd_create(c"fdtrack-test".as_ptr(), libc::MFD_CLOEXEC) };
         assert!(memfd >= 0);
-        // SAFETY: `c` is NUL-terminated.
+        // SAFETY: `c` is a NUL-terminated `CString`, all `record_open` requires.
         unsafe { record_open(memfd, libc::AT_FDCWD, c.as_ptr()) };
         let placeholder = std::fs::metadata(&path).unwrap();
         let mut st = real::sys_fstatat_fd(memfd).unwrap();
@@ -294,14 +296,15 @@ mod tests {
             })
         );
         // The same file on both sides records nothing.
-        // SAFETY: `c` is NUL-terminated.
+        // SAFETY: `c` is a NUL-terminated `CString` that outlives the call; open only reads it.
         let same = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         assert!(same >= 0);
-        // SAFETY: as above.
+        // SAFETY: `c` is a NUL-terminated `CString`, all `record_open` requires.
         unsafe { record_open(same, libc::AT_FDCWD, c.as_ptr()) };
         st = real::sys_fstatat_fd(same).unwrap();
         assert_eq!(substitute(same, id_of(&st)), None);
-        // SAFETY: closing fds this test opened.
+        // SAFETY: both fds were opened by this test (checked `>= 0`) and are not used after
+        // these closes.
         unsafe {
             libc::close(memfd);
             libc::close(same);

@@ -76,7 +76,8 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
     }
     let saved = state::errno();
     let path_ptr = path;
-    // SAFETY: caller guarantees a valid C string.
+    // SAFETY: `path` is non-null (checked above) and, by this function's contract, a
+    // NUL-terminated string that outlives this call; the borrow ends before we return.
     let path = unsafe { CStr::from_ptr(path) }.to_bytes();
     // Fast path for the common non-model open: an already-normal absolute path
     // outside MODEL_DIR needs no buffer and no normalisation.
@@ -102,7 +103,8 @@ pub unsafe fn decide(dirfd: c_int, path: *const c_char, flags: c_int) -> Decisio
     if let Decision::Fd(fd) = decision {
         // `stat(path)` names the placeholder, `fstat(fd)` the memfd: remember both so the
         // stat hooks can make them agree.
-        // SAFETY: `path_ptr` is the caller's valid C string.
+        // SAFETY: `path_ptr` is the non-null, NUL-terminated string read above, which is all
+        // `record_open` requires; `fd` is the fd just opened for the caller.
         unsafe { fdtrack::record_open(fd, dirfd, path_ptr) };
     }
     if !matches!(decision, Decision::Fail(_)) {
@@ -135,7 +137,9 @@ unsafe fn finish(
 ) -> c_int {
     match decision {
         Decision::Pass => real(),
-        // SAFETY: forwarded caller contract; the fd is the caller's.
+        // SAFETY: `decide` answers `PassAndCheck` only for a non-null `path`, which this
+        // function's contract then makes a NUL-terminated string (all `after_open` needs); the
+        // fd `real()` returns belongs to the hook's caller, for `after_open` to keep or close.
         Decision::PassAndCheck => unsafe { placeholder::after_open(real(), flags, path) },
         Decision::Fd(fd) => fd,
         Decision::Fail(e) => {
@@ -154,15 +158,19 @@ macro_rules! open_hook {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
             let mode = mode_arg(flags, mode);
-            // SAFETY: forwarded caller contract.
+            // SAFETY: libc's contract for this function makes `path` null or a NUL-terminated
+            // string, which is all `decide` requires.
             let d = unsafe { decide(libc::AT_FDCWD, path, flags) };
             let call_real = || match real::$real() {
-                // SAFETY: the real function with the caller's arguments.
+                // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`,
+                // typed by its C signature); it gets the caller's arguments under their contract.
                 Some(f) => unsafe { f(path, flags, mode) },
-                // SAFETY: as above, through the raw system call.
+                // SAFETY: `sys_openat` needs only a NUL-terminated `path`, which the caller's
+                // contract already demands; the kernel reports a bad fd or flag as errno.
                 None => unsafe { real::sys_openat(libc::AT_FDCWD, path, flags, mode) },
             };
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `d` is `Pass` for a null `path`; otherwise the caller's contract makes
+            // `path` a NUL-terminated string, as `finish` requires.
             unsafe { finish(d, flags, path, call_real) }
         }
     };
@@ -182,15 +190,19 @@ macro_rules! openat_hook {
             mode: mode_t,
         ) -> c_int {
             let mode = mode_arg(flags, mode);
-            // SAFETY: forwarded caller contract.
+            // SAFETY: libc's contract for this function makes `path` null or a NUL-terminated
+            // string, which is all `decide` requires.
             let d = unsafe { decide(dirfd, path, flags) };
             let call_real = || match real::$real() {
-                // SAFETY: the real function with the caller's arguments.
+                // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`,
+                // typed by its C signature); it gets the caller's arguments under their contract.
                 Some(f) => unsafe { f(dirfd, path, flags, mode) },
-                // SAFETY: as above, through the raw system call.
+                // SAFETY: `sys_openat` needs only a NUL-terminated `path`, which the caller's
+                // contract already demands; the kernel reports a bad fd or flag as errno.
                 None => unsafe { real::sys_openat(dirfd, path, flags, mode) },
             };
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `d` is `Pass` for a null `path`; otherwise the caller's contract makes
+            // `path` a NUL-terminated string, as `finish` requires.
             unsafe { finish(d, flags, path, call_real) }
         }
     };
@@ -204,15 +216,19 @@ macro_rules! open2_hook {
         /// Same contract as the libc function of the same name.
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: libc's contract for this function makes `path` null or a NUL-terminated
+            // string, which is all `decide` requires.
             let d = unsafe { decide(libc::AT_FDCWD, path, flags) };
             let call_real = || match real::$real() {
-                // SAFETY: the real function with the caller's arguments.
+                // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`,
+                // typed by its C signature); it gets the caller's arguments under their contract.
                 Some(f) => unsafe { f(path, flags) },
-                // SAFETY: as above, through the raw system call.
+                // SAFETY: `sys_openat` needs only a NUL-terminated `path`, which the caller's
+                // contract already demands; the kernel reports a bad fd or flag as errno.
                 None => unsafe { real::sys_openat(libc::AT_FDCWD, path, flags, 0) },
             };
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `d` is `Pass` for a null `path`; otherwise the caller's contract makes
+            // `path` a NUL-terminated string, as `finish` requires.
             unsafe { finish(d, flags, path, call_real) }
         }
     };
@@ -226,15 +242,19 @@ macro_rules! openat2_hook {
         /// Same contract as the libc function of the same name.
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: libc's contract for this function makes `path` null or a NUL-terminated
+            // string, which is all `decide` requires.
             let d = unsafe { decide(dirfd, path, flags) };
             let call_real = || match real::$real() {
-                // SAFETY: the real function with the caller's arguments.
+                // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`,
+                // typed by its C signature); it gets the caller's arguments under their contract.
                 Some(f) => unsafe { f(dirfd, path, flags) },
-                // SAFETY: as above, through the raw system call.
+                // SAFETY: `sys_openat` needs only a NUL-terminated `path`, which the caller's
+                // contract already demands; the kernel reports a bad fd or flag as errno.
                 None => unsafe { real::sys_openat(dirfd, path, flags, 0) },
             };
-            // SAFETY: forwarded caller contract.
+            // SAFETY: `d` is `Pass` for a null `path`; otherwise the caller's contract makes
+            // `path` a NUL-terminated string, as `finish` requires.
             unsafe { finish(d, flags, path, call_real) }
         }
     };
@@ -295,11 +315,13 @@ unsafe fn fopen_common(
     let flags = if mode.is_null() {
         None
     } else {
-        // SAFETY: caller guarantees a valid C string.
+        // SAFETY: `mode` is non-null (checked above) and, by this function's contract, a
+        // NUL-terminated string; the borrow ends within this statement.
         path::fopen_read_flags(unsafe { CStr::from_ptr(mode) }.to_bytes())
     };
     let decision = match flags {
-        // SAFETY: forwarded caller contract.
+        // SAFETY: this function's contract makes `path` null or a NUL-terminated string,
+        // which is all `decide` requires.
         Some(f) => unsafe { decide(libc::AT_FDCWD, path, f) },
         // A write mode: the stream may still have opened a placeholder.
         None if !path.is_null() && !mode.is_null() && state::active() => Decision::PassAndCheck,
@@ -308,11 +330,14 @@ unsafe fn fopen_common(
     let check = matches!(decision, Decision::PassAndCheck);
     match decision {
         Decision::Pass | Decision::PassAndCheck => match real_fn() {
-            // SAFETY: the real function with the caller's arguments.
             Some(f) => {
+                // SAFETY: `f` is the next `fopen` in the link chain, and `path`/`mode`
+                // are the caller's arguments, passed on unchanged under its contract.
                 let fp = unsafe { f(path, mode) };
                 if check && !fp.is_null() {
-                    // SAFETY: `fp` is the stream just opened; `path`/`mode` are valid strings.
+                    // SAFETY: `fp` is the non-null stream just opened; `decide` (or the check
+                    // above) answered `PassAndCheck` only for non-null `path` and `mode`, which
+                    // this function's contract makes NUL-terminated strings.
                     unsafe { check_stream(fp, path, mode) }
                 } else {
                     fp
@@ -325,12 +350,14 @@ unsafe fn fopen_common(
         },
         Decision::Fd(fd) => {
             let saved = state::errno();
-            // SAFETY: `fd` is a valid fd we just opened; `mode` is a valid C string.
+            // SAFETY: `fd` is the fd `decide` just opened and nobody else holds; `mode` was
+            // non-null to reach `Fd` (a null mode gives `Pass`), so it is a NUL-terminated string.
             let fp = unsafe { libc::fdopen(fd, mode) };
             if fp.is_null() {
                 let e = state::errno();
                 fdtrack::forget(fd);
-                // SAFETY: the fd is ours and was not adopted by a FILE.
+                // SAFETY: `fdopen` failed, so no stream adopted `fd`: it is still ours alone,
+                // and is not used after this close.
                 unsafe { libc::close(fd) };
                 state::set_errno(e);
             } else {
@@ -351,12 +378,14 @@ unsafe fn fopen_common(
 /// # Safety
 /// `fp` must be an open stream; `path` and `mode` valid NUL-terminated strings.
 unsafe fn check_stream(fp: *mut FILE, path: *const c_char, mode: *const c_char) -> *mut FILE {
-    // SAFETY: `fp` is an open stream.
+    // SAFETY: `fp` is an open stream (this function's contract); fileno only reads it.
     let fd = unsafe { libc::fileno(fp) };
-    // SAFETY: `mode` is a valid C string.
+    // SAFETY: this function's contract makes `mode` a NUL-terminated string; the borrow ends
+    // before `flags` is computed.
     let mode_bytes = unsafe { CStr::from_ptr(mode) }.to_bytes();
     let flags = path::fopen_read_flags(mode_bytes).unwrap_or(libc::O_RDWR);
-    // SAFETY: forwarded caller contract.
+    // SAFETY: this function's contract makes `path` a NUL-terminated string, which is all
+    // `check` requires.
     match unsafe { placeholder::check(fd, flags, path) } {
         Checked::Keep => fp,
         Checked::Replace {
@@ -364,8 +393,11 @@ unsafe fn check_stream(fp: *mut FILE, path: *const c_char, mode: *const c_char) 
             placeholder,
         } => {
             let saved = state::errno();
-            // SAFETY: plain fcntl/dup3/close on fds we own (`fd` belongs to the stream, which
-            // keeps its number; `served` is closed once duplicated).
+            // SAFETY: `fd` is the open stream's fd and `served` the fd the agent just sent, both
+            // open; fcntl(F_GETFD) and dup3 take plain ints and touch no memory. dup3 puts the
+            // served file under the stream's fd number, then our copy `served` is closed and
+            // not used again. On failure `fp`, open and not yet returned, is closed and null
+            // is returned instead.
             unsafe {
                 let cloexec = libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0;
                 let dup_flags = if cloexec { libc::O_CLOEXEC } else { 0 };
@@ -385,7 +417,8 @@ unsafe fn check_stream(fp: *mut FILE, path: *const c_char, mode: *const c_char) 
             fp
         }
         Checked::Fail(e) => {
-            // SAFETY: closing the stream we were about to return.
+            // SAFETY: `fp` is the open stream made in `fopen_common` and not yet handed to the
+            // caller; it is not used after this fclose (null is returned instead).
             unsafe { libc::fclose(fp) };
             state::set_errno(e);
             core::ptr::null_mut()
@@ -399,7 +432,8 @@ unsafe fn check_stream(fp: *mut FILE, path: *const c_char, mode: *const c_char) 
 /// Same contract as libc `fopen`.
 #[no_mangle]
 pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: libc's `fopen` contract makes `path` and `mode` null or NUL-terminated strings,
+    // which is all `fopen_common` requires.
     unsafe { fopen_common(path, mode, real::fopen) }
 }
 
@@ -409,6 +443,7 @@ pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut
 /// Same contract as libc `fopen64`.
 #[no_mangle]
 pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: libc's `fopen64` contract makes `path` and `mode` null or NUL-terminated
+    // strings, which is all `fopen_common` requires.
     unsafe { fopen_common(path, mode, real::fopen64) }
 }

@@ -169,12 +169,14 @@ fn publish_model_dir_realpath(dir: &[u8]) {
         return;
     };
     let mut out = [0 as libc::c_char; path::PATH_CAP];
-    // SAFETY: `c` is NUL-terminated and `out` holds PATH_MAX bytes, as realpath requires.
+    // SAFETY: `c` is a NUL-terminated `CString`; `out` holds `PATH_CAP` (= PATH_MAX) bytes,
+    // the most realpath writes into a caller's buffer.
     let r = unsafe { libc::realpath(c.as_ptr(), out.as_mut_ptr()) };
     if r.is_null() {
         return;
     }
-    // SAFETY: realpath wrote a NUL-terminated string into `out`.
+    // SAFETY: realpath succeeded (non-null), so it wrote a NUL-terminated string into `out`,
+    // which outlives the borrow.
     let real = unsafe { core::ffi::CStr::from_ptr(out.as_ptr()) }.to_bytes();
     if real != dir && real != b"/" {
         state::MODEL_DIR_REAL.publish(real);

@@ -120,7 +120,8 @@ fn format_line(
 
 fn write_all(fd: libc::c_int, mut data: &[u8]) {
     while !data.is_empty() {
-        // SAFETY: `data` is a valid readable slice.
+        // SAFETY: `data` is a live slice, readable for the `data.len()` bytes passed; a bad
+        // `fd` comes back as errno.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
         if n < 0 {
             if state::errno() == libc::EINTR {
@@ -142,9 +143,10 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out-pointer.
+    // SAFETY: `ts` is a local `timespec`, writable for its whole size and the only memory
+    // clock_gettime touches; CLOCK_REALTIME exists on every Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    // SAFETY: getpid has no preconditions.
+    // SAFETY: getpid takes no arguments, touches no memory and cannot fail.
     let pid = unsafe { libc::getpid() } as u32;
     let line = format_line(level, pid, ts.tv_sec, ts.tv_nsec, args);
     let mut wrote = false;
@@ -153,7 +155,8 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         cpath.push(path);
         cpath.push(b"\0");
         if !cpath.overflowed() {
-            // SAFETY: `cpath` is NUL-terminated.
+            // SAFETY: `cpath` ends in the NUL pushed above (it did not overflow), the only
+            // thing `sys_openat` requires.
             let fd = unsafe {
                 sys_openat(
                     libc::AT_FDCWD,
@@ -164,7 +167,8 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
             };
             if fd >= 0 {
                 write_all(fd, line.as_bytes());
-                // SAFETY: we own `fd`.
+                // SAFETY: `fd` was opened above (checked `>= 0`), is ours alone and is not used
+                // after this close.
                 unsafe { libc::close(fd) };
                 wrote = true;
             }

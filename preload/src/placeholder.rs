@@ -26,7 +26,7 @@ pub fn note_model_dir(dir: &[u8]) {
     let Ok(c) = std::ffi::CString::new(dir) else {
         return;
     };
-    // SAFETY: `c` is NUL-terminated.
+    // SAFETY: `c` is a NUL-terminated `CString`, the only thing `sys_fstatat` requires.
     if let Ok(st) = unsafe { real::sys_fstatat(libc::AT_FDCWD, c.as_ptr(), 0) } {
         state::MODEL_DEV.store(st.st_dev + 1, core::sync::atomic::Ordering::Release);
     }
@@ -76,7 +76,8 @@ pub unsafe fn check(fd: c_int, flags: c_int, path: *const libc::c_char) -> Check
     let st = real::sys_fstatat_fd(fd);
     let checked = match st {
         Ok(st) if could_be_placeholder(&st, model_dev) => {
-            // SAFETY: forwarded caller contract.
+            // SAFETY: this function's contract makes `path` a NUL-terminated string that
+            // outlives the call, and `shown` does not escape it.
             let shown = Bytes(unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes());
             let mut rel = [0u8; PATH_CAP];
             match client::identify(st.st_dev, st.st_ino, &mut rel) {
@@ -103,16 +104,18 @@ pub unsafe fn check(fd: c_int, flags: c_int, path: *const libc::c_char) -> Check
 /// # Safety
 /// As [`check`]; `fd` is owned by the caller of the hook.
 pub unsafe fn after_open(fd: c_int, flags: c_int, path: *const libc::c_char) -> c_int {
-    // SAFETY: forwarded caller contract.
+    // SAFETY: this function's contract is `check`'s: `path` is a NUL-terminated string.
     match unsafe { check(fd, flags, path) } {
         Checked::Keep => fd,
         Checked::Replace { fd: served, .. } => {
-            // SAFETY: the passed-through fd is replaced by the served one.
+            // SAFETY: `fd` is the passed-through fd this function owns (its contract); the
+            // caller gets `served` instead, so `fd` is closed once and never used again.
             unsafe { libc::close(fd) };
             served
         }
         Checked::Fail(e) => {
-            // SAFETY: the open fails; nobody else has seen this fd.
+            // SAFETY: `fd` is the passed-through fd this function owns; the open fails, so
+            // nobody else ever sees it, and it is closed once.
             unsafe { libc::close(fd) };
             state::set_errno(e);
             -1
@@ -157,7 +160,7 @@ mod tests {
     use super::*;
 
     fn stat(mode: u32, dev: u64, size: i64, blocks: i64) -> libc::stat {
-        // SAFETY: `struct stat` is plain old data; all-zero is valid.
+        // SAFETY: `struct stat` is plain old data (integers only); all-zero is a valid value.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
         st.st_mode = mode;
         st.st_dev = dev;

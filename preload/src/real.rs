@@ -58,7 +58,8 @@ const _: () = assert!(core::mem::align_of::<libc::stat>() == core::mem::align_of
 static RESOLVED: AtomicBool = AtomicBool::new(false);
 
 fn lookup(cache: &AtomicPtr<c_void>, name: &core::ffi::CStr) -> *mut c_void {
-    // SAFETY: `name` is NUL-terminated; RTLD_NEXT lookups have no other preconditions.
+    // SAFETY: `name` is a NUL-terminated `CStr` that outlives the call; RTLD_NEXT needs no
+    // handle of ours, and dlsym only reads the name.
     let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
     if !p.is_null() {
         cache.store(p, Ordering::Release);
@@ -87,7 +88,9 @@ macro_rules! real_fn {
             if p.is_null() {
                 None
             } else {
-                // SAFETY: the symbol named `$sym` in libc has exactly the C signature `$ty`.
+                // SAFETY: `p` is non-null and is the address of the next definition of `$sym`,
+                // whose C signature `$ty` spells out; a function pointer and a data pointer
+                // have the same size and representation on the Linux targets built for.
                 Some(unsafe { core::mem::transmute::<*mut c_void, $ty>(p) })
             }
         }
@@ -273,7 +276,9 @@ pub unsafe fn sys_fstatat_into(
     buf: *mut libc::stat,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: forwarded contract; the kernel validates the rest.
+    // SAFETY: this function's contract makes `path` a NUL-terminated string and `buf`
+    // writable for a `struct stat`, the kernel's layout on these targets, which is all the
+    // kernel reads and writes; a bad `dirfd` or `flags` comes back as errno.
     unsafe {
         libc::syscall(
             libc::SYS_newfstatat,
@@ -296,7 +301,8 @@ pub unsafe fn sys_fstatat(
 ) -> Result<libc::stat, c_int> {
     // SAFETY: `struct stat` is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: forwarded contract for `path`; `st` is a valid out-buffer.
+    // SAFETY: this function's contract makes `path` a NUL-terminated string; `st` is a
+    // local `struct stat`, writable for its whole size.
     if unsafe { sys_fstatat_into(dirfd, path, &mut st, flags) } == 0 {
         Ok(st)
     } else {
@@ -306,7 +312,8 @@ pub unsafe fn sys_fstatat(
 
 /// Raw `fstat(2)` of `fd` (as `newfstatat(fd, "", AT_EMPTY_PATH)`).
 pub fn sys_fstatat_fd(fd: c_int) -> Result<libc::stat, c_int> {
-    // SAFETY: literal empty path.
+    // SAFETY: the path is a NUL-terminated literal (empty, with AT_EMPTY_PATH stating `fd`
+    // itself); a closed or bad `fd` comes back as errno.
     unsafe { sys_fstatat(fd, c"".as_ptr(), libc::AT_EMPTY_PATH) }
 }
 
@@ -321,7 +328,9 @@ pub unsafe fn sys_statx(
     mask: libc::c_uint,
     buf: *mut libc::statx,
 ) -> c_int {
-    // SAFETY: forwarded contract; the kernel validates the rest.
+    // SAFETY: this function's contract makes `path` a NUL-terminated string and `buf`
+    // writable for a `struct statx`, all the kernel reads and writes; a bad `dirfd`,
+    // `flags` or `mask` comes back as errno.
     unsafe {
         libc::syscall(
             libc::SYS_statx,
@@ -339,7 +348,8 @@ pub unsafe fn sys_statx(
 /// # Safety
 /// `path` must be a valid NUL-terminated string.
 pub unsafe fn sys_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
-    // SAFETY: forwarded contract; the kernel validates the rest.
+    // SAFETY: this function's contract makes `path` a NUL-terminated string, the only memory
+    // the kernel reads; a bad `dirfd`, `flags` or `mode` comes back as errno.
     unsafe {
         libc::syscall(
             libc::SYS_openat,

@@ -51,21 +51,23 @@ fn is_executable(p: &Path) -> bool {
     let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: `c` is NUL-terminated.
+    // SAFETY: `c` is a NUL-terminated `CString` that outlives the call; access only reads it.
     let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
     executable && p.metadata().map(|m| m.is_file()).unwrap_or(false)
 }
 
 /// Path of this shared object, via `dladdr` on one of our own functions.
 fn own_library_path() -> Option<PathBuf> {
-    // SAFETY: Dl_info is plain old data; all-zero is valid.
+    // SAFETY: `Dl_info` is plain old data (pointers and an address); all-zero is a valid value.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     let addr = own_library_path as *const libc::c_void;
-    // SAFETY: `addr` is an address inside this object; `info` is a valid out-pointer.
+    // SAFETY: dladdr only compares `addr` (a function of this library) with the loaded
+    // objects' ranges; `info` is a local `Dl_info`, writable for its whole size.
     if unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
         return None;
     }
-    // SAFETY: dladdr returned a NUL-terminated file name.
+    // SAFETY: dladdr succeeded and `dli_fname` is non-null (both checked above): it points at
+    // the NUL-terminated name the loader keeps while this library stays loaded.
     let name = unsafe { CStr::from_ptr(info.dli_fname) };
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
@@ -114,8 +116,10 @@ pub fn find_agent_binary() -> Option<PathBuf> {
 /// The environment without `LD_PRELOAD` and `ENABLE_CONNECTOR`.
 fn filtered_environment() -> Vec<CString> {
     let mut out = Vec::new();
-    // SAFETY: `environ` is the NULL-terminated environment array of this process; we only
-    // read it (the constructor runs before the program could modify it concurrently).
+    // SAFETY: `environ` is this process's NULL-terminated array of NUL-terminated
+    // `NAME=value` strings; the walk stops at the terminating null and only reads, and the
+    // constructor runs before the program could change the environment concurrently. Each
+    // entry is copied (`to_owned`) before the next step.
     unsafe {
         let mut p = environ;
         while !p.is_null() && !(*p).is_null() {
@@ -131,7 +135,7 @@ fn filtered_environment() -> Vec<CString> {
 }
 
 fn open_raw(path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> libc::c_int {
-    // SAFETY: `path` is NUL-terminated.
+    // SAFETY: `path` is a NUL-terminated `CStr`, the only thing `sys_openat` requires.
     unsafe { sys_openat(libc::AT_FDCWD, path.as_ptr(), flags | libc::O_CLOEXEC, mode) }
 }
 
@@ -151,7 +155,8 @@ fn agent_last_words(socket: &[u8]) -> String {
         return String::from("(no agent output)");
     }
     let mut buf = vec![0u8; TAIL];
-    // SAFETY: `fd` is open; lseek/pread/close on it with a buffer we own.
+    // SAFETY: `fd` was opened above (checked `>= 0`) and is ours alone; pread writes at most
+    // `TAIL` bytes into `buf`, which holds exactly `TAIL`; `fd` is not used after the close.
     let n = unsafe {
         let size = libc::lseek(fd, 0, libc::SEEK_END);
         let start = (size - TAIL as libc::off_t).max(0);
@@ -176,7 +181,8 @@ fn open_stdio_file(socket: &[u8]) -> libc::c_int {
             let shared =
                 std::env::var_os("OSS_CONNECTOR_SOCKET_MODE").is_some_and(|m| !m.is_empty());
             let mode = if shared { SHARED_DIR_MODE } else { DIR_MODE };
-            // SAFETY: `c` is NUL-terminated; failure (e.g. EEXIST) is fine.
+            // SAFETY: `c` is a NUL-terminated `CString` that outlives the call; mkdir only
+            // reads it. Failure (EEXIST and the like) is fine: the open below then decides.
             unsafe { libc::mkdir(c.as_ptr(), mode) };
         }
     }
@@ -205,7 +211,11 @@ unsafe fn exec_agent(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
-    // SAFETY: async-signal-safe calls on fds we own, in a single-threaded child.
+    // SAFETY: this is the freshly forked, single-threaded grandchild (this function's
+    // contract), so only async-signal-safe calls are made: `set` is a local zeroed sigset_t
+    // (plain old data) written by sigemptyset; dup2/close_range/close take plain ints;
+    // `argv` and `envp` are null-terminated arrays of NUL-terminated strings that the parent
+    // built before forking, still mapped in this copy of its memory.
     unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -241,13 +251,15 @@ fn spawn(bin: &Path) -> Result<libc::pid_t, String> {
     let stdin_fd = open_raw(c"/dev/null", libc::O_RDONLY, 0);
     let out_fd = open_stdio_file(socket);
     let mut pipe_fds = [-1; 2];
-    // SAFETY: `pipe_fds` is a valid out-array of two ints.
+    // SAFETY: `pipe_fds` is a local array of two ints, exactly what pipe2 writes.
     if unsafe { libc::pipe2(pipe_fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         let e = state::errno();
         close_all(&[stdin_fd, out_fd]);
         return Err(format!("pipe2 failed: errno {e}"));
     }
-    // SAFETY: fork in the constructor; the children only make async-signal-safe calls.
+    // SAFETY: fork takes no arguments; the child it makes may be running in a multi-threaded
+    // process's copy, so it only makes async-signal-safe calls (setsid, fork, write, execve,
+    // _exit) and never returns into Rust code that could take a lock.
     let child = unsafe { libc::fork() };
     if child < 0 {
         let e = state::errno();
@@ -256,7 +268,9 @@ fn spawn(bin: &Path) -> Result<libc::pid_t, String> {
     }
     if child == 0 {
         // SAFETY: we are the first child: become a session leader, fork the daemon, report its
-        // pid through the pipe and exit; all calls are async-signal-safe.
+        // pid through the pipe and exit. All calls are async-signal-safe; `bytes` is a local
+        // 4-byte array written from in full; `pipe_fds[1]` is the pipe's open write end and
+        // `exec_agent` runs only in the fresh grandchild, as it requires.
         unsafe {
             libc::setsid();
             let grandchild = libc::fork();
@@ -268,11 +282,13 @@ fn spawn(bin: &Path) -> Result<libc::pid_t, String> {
             libc::_exit(0);
         }
     }
-    // SAFETY: closing our copy of the write end so the read below sees EOF if the child dies.
+    // SAFETY: `pipe_fds[1]` is our open copy of the write end, not used after this; closing it
+    // lets the read below see EOF if the child dies.
     unsafe { libc::close(pipe_fds[1]) };
     let mut bytes = [0u8; 4];
-    // SAFETY: `bytes` is writable for its length.
     let n = loop {
+        // SAFETY: `bytes` is writable for `bytes.len()` bytes, and `pipe_fds[0]` is the
+        // read end of the pipe created above, still open.
         let n = unsafe { libc::read(pipe_fds[0], bytes.as_mut_ptr().cast(), bytes.len()) };
         if n < 0 && state::errno() == libc::EINTR {
             continue;
@@ -280,7 +296,8 @@ fn spawn(bin: &Path) -> Result<libc::pid_t, String> {
         break n;
     };
     loop {
-        // SAFETY: reaping our own child.
+        // SAFETY: `child` is the pid fork returned to us; a null status pointer asks waitpid
+        // to write nothing.
         let r = unsafe { libc::waitpid(child, core::ptr::null_mut(), 0) };
         if r >= 0 || state::errno() != libc::EINTR {
             break;
@@ -296,7 +313,8 @@ fn spawn(bin: &Path) -> Result<libc::pid_t, String> {
 
 fn close_all(fds: &[libc::c_int]) {
     for &fd in fds.iter().filter(|&&fd| fd >= 0) {
-        // SAFETY: closing fds this module opened.
+        // SAFETY: callers pass fds this module opened and no longer uses (negative ones are
+        // filtered out); each is closed once.
         unsafe { libc::close(fd) };
     }
 }

@@ -34,7 +34,7 @@ pub fn remember(socket: &[u8], message: &str) {
     let Some(path) = marker_path(socket) else {
         return;
     };
-    // SAFETY: `path` is NUL-terminated.
+    // SAFETY: `path` is a NUL-terminated `CString`, the only thing `sys_openat` requires.
     let fd = unsafe {
         sys_openat(
             libc::AT_FDCWD,
@@ -48,7 +48,8 @@ pub fn remember(socket: &[u8], message: &str) {
     }
     let bytes = message.as_bytes();
     let n = bytes.len().min(MARKER_CAP);
-    // SAFETY: writing our own buffer to the fd we just opened, then closing it.
+    // SAFETY: `bytes` is readable for `n <= bytes.len()` bytes; `fd` was opened above (checked
+    // `>= 0`), is ours alone and is not used after the close.
     unsafe {
         libc::write(fd, bytes.as_ptr().cast(), n);
         libc::close(fd);
@@ -58,7 +59,8 @@ pub fn remember(socket: &[u8], message: &str) {
 /// Forgets a failed start (the agent is up now).
 pub fn forget(socket: &[u8]) {
     if let Some(path) = marker_path(socket) {
-        // SAFETY: `path` is NUL-terminated.
+        // SAFETY: `path` is a NUL-terminated `CString` that outlives the call; unlink only
+        // reads it.
         unsafe { libc::unlink(path.as_ptr()) };
     }
 }
@@ -67,7 +69,7 @@ pub fn forget(socket: &[u8]) {
 /// for a log line.
 pub fn recent(socket: &[u8]) -> Option<String> {
     let path = marker_path(socket)?;
-    // SAFETY: `path` is NUL-terminated.
+    // SAFETY: `path` is a NUL-terminated `CString`, the only thing `sys_fstatat` requires.
     let st = unsafe {
         crate::real::sys_fstatat(libc::AT_FDCWD, path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
     }
@@ -75,7 +77,7 @@ pub fn recent(socket: &[u8]) -> Option<String> {
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || !crate::trust::trusted_uid(st.st_uid) {
         return None;
     }
-    // SAFETY: time(NULL) has no preconditions.
+    // SAFETY: with a null argument `time` writes nothing and only returns the clock.
     let now = unsafe { libc::time(core::ptr::null_mut()) };
     let age = now.checked_sub(st.st_mtime)?;
     if !(0..state::COOL_DOWN.as_secs() as libc::time_t).contains(&age) {

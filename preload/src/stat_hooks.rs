@@ -32,7 +32,8 @@ macro_rules! stat_buf {
     ($ty:ty) => {
         impl StatBuf for $ty {
             unsafe fn id(p: *const Self) -> FileId {
-                // SAFETY: caller contract; only the two fields are read, no reference to the
+                // SAFETY: the trait's contract makes `p` point at a filled stat buffer of this
+                // type; only the two fields are read through the raw pointer, no reference to the
                 // whole buffer is formed.
                 unsafe {
                     FileId {
@@ -42,7 +43,8 @@ macro_rules! stat_buf {
                 }
             }
             unsafe fn set_id(p: *mut Self, id: FileId) {
-                // SAFETY: caller contract; only the two fields are written.
+                // SAFETY: the trait's contract makes `p` point at a filled, writable stat
+                // buffer of this type; only the two fields are written through the raw pointer.
                 unsafe {
                     (*p).st_dev = id.dev;
                     (*p).st_ino = id.ino;
@@ -57,13 +59,15 @@ stat_buf!(libc::stat64);
 
 impl StatBuf for libc::statx {
     unsafe fn id(p: *const Self) -> FileId {
-        // SAFETY: caller contract; only fields of the 256-byte kernel/glibc `struct statx` are
-        // read, no reference to the whole (possibly shorter-declared) buffer is formed.
+        // SAFETY: the trait's contract makes `p` point at a filled `struct statx` (256 bytes in
+        // the kernel and glibc); only three fields are read through the raw pointer, no
+        // reference to the whole (possibly shorter-declared) buffer is formed.
         unsafe { FileId::from_statx((*p).stx_dev_major, (*p).stx_dev_minor, (*p).stx_ino) }
     }
     unsafe fn set_id(p: *mut Self, id: FileId) {
         let (major, minor) = id.dev_major_minor();
-        // SAFETY: as above, writing.
+        // SAFETY: the trait's contract makes `p` point at a filled, writable `struct statx`;
+        // only these three fields are written through the raw pointer.
         unsafe {
             (*p).stx_dev_major = major;
             (*p).stx_dev_minor = minor;
@@ -85,9 +89,10 @@ unsafe fn fix<T: StatBuf>(r: c_int, fd: c_int, buf: *mut T) -> c_int {
     let Some((served, placeholder)) = fdtrack::lookup(fd) else {
         return r;
     };
-    // SAFETY: the real call succeeded, so `buf` holds its result (caller contract).
+    // SAFETY: `r == 0` and `buf` is non-null (both checked above), so by this function's
+    // contract `buf` is the buffer the real call just filled.
     if unsafe { T::id(buf) } == served {
-        // SAFETY: as above.
+        // SAFETY: the same filled buffer, which the caller passed to a stat call to be written.
         unsafe { T::set_id(buf, placeholder) };
     }
     r
@@ -100,7 +105,8 @@ unsafe fn fix<T: StatBuf>(r: c_int, fd: c_int, buf: *mut T) -> c_int {
 /// `path` must be null or a valid C string.
 #[inline]
 unsafe fn stats_the_fd(path: *const c_char, flags: c_int) -> bool {
-    // SAFETY: non-null `path` is a valid C string, so its first byte is readable.
+    // SAFETY: `path` is non-null here (short-circuit), so by this function's contract it is a
+    // NUL-terminated string, whose first byte is always readable.
     flags & libc::AT_EMPTY_PATH != 0 && (path.is_null() || unsafe { *path } == 0)
 }
 
@@ -109,7 +115,9 @@ unsafe fn stats_the_fd(path: *const c_char, flags: c_int) -> bool {
 /// # Safety
 /// `buf` must be valid for writing a `struct stat` (or the same-layout `struct stat64`).
 unsafe fn sys_fstat<T>(fd: c_int, buf: *mut T) -> c_int {
-    // SAFETY: literal empty path; `buf` per caller contract (layouts checked in `real`).
+    // SAFETY: the path is a NUL-terminated literal; this function's contract makes `buf`
+    // writable for a `struct stat` (the same size and alignment as `struct stat64`, checked at
+    // compile time in `real`).
     unsafe { real::sys_fstatat_into(fd, c"".as_ptr(), buf.cast(), libc::AT_EMPTY_PATH) }
 }
 
@@ -120,12 +128,15 @@ unsafe fn sys_fstat<T>(fd: c_int, buf: *mut T) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
     let r = match real::fstat() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(fd, buf) },
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the caller's contract makes `buf` writable for the stat buffer it names,
+        // which is all `sys_fstat` requires.
         None => unsafe { sys_fstat(fd, buf) },
     };
-    // SAFETY: `buf` was filled when `r == 0`.
+    // SAFETY: when `r == 0` the call above succeeded on the caller's `buf`, so `buf` is null
+    // or the buffer it filled, as `fix` requires.
     unsafe { fix(r, fd, buf) }
 }
 
@@ -136,12 +147,15 @@ pub unsafe extern "C" fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int {
     let r = match real::fstat64() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(fd, buf) },
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the caller's contract makes `buf` writable for the stat buffer it names,
+        // which is all `sys_fstat` requires.
         None => unsafe { sys_fstat(fd, buf) },
     };
-    // SAFETY: `buf` was filled when `r == 0`.
+    // SAFETY: when `r == 0` the call above succeeded on the caller's `buf`, so `buf` is null
+    // or the buffer it filled, as `fix` requires.
     unsafe { fix(r, fd, buf) }
 }
 
@@ -152,12 +166,15 @@ pub unsafe extern "C" fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
     let r = match real::fxstat() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(ver, fd, buf) },
-        // SAFETY: forwarded caller contract (`ver` names the kernel layout on 64-bit targets).
+        // SAFETY: the caller's contract makes `buf` writable for a `struct stat`, which is all
+        // `sys_fstat` requires (`ver` names the kernel's own layout on these 64-bit targets).
         None => unsafe { sys_fstat(fd, buf) },
     };
-    // SAFETY: `buf` was filled when `r == 0`.
+    // SAFETY: when `r == 0` the call above succeeded on the caller's `buf`, so `buf` is null
+    // or the buffer it filled, as `fix` requires.
     unsafe { fix(r, fd, buf) }
 }
 
@@ -168,12 +185,15 @@ pub unsafe extern "C" fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -
 #[no_mangle]
 pub unsafe extern "C" fn __fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int {
     let r = match real::fxstat64() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(ver, fd, buf) },
-        // SAFETY: as for `__fxstat`.
+        // SAFETY: the caller's contract makes `buf` writable for a `struct stat64`, the same
+        // layout as `struct stat` (checked in `real`), which is all `sys_fstat` requires.
         None => unsafe { sys_fstat(fd, buf) },
     };
-    // SAFETY: `buf` was filled when `r == 0`.
+    // SAFETY: when `r == 0` the call above succeeded on the caller's `buf`, so `buf` is null
+    // or the buffer it filled, as `fix` requires.
     unsafe { fix(r, fd, buf) }
 }
 
@@ -189,14 +209,18 @@ pub unsafe extern "C" fn fstatat(
     flags: c_int,
 ) -> c_int {
     let r = match real::fstatat() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(dirfd, path, buf, flags) },
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the caller's contract makes `path` a NUL-terminated string and `buf`
+        // writable for a `struct stat`, as `sys_fstatat_into` requires.
         None => unsafe { real::sys_fstatat_into(dirfd, path, buf, flags) },
     };
-    // SAFETY: `path` is valid if the call succeeded; `buf` was filled when `r == 0`.
+    // SAFETY: the call succeeded, so `path` is null (Linux >= 6.11 with AT_EMPTY_PATH) or the
+    // NUL-terminated string the caller's contract promises, as `stats_the_fd` requires.
     if r == 0 && unsafe { stats_the_fd(path, flags) } {
-        // SAFETY: as above.
+        // SAFETY: `r == 0`: the call succeeded on the caller's `buf`, so `buf` is the buffer
+        // it filled, as `fix` requires.
         return unsafe { fix(r, dirfd, buf) };
     }
     r
@@ -214,14 +238,18 @@ pub unsafe extern "C" fn fstatat64(
     flags: c_int,
 ) -> c_int {
     let r = match real::fstatat64() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(dirfd, path, buf, flags) },
-        // SAFETY: forwarded caller contract; same layout as `struct stat` (checked in `real`).
+        // SAFETY: the caller's contract makes `path` a NUL-terminated string and `buf`
+        // writable for a `struct stat64`, the same layout as `struct stat` (checked in `real`).
         None => unsafe { real::sys_fstatat_into(dirfd, path, buf.cast(), flags) },
     };
-    // SAFETY: `path` is valid if the call succeeded; `buf` was filled when `r == 0`.
+    // SAFETY: the call succeeded, so `path` is null (Linux >= 6.11 with AT_EMPTY_PATH) or the
+    // NUL-terminated string the caller's contract promises, as `stats_the_fd` requires.
     if r == 0 && unsafe { stats_the_fd(path, flags) } {
-        // SAFETY: as above.
+        // SAFETY: `r == 0`: the call succeeded on the caller's `buf`, so `buf` is the buffer
+        // it filled, as `fix` requires.
         return unsafe { fix(r, dirfd, buf) };
     }
     r
@@ -240,14 +268,18 @@ pub unsafe extern "C" fn __fxstatat(
     flags: c_int,
 ) -> c_int {
     let r = match real::fxstatat() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(ver, dirfd, path, buf, flags) },
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the caller's contract makes `path` a NUL-terminated string and `buf`
+        // writable for a `struct stat`, as `sys_fstatat_into` requires.
         None => unsafe { real::sys_fstatat_into(dirfd, path, buf, flags) },
     };
-    // SAFETY: `path` is valid if the call succeeded; `buf` was filled when `r == 0`.
+    // SAFETY: the call succeeded, so `path` is null (Linux >= 6.11 with AT_EMPTY_PATH) or the
+    // NUL-terminated string the caller's contract promises, as `stats_the_fd` requires.
     if r == 0 && unsafe { stats_the_fd(path, flags) } {
-        // SAFETY: as above.
+        // SAFETY: `r == 0`: the call succeeded on the caller's `buf`, so `buf` is the buffer
+        // it filled, as `fix` requires.
         return unsafe { fix(r, dirfd, buf) };
     }
     r
@@ -266,14 +298,18 @@ pub unsafe extern "C" fn __fxstatat64(
     flags: c_int,
 ) -> c_int {
     let r = match real::fxstatat64() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(ver, dirfd, path, buf, flags) },
-        // SAFETY: forwarded caller contract; same layout as `struct stat` (checked in `real`).
+        // SAFETY: the caller's contract makes `path` a NUL-terminated string and `buf`
+        // writable for a `struct stat64`, the same layout as `struct stat` (checked in `real`).
         None => unsafe { real::sys_fstatat_into(dirfd, path, buf.cast(), flags) },
     };
-    // SAFETY: `path` is valid if the call succeeded; `buf` was filled when `r == 0`.
+    // SAFETY: the call succeeded, so `path` is null (Linux >= 6.11 with AT_EMPTY_PATH) or the
+    // NUL-terminated string the caller's contract promises, as `stats_the_fd` requires.
     if r == 0 && unsafe { stats_the_fd(path, flags) } {
-        // SAFETY: as above.
+        // SAFETY: `r == 0`: the call succeeded on the caller's `buf`, so `buf` is the buffer
+        // it filled, as `fix` requires.
         return unsafe { fix(r, dirfd, buf) };
     }
     r
@@ -292,14 +328,18 @@ pub unsafe extern "C" fn statx(
     buf: *mut libc::statx,
 ) -> c_int {
     let r = match real::statx() {
-        // SAFETY: the real function with the caller's arguments.
+        // SAFETY: `f` is the next definition of this very symbol (`dlsym(RTLD_NEXT)`, typed by
+        // its C signature); it gets the caller's arguments under their contract.
         Some(f) => unsafe { f(dirfd, path, flags, mask, buf) },
-        // SAFETY: forwarded caller contract.
+        // SAFETY: the caller's contract makes `path` a NUL-terminated string and `buf`
+        // writable for a `struct statx`, as `sys_statx` requires.
         None => unsafe { real::sys_statx(dirfd, path, flags, mask, buf) },
     };
-    // SAFETY: `path` is valid if the call succeeded; `buf` was filled when `r == 0`.
+    // SAFETY: the call succeeded, so `path` is null (Linux >= 6.11 with AT_EMPTY_PATH) or the
+    // NUL-terminated string the caller's contract promises, as `stats_the_fd` requires.
     if r == 0 && unsafe { stats_the_fd(path, flags) } {
-        // SAFETY: as above.
+        // SAFETY: `r == 0`: the call succeeded on the caller's `buf`, so `buf` is the buffer
+        // it filled, as `fix` requires.
         return unsafe { fix(r, dirfd, buf) };
     }
     r

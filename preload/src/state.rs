@@ -122,7 +122,8 @@ pub fn monotonic_secs() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid out-pointer.
+    // SAFETY: `ts` is a local `timespec`, writable for its whole size, and the only memory
+    // clock_gettime touches; CLOCK_MONOTONIC exists on every Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec.max(0) as u64
 }
@@ -187,7 +188,8 @@ fn env(name: &CStr) -> Option<&'static [u8]> {
     if p.is_null() {
         None
     } else {
-        // SAFETY: getenv returned a valid NUL-terminated string.
+        // SAFETY: `p` is non-null, so it points at the NUL-terminated value in the environment
+        // block, which stays in place for the process (see above).
         Some(unsafe { CStr::from_ptr(p) }.to_bytes())
     }
 }
@@ -208,7 +210,7 @@ pub fn ensure_init() {
     // Another thread is reading the environment (a few microseconds, no blocking calls).
     while INIT.load(Ordering::Acquire) != INIT_DONE {
         core::hint::spin_loop();
-        // SAFETY: sched_yield has no preconditions.
+        // SAFETY: sched_yield takes no arguments and touches no memory of ours.
         unsafe { libc::sched_yield() };
     }
 }
@@ -254,7 +256,8 @@ pub fn absolutise(out: &mut PathBuffer, dirfd: libc::c_int, path: &[u8]) -> bool
     if path.first() != Some(&b'/') {
         let raw = out.raw_mut();
         let n = if dirfd == libc::AT_FDCWD {
-            // SAFETY: `raw` is a writable buffer of PATH_CAP bytes.
+            // SAFETY: `raw` is writable for `raw.len()` bytes, the size passed, and getcwd
+            // writes at most that many (NUL included) or fails with null.
             let p = unsafe { libc::getcwd(raw.as_mut_ptr().cast(), raw.len()) };
             if p.is_null() {
                 return false;
@@ -265,7 +268,8 @@ pub fn absolutise(out: &mut PathBuffer, dirfd: libc::c_int, path: &[u8]) -> bool
             link.push(b"/proc/self/fd/");
             link.push_u64(u64::from(dirfd as u32));
             link.push(b"\0");
-            // SAFETY: `link` is NUL-terminated, `raw` is writable for its length.
+            // SAFETY: `link` ends in the NUL pushed above; `raw` is writable for `raw.len()`
+            // bytes, the size passed, and readlink writes no more than that.
             let n = unsafe {
                 libc::readlink(
                     link.as_bytes().as_ptr().cast(),
@@ -342,12 +346,14 @@ impl Drop for ReentryGuard {
 
 /// Current errno.
 pub fn errno() -> libc::c_int {
-    // SAFETY: __errno_location always returns this thread's errno slot.
+    // SAFETY: __errno_location returns a non-null, aligned pointer to this thread's errno,
+    // valid for the thread's lifetime; reading an int from it is what `errno` means in C.
     unsafe { *libc::__errno_location() }
 }
 
 /// Sets errno.
 pub fn set_errno(v: libc::c_int) {
-    // SAFETY: as above.
+    // SAFETY: __errno_location returns a non-null, aligned pointer to this thread's errno,
+    // which no other thread touches, so writing an int through it races with nothing.
     unsafe { *libc::__errno_location() = v };
 }

@@ -15,6 +15,7 @@
 //!
 //! A refusal is an errno (`EACCES` for identity, `EIO` for an unsealed fd) and one log line.
 
+use core::ffi::CStr;
 use core::mem::size_of;
 
 use crate::log::{Bytes, Level};
@@ -41,7 +42,7 @@ pub enum Refusal {
 
 /// True for uids this process trusts: its own (real or effective) and root.
 pub fn trusted_uid(uid: u32) -> bool {
-    // SAFETY: getuid/geteuid have no preconditions.
+    // SAFETY: getuid and geteuid take no arguments, touch no memory and cannot fail.
     let (ruid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
     uid == 0 || uid == ruid || uid == euid
 }
@@ -61,9 +62,13 @@ fn parent_dir_cstr(socket: &[u8], out: &mut [u8; PATH_CAP + 1]) -> bool {
     true
 }
 
-fn stat_path(path: *const libc::c_char, flags: libc::c_int) -> Result<libc::stat, libc::c_int> {
-    // SAFETY: callers pass a NUL-terminated path.
-    unsafe { crate::real::sys_fstatat(libc::AT_FDCWD, path, flags) }
+/// Raw `stat` of the string that starts `buf` and ends at its first NUL (`ENAMETOOLONG`
+/// when there is none).
+fn stat_path(buf: &[u8], flags: libc::c_int) -> Result<libc::stat, libc::c_int> {
+    let path = CStr::from_bytes_until_nul(buf).map_err(|_| libc::ENAMETOOLONG)?;
+    // SAFETY: `path` is a NUL-terminated `CStr` borrowed from `buf` for the whole call, the
+    // only thing `sys_fstatat` requires.
+    unsafe { crate::real::sys_fstatat(libc::AT_FDCWD, path.as_ptr(), flags) }
 }
 
 /// Decides whether a directory with `dir` metadata (and, for a sticky directory, the socket's
@@ -99,7 +104,7 @@ pub fn check_socket_dir(socket: &[u8]) -> Result<(), libc::c_int> {
     if !parent_dir_cstr(socket, &mut dir) {
         return Err(libc::ENAMETOOLONG);
     }
-    let st = match stat_path(dir.as_ptr().cast(), 0) {
+    let st = match stat_path(&dir, 0) {
         Ok(st) => st,
         // No directory: nothing to connect to either; connect reports it.
         Err(libc::ENOENT) => return Ok(()),
@@ -111,7 +116,7 @@ pub fn check_socket_dir(socket: &[u8]) -> Result<(), libc::c_int> {
             return Err(libc::ENAMETOOLONG);
         }
         sock[..socket.len()].copy_from_slice(socket);
-        stat_path(sock.as_ptr().cast(), libc::AT_SYMLINK_NOFOLLOW)
+        stat_path(&sock, libc::AT_SYMLINK_NOFOLLOW)
             .ok()
             .map(|s| s.st_uid)
     } else {
@@ -128,7 +133,9 @@ pub fn check_peer(fd: libc::c_int, socket: &[u8]) -> Result<(), libc::c_int> {
         gid: 0,
     };
     let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` is a valid out-buffer of `len` bytes for SO_PEERCRED.
+    // SAFETY: SO_PEERCRED writes a `ucred`; `cred` is a live local one and `len` (a live
+    // local the kernel updates) holds exactly its size. `fd` is the caller's connected socket;
+    // a bad one comes back as errno.
     let r = unsafe {
         libc::getsockopt(
             fd,
@@ -165,7 +172,7 @@ fn refuse(socket: &[u8], why: Refusal) -> libc::c_int {
     if !state::TRUST_LOG.should_log() {
         return libc::EACCES;
     }
-    // SAFETY: geteuid has no preconditions.
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     let me = unsafe { libc::geteuid() };
     let s = Bytes(socket);
     match why {
@@ -193,7 +200,8 @@ fn refuse(socket: &[u8], why: Refusal) -> libc::c_int {
 /// Whether a received memory file is sealed against every change of its bytes; `Err` carries
 /// the seals it has (-1: `F_GET_SEALS` failed, e.g. not a memfd).
 pub fn check_sealed(fd: libc::c_int) -> Result<(), libc::c_int> {
-    // SAFETY: F_GET_SEALS on an fd we own.
+    // SAFETY: F_GET_SEALS takes no argument and touches no memory; `fd` is the received fd
+    // the caller holds, and anything else (closed, not a memfd) comes back as -1.
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
     if seals >= 0 && seals & REQUIRED_SEALS == REQUIRED_SEALS {
         Ok(())
@@ -262,17 +270,17 @@ mod tests {
 
     #[test]
     fn unsealed_memfds_are_refused() {
-        // SAFETY: memfd_create with a literal name; the fd is closed below.
+        // SAFETY: the name is a NUL-terminated literal, the only memory memfd_create reads;
+        // the fd it returns is this test's and is closed below.
         let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING) };
         assert!(fd >= 0);
         assert!(check_sealed(fd).is_err());
-        // SAFETY: adding seals to our own memfd.
-        assert_eq!(
-            unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, REQUIRED_SEALS) },
-            0
-        );
+        // SAFETY: `fd` is the memfd created above, open and owned by this test;
+        // F_ADD_SEALS takes an int argument and touches no memory.
+        let rc = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, REQUIRED_SEALS) };
+        assert_eq!(rc, 0);
         assert_eq!(check_sealed(fd), Ok(()));
-        // SAFETY: closing our fd.
+        // SAFETY: `fd` is this test's memfd, not used after this close.
         unsafe { libc::close(fd) };
     }
 }

@@ -59,17 +59,16 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 fn sealed_memfd(content: &[u8]) -> OwnedFd {
     let owned = memfd_with(content);
     let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl on our fd.
-    assert_eq!(
-        unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-        0
-    );
+    // SAFETY: `owned` is the open memfd made just above; F_ADD_SEALS takes an int
+    // argument and touches no memory.
+    let rc = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    assert_eq!(rc, 0);
     owned
 }
 
 /// A memfd holding `content`, without seals.
 fn memfd_with(content: &[u8]) -> OwnedFd {
-    // SAFETY: memfd_create with a literal name.
+    // SAFETY: the name is a NUL-terminated literal, the only memory memfd_create reads.
     let fd = unsafe {
         libc::memfd_create(
             c"fake-agent".as_ptr(),
@@ -77,7 +76,8 @@ fn memfd_with(content: &[u8]) -> OwnedFd {
         )
     };
     assert!(fd >= 0, "memfd_create failed");
-    // SAFETY: fresh fd we own.
+    // SAFETY: `fd` was just returned by memfd_create (checked `>= 0`) and nothing else owns
+    // it, so the `OwnedFd` is its only owner.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut f = std::fs::File::from(owned.try_clone().unwrap());
     f.write_all(content).unwrap();
@@ -131,12 +131,14 @@ fn send_with_fd(stream: &UnixStream, line: &[u8], fd: Option<&OwnedFd>) {
     #[repr(C, align(8))]
     struct Cmsg([u8; 64]);
     let mut cbuf = Cmsg([0; 64]);
-    // SAFETY: plain old data.
+    // SAFETY: `msghdr` is plain old data (pointers, lengths, flags); all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if let Some(fd) = fd {
-        // SAFETY: building one SCM_RIGHTS control message inside `cbuf`.
+        // SAFETY: `cbuf` is 64 bytes, aligned for `cmsghdr`, and CMSG_SPACE(4) (24 bytes) fits
+        // in it, so CMSG_FIRSTHDR returns a header inside `cbuf` whose data area holds one int,
+        // written unaligned.
         unsafe {
             msg.msg_control = cbuf.0.as_mut_ptr().cast();
             msg.msg_controllen = libc::CMSG_SPACE(4) as _;
@@ -149,7 +151,8 @@ fn send_with_fd(stream: &UnixStream, line: &[u8], fd: Option<&OwnedFd>) {
                 .write_unaligned(fd.as_raw_fd());
         }
     }
-    // SAFETY: `msg` references live buffers.
+    // SAFETY: `msg` points at `iov` (covering `line`, read only) and, with an fd, at the
+    // control message built in `cbuf`; all are live locals for this call.
     let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
     assert_eq!(n as usize, line.len(), "fake agent sendmsg");
 }
@@ -1084,7 +1087,8 @@ fn main_role_spawns_agent_without_preload_env_and_second_main_is_secondary() {
 struct KillOnDrop(i32);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: signalling the fake agent this test started.
+        // SAFETY: kill takes plain ints and touches no memory; the pid is the fake agent this
+        // test started.
         unsafe { libc::kill(self.0, libc::SIGTERM) };
     }
 }
@@ -1103,10 +1107,10 @@ fn bench_child_open_close_loop() {
     let c = std::ffi::CString::new(path).unwrap();
     let start = Instant::now();
     for _ in 0..iters {
-        // SAFETY: valid C string; the fd is closed at once.
+        // SAFETY: `c` is a NUL-terminated `CString` that outlives the call; open only reads it.
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         assert!(fd >= 0);
-        // SAFETY: closing the fd we opened.
+        // SAFETY: `fd` was opened just above (checked `>= 0`) and is not used after this close.
         unsafe { libc::close(fd) };
     }
     let ns = start.elapsed().as_nanos() / u128::from(iters);
@@ -1199,7 +1203,7 @@ fn real_python() -> &'static Path {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 

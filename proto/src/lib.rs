@@ -2,6 +2,8 @@
 //! The schema lives in `proto/ossc.proto`; `build.rs` compiles it with
 //! `protox`, so no system `protoc` is required.
 
+#![forbid(unsafe_code)]
+
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("ossc.v1");

@@ -17,6 +17,8 @@
 //! bottleneck; the raw per-phase measurements go to JSON, and the summary
 //! (medians, ratios, model comparison) is left to `scripts/bench.py`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

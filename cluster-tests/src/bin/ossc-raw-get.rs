@@ -9,6 +9,8 @@
 //!
 //! usage: ossc-raw-get ENDPOINT BUCKET PREFIX PART_SIZE CONCURRENCY [WRITE_DIR]
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -213,6 +213,7 @@ impl FileCache {
 
     /// The current version of the regular file at `path`, or `None` when there
     /// is no regular file there.
+    #[allow(unsafe_code)] // memory-maps the file (see the SAFETY note below)
     pub fn open(&self, path: &Path) -> io::Result<Option<Arc<ObjectFile>>> {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,

@@ -54,6 +54,7 @@ pub(crate) struct ConnInfo {
 
 impl ConnInfo {
     /// Makes the coming close send RST instead of FIN.
+    #[allow(unsafe_code)] // setsockopt on a raw fd (see the SAFETY note below)
     fn arm_reset(&self) {
         let linger = libc::linger {
             l_onoff: 1,

@@ -51,7 +51,7 @@ pub fn prepare(dir: &Path, shared: bool) -> anyhow::Result<()> {
     if !meta.is_dir() {
         anyhow::bail!("socket directory {} is not a directory", dir.display());
     }
-    // SAFETY: geteuid has no preconditions.
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
     let me = unsafe { libc::geteuid() };
     if let Some(why) = refusal(meta.mode(), meta.uid(), me) {
         anyhow::bail!(
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_directory_of_another_user_is_refused() {
-        // SAFETY: geteuid has no preconditions.
+        // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("!!! SKIPPED: giving a directory to another user needs root");
             return;

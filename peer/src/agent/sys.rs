@@ -28,7 +28,8 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .open(path)?;
-        // SAFETY: flock on a valid fd owned by `file`.
+        // SAFETY: the fd is open and owned by `file`, which outlives the call; flock takes
+        // plain ints and touches no memory.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
             return Ok(Some(FileLock { _file: file }));
@@ -73,7 +74,9 @@ pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> io::Result<usize> {
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
     }
-    // SAFETY: every pointer in `msg` refers to live locals of this frame.
+    // SAFETY: every pointer in `msg` refers to live locals of this frame: `iov` covers
+    // `data` (read only), the control header was filled above within `space` bytes of
+    // `cbuf`; `fd` is sent as a number and stays the caller's.
     let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
     if n < 0 {
         return Err(io::Error::last_os_error());

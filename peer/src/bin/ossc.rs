@@ -2,6 +2,8 @@
 //! calls into the library (`ossc_peer::*`, `ossc_core::*`). Exit codes follow
 //! `ossc_peer::exit_code` (listed in `ossc --help`).
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
