@@ -1102,7 +1102,7 @@ mod tests {
     use serde_json::Value;
 
     /// The shared vectors file, copied into the crate (never read from ../shared).
-    const VECTORS: &str = include_str!("../testdata/signing.json");
+    const VECTORS: &str = include_str!("../../testdata/signing.json");
 
     fn vectors() -> Value {
         serde_json::from_str(VECTORS).expect("signing.json parses")

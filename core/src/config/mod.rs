@@ -936,7 +936,7 @@ mod tests {
     use std::collections::HashMap;
 
     /// The vendor's documented sample, shipped in `deploy/config.json`.
-    const VENDOR_SAMPLE: &str = include_str!("../../deploy/config.json");
+    const VENDOR_SAMPLE: &str = include_str!("../../../deploy/config.json");
 
     fn parse(text: &str) -> Result<LoadedConfig, ConfigError> {
         ConnectorConfig::parse(text, Path::new("/etc/oss-connector/config.json"))
