@@ -4,7 +4,7 @@
 //! Design decision: the checks run in a fixed order (header present and
 //! well-formed, key id known, date within [`MAX_CLOCK_SKEW`], security token,
 //! then the signature itself), so a request fails with the same code S3 and
-//! OSS give it. Secrets and tokens are compared in constant time, and a
+//! OSS give it. Signatures and tokens are compared in constant time, and a
 //! mismatch carries the server's string-to-sign for the client's debug log.
 //! Both V4 schemes run through one path ([`Check::v4`]) that differs only in
 //! the [`V4Scheme`] names and in which headers the request says it signed.
