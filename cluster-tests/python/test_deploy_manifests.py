@@ -740,7 +740,7 @@ def test_vendor_style_config_map_is_mounted_where_the_code_reads_it():
     c = vendor_main()
     spec = pod_spec(vendor_app())
     default = re.search(
-        r'const DEFAULT_CONFIG_PATH: &str = "([^"]+)";', (REPO / "core/src/config.rs").read_text()
+        r'const DEFAULT_CONFIG_PATH: &str = "([^"]+)";', (REPO / "core/src/config/file.rs").read_text()
     )
     assert default and default.group(1) == "/etc/oss-connector/config.json"
     assert "OSS_CONNECTOR_CONFIG" not in env_of(c), "vendor style: the default path, no override"

@@ -12,6 +12,7 @@ use super::providers::{FileProvider, ProcessProvider, DEFAULT_PROCESS_TIMEOUT};
 use super::remote::{EcsRamRoleProvider, ImdsProvider, ECS_METADATA_ENDPOINT, IMDS_ENDPOINT};
 use super::sts::{AssumeRoleProvider, Flavor, ALIBABA_STS_ENDPOINT, AWS_STS_ENDPOINT};
 use super::{CredentialError, CredentialProvider, CredentialSource, StaticProvider};
+use crate::config;
 use crate::sign::Credentials;
 
 /// The vendor's credentials file.
@@ -76,7 +77,7 @@ pub fn resolve(
 
     if let Some(c) = oss_env {
         return source(Box::new(StaticProvider::new(
-            "OSS_ACCESS_KEY_ID",
+            config::env::ACCESS_KEY_ID,
             c.clone(),
         )));
     }
