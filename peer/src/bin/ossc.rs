@@ -149,9 +149,6 @@ enum Command {
     },
 }
 
-/// How long `ossc evict` waits for the agent's answer.
-const EVICT_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -168,47 +165,13 @@ fn run(cli: Cli) -> Result<()> {
             shards,
             seed,
             manifest,
-        } => {
-            let spec = ossc_peer::synthetic_model::ModelSpec {
-                total_bytes: size_mb << 20,
-                shards,
-                seed,
-            };
-            let m = ossc_peer::synthetic_model::generate(&dir, &spec)?;
-            ossc_peer::synthetic_model::write_manifest(&manifest, &m)?;
-            let bytes: u64 = m.files.values().map(|f| f.size).sum();
-            println!(
-                "generated {} files, {} tensors, {} bytes in {}",
-                m.files.len(),
-                m.tensors.len(),
-                bytes,
-                dir.display()
-            );
-            Ok(())
-        }
+        } => ossc_peer::cli::model_files::gen_model(&dir, size_mb, shards, seed, &manifest),
         Command::LoadModel {
             dir,
             manifest,
             no_manifest: _,
             json,
-        } => {
-            let r = match manifest {
-                Some(manifest) => {
-                    let m = ossc_peer::synthetic_model::read_manifest(&manifest)?;
-                    ossc_peer::model_reader::load_and_verify(&dir, &m)?
-                }
-                None => ossc_peer::model_reader::load_only(&dir)?,
-            };
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "loaded {} files, {} bytes in {:.2} s ({:.2} GB/s); verified {} tensors in {:.2} s: all bytes exact",
-                    r.files, r.bytes, r.load_seconds, r.load_gbps(), r.tensors_verified, r.verify_seconds
-                );
-            }
-            Ok(())
-        }
+        } => ossc_peer::cli::model_files::load_model(&dir, manifest, json),
         Command::ServeStore {
             root,
             addr,
@@ -251,48 +214,22 @@ fn run(cli: Cli) -> Result<()> {
         Command::Agent(args) => ossc_peer::cli::agent_cli::run(args),
         Command::Peer(args) => ossc_peer::cli::peer_daemon::run(args),
         Command::Secret(args) => ossc_peer::cli::secret_cli::run(args),
-        Command::Status { socket, json } => {
-            let socket = socket.unwrap_or_else(ossc_peer::cli::cli_support::default_socket);
-            let status = ossc_peer::cli::agent_client::status(&socket)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", ossc_peer::cli::cli_support::render_status(&status));
-            }
-            Ok(())
-        }
+        Command::Status { socket, json } => ossc_peer::cli::agent_requests::status(socket, json),
         Command::Prefetch {
             path,
             wait,
             timeout_sec,
             socket,
             json,
-        } => {
-            let socket = socket.unwrap_or_else(ossc_peer::cli::cli_support::default_socket);
-            let report = ossc_peer::cli::agent_client::prefetch(
-                &socket,
-                &path,
-                wait,
-                Duration::from_secs(timeout_sec.max(1)),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", ossc_peer::cli::cli_support::render_prefetch(&report));
-            }
-            let failed = report["failed"].as_array().map_or(0, |f| f.len());
-            anyhow::ensure!(failed == 0, "{failed} file(s) could not be prefetched");
-            Ok(())
-        }
+        } => ossc_peer::cli::agent_requests::prefetch(
+            &path,
+            wait,
+            Duration::from_secs(timeout_sec.max(1)),
+            socket,
+            json,
+        ),
         Command::Evict { path, socket, json } => {
-            let socket = socket.unwrap_or_else(ossc_peer::cli::cli_support::default_socket);
-            let report = ossc_peer::cli::agent_client::evict(&socket, &path, EVICT_TIMEOUT)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", ossc_peer::cli::cli_support::render_evict(&report));
-            }
-            Ok(())
+            ossc_peer::cli::agent_requests::evict(&path, socket, json)
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ossc", &mut std::io::stdout());

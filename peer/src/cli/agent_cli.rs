@@ -20,20 +20,10 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
-    // Config errors must be visible even before logPath is known.
-    let config = match cli_support::load_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ossc agent: {e:#}");
-            return Err(e);
-        }
-    };
-    node::init_logging(&config.log_path, config.log_level, args.node.log_stderr);
-    let result = build_and_run(args, config);
-    if let Err(e) = &result {
-        tracing::error!("agent stopped: {e:#}");
-    }
-    result
+    let log_stderr = args.node.log_stderr;
+    node::run_with_config("ossc agent", "agent stopped", false, log_stderr, |config| {
+        build_and_run(args, config)
+    })
 }
 
 fn build_and_run(args: AgentArgs, config: ConnectorConfig) -> Result<()> {

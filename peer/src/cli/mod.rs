@@ -8,10 +8,12 @@
 
 pub mod agent_cli;
 pub mod agent_client;
+pub mod agent_requests;
 pub mod cli_support;
 pub mod demo;
 pub mod download;
 pub mod exit_code;
+pub mod model_files;
 pub mod node;
 pub mod peer_daemon;
 pub mod peer_layer;

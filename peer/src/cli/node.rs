@@ -58,6 +58,35 @@ impl NodeArgs {
     }
 }
 
+/// The start and end of `ossc agent` and `ossc peer` around `body`: loads the
+/// vendor config (an error in it goes to stderr as `{command}: …`, since
+/// logPath is not known yet), sets up logging, runs `body`, and logs why it
+/// stopped as `{stopped}: …` (with `echo_stop`, on stderr too).
+pub fn run_with_config(
+    command: &str,
+    stopped: &str,
+    echo_stop: bool,
+    log_stderr: bool,
+    body: impl FnOnce(ConnectorConfig) -> Result<()>,
+) -> Result<()> {
+    let config = match cli_support::load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{command}: {e:#}");
+            return Err(e);
+        }
+    };
+    init_logging(&config.log_path, config.log_level, log_stderr);
+    let result = body(config);
+    if let Err(e) = &result {
+        tracing::error!("{stopped}: {e:#}");
+        if echo_stop {
+            eprintln!("{command}: {e:#}");
+        }
+    }
+    result
+}
+
 /// Logs go to `logPath` (created if needed) at `logLevel` (0 debug … 3 error);
 /// `RUST_LOG` overrides the level. Falls back to stderr when the file can't be opened.
 pub fn init_logging(path: &Path, level: u8, force_stderr: bool) {

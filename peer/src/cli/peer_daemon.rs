@@ -70,20 +70,14 @@ pub struct PeerArgs {
 
 /// Runs the daemon until SIGTERM / SIGINT.
 pub fn run(args: PeerArgs) -> Result<()> {
-    let config = match cli_support::load_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ossc peer: {e:#}");
-            return Err(e);
-        }
-    };
-    node::init_logging(&config.log_path, config.log_level, args.node.log_stderr);
-    let result = build_and_run(args, config);
-    if let Err(e) = &result {
-        tracing::error!("peer daemon stopped: {e:#}");
-        eprintln!("ossc peer: {e:#}");
-    }
-    result
+    let log_stderr = args.node.log_stderr;
+    node::run_with_config(
+        "ossc peer",
+        "peer daemon stopped",
+        true,
+        log_stderr,
+        |config| build_and_run(args, config),
+    )
 }
 
 /// The peer layer's settings: flags over `lookup` (the environment) over the
