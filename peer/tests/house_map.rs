@@ -24,7 +24,7 @@ const ROOM_RULES: &[(&str, &[&str])] = &[
 /// The top room: it may name every other one, none may name it.
 const TOP_ROOM: &str = "cli";
 
-/// The workspace's crates (a crate it does not have is skipped).
+/// The workspace's crates: a source naming one of them depends on it.
 const WORKSPACE_CRATES: &[&str] = &[
     "ossc-proto",
     "ossc-wire",
