@@ -27,7 +27,7 @@ DOCKERIGNORE = REPO / "deploy/container/Dockerfile.dockerignore"
 # Sources whose string literals count as "read by the code". demo.rs only sets variables for
 # the processes it starts, and unit tests set whatever they like, so neither counts.
 READER_DIRS = ["core/src", "peer/src", "preload/src"]
-NOT_READERS = {"peer/src/demo.rs"}
+NOT_READERS = {"peer/src/cli/demo.rs"}
 STORE_CREDENTIALS = {
     "OSS_ACCESS_KEY_ID",
     "OSS_ACCESS_KEY_SECRET",
@@ -188,7 +188,10 @@ def clap_fields(body):
 
 
 def peer_flags():
-    return clap_fields(struct_body("peer/src/peer_daemon.rs", "PeerArgs"))
+    """`ossc peer`'s flags: PeerArgs' own and those of the NodeArgs it flattens."""
+    body = struct_body("peer/src/cli/peer_daemon.rs", "PeerArgs")
+    assert re.search(r"#\[command\(flatten\)\]\s*pub\s+\w+\s*:\s*NodeArgs,", body), body
+    return clap_fields(body) | clap_fields(struct_body("peer/src/cli/node.rs", "NodeArgs"))
 
 
 def status_flags():
@@ -327,7 +330,7 @@ def test_daemon_env_names_are_read_by_the_rust_code():
 
 def test_peer_args_are_flags_of_ossc_peer():
     text = (REPO / "peer/src/bin/ossc.rs").read_text()
-    assert re.search(r"^\s*Peer\(\s*ossc_peer::peer_daemon::PeerArgs\s*\)", text, re.M)
+    assert re.search(r"^\s*Peer\(\s*ossc_peer::cli::peer_daemon::PeerArgs\s*\)", text, re.M)
     flags = peer_flags()
     assert "--secret-file" in flags and "--expire-time-sec" in flags, flags
     c = ossc_main()

@@ -1,19 +1,17 @@
 //! `ossc-peer`: the node agent, the peer layer and the `ossc` command-line tool.
+//!
+//! The rooms and which way they may import (docs/architecture.md, "Map of the
+//! house"; `tests/house_map.rs` fails on a back-edge): [`cli`] on top may use
+//! every room; [`agent`] and [`swarm`] sit side by side and never name each
+//! other; both stand on [`object_source`], which names neither.
 
 pub mod agent;
-pub mod agent_cli;
-pub mod agent_client;
-pub mod cli_support;
-pub mod demo;
-pub mod download;
-pub mod exit_code;
+pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model_reader;
 pub mod object_source;
-pub mod peer_daemon;
 pub mod prometheus;
 pub mod safe_dir;
-pub mod secret_cli;
 pub mod swarm;
 pub mod synthetic_model;

@@ -51,6 +51,31 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The peer layer of the node listening on `port`, among `peers`.
+fn peer_layer(peers: &[String], port: u16) -> SwarmConfig {
+    SwarmConfig {
+        peers: peers.to_vec(),
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        advertise: None,
+        secret: ClusterSecret::new(b"Hn4Qe7Rw2Ty5Ui8Op1As3Df6Gh9Jk0Lz").unwrap(),
+        chunk_size: CHUNK,
+        pull_concurrency: 4,
+        peer_wait: Duration::from_secs(5),
+        timing: MembershipTiming {
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_millis(500),
+            hello_timeout: Duration::from_millis(300),
+            startup_wait: Duration::from_secs(2),
+        },
+        tls: true,
+        corrupt_served_chunks: false,
+        limits: Default::default(),
+        transport: Default::default(),
+        upload_capacity: None,
+        require_verified: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_split_the_model_and_serve_exact_bytes() {
     let mock = Arc::new(MockObjectClient::new("bucket"));
@@ -93,27 +118,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
         opts.memory_limit_bytes = 64 << 20;
         opts.idle_exit = false;
         opts.shutdown = Some(stop_rx.clone());
-        opts.swarm = Some(SwarmConfig {
-            peers: peers.clone(),
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            advertise: None,
-            secret: ClusterSecret::new(b"Hn4Qe7Rw2Ty5Ui8Op1As3Df6Gh9Jk0Lz").unwrap(),
-            chunk_size: CHUNK,
-            pull_concurrency: 4,
-            peer_wait: Duration::from_secs(5),
-            timing: MembershipTiming {
-                heartbeat: Duration::from_millis(100),
-                dead_after: Duration::from_millis(500),
-                hello_timeout: Duration::from_millis(300),
-                startup_wait: Duration::from_secs(2),
-            },
-            tls: true,
-            corrupt_served_chunks: false,
-            limits: Default::default(),
-            transport: Default::default(),
-            upload_capacity: None,
-            require_verified: false,
-        });
+        opts.fetcher = Some(Box::new(peer_layer(&peers, *port)));
         sockets.push(socket);
         tasks.push(tokio::spawn(run_agent(opts)));
     }
@@ -181,6 +186,20 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
         }
     }
 
+    // A second agent for a socket that is already served exits at once and
+    // starts nothing: its peer layer (on the same port) never binds.
+    let mut second = AgentOptions::new(
+        &sockets[0],
+        dir.path().join("n0/model"),
+        PREFIX,
+        mock.clone(),
+    );
+    second.fetcher = Some(Box::new(peer_layer(&peers, ports[0])));
+    tokio::time::timeout(Duration::from_secs(10), run_agent(second))
+        .await
+        .unwrap()
+        .unwrap();
+
     stop.send_replace(true);
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(10), t)
@@ -188,6 +207,14 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             .unwrap()
             .unwrap()
             .unwrap();
+    }
+    // An agent's exit stops its peer layer: every peer port is free again.
+    for port in ports {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "peer port {port} still bound");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -196,7 +196,7 @@ async fn exit_codes_name_the_failure() {
     let help = ossc(&store, dir.path(), SK, &["--help"]).await;
     assert!(help.status.success());
     assert!(
-        stdout(&help).contains(ossc_peer::exit_code::TABLE),
+        stdout(&help).contains(ossc_peer::cli::exit_code::TABLE),
         "{}",
         stdout(&help)
     );

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     /// Bytes fetched from the object store (small files and large objects).
     pub bytes_store: AtomicU64,
-    /// Bytes of large objects received from peers (verified; see `crate::swarm`).
+    /// Bytes of large objects received from peers (verified by the fetcher).
     pub bytes_peer: AtomicU64,
     /// Bytes served to OPENs from memory that was already resident.
     pub bytes_local: AtomicU64,

@@ -14,8 +14,8 @@
 //! [`manifest`] (what the agent created there, validated on load),
 //! [`cache`] (memfds, state machine, memory cap, expiry),
 //! [`idle`] (when a spawned agent exits),
-//! [`fetcher`] (where large objects' bytes come from: the store, or the peer
-//! layer in `crate::swarm`),
+//! [`crate::object_source`] (where large objects' bytes come from: the store
+//! by default, or whatever fetcher the caller hands in),
 //! [`order`] (prefetch order), [`preheat`] (PREFETCH/EVICT of a path), [`server`] (the socket),
 //! [`socket_dir`] (who may write where the socket lives), [`sys`] (memfd,
 //! flock, SCM_RIGHTS), [`procscan`] (`/proc` references), [`audit`],
@@ -48,7 +48,7 @@ use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::object_client::{self, ObjectClient};
 use tokio::sync::watch;
 
-use crate::object_source::{ObjectFetcher, StoreFetcher};
+use crate::object_source::{FetcherSpec, ObjectFetcher, StoreFetcher};
 use cache::{Cache, LargeFile};
 use metrics::Metrics;
 use mirror::{Catalog, Entry, MirrorParams};
@@ -95,13 +95,11 @@ pub struct AgentOptions {
     pub handle_signals: bool,
     /// Stop when this becomes `true` (tests, embedding).
     pub shutdown: Option<watch::Receiver<bool>>,
-    /// Where large objects come from. `None`: the peer layer when `swarm` is
-    /// set, else the store alone ([`StoreFetcher`], today's behaviour).
-    pub fetcher: Option<Arc<dyn ObjectFetcher>>,
-    /// The peer layer (`OSS_CONNECTOR_PEERS` …): when set (and `fetcher` is
-    /// not), `run_agent` starts the chunk server and heartbeats and fetches
-    /// through a `SwarmFetcher`.
-    pub swarm: Option<crate::swarm::SwarmConfig>,
+    /// Where large objects come from, started once the agent holds its
+    /// socket's lock and stopped when it exits (the `ossc` commands hand in
+    /// the peer layer when peers are configured). `None`: the store alone
+    /// ([`StoreFetcher`]).
+    pub fetcher: Option<Box<dyn FetcherSpec>>,
     /// File mode of the socket (`OSS_CONNECTOR_SOCKET_MODE`, e.g. `0o666` so
     /// applications of other users, or in other containers that mount the
     /// socket's directory, can connect). `None`: whatever the umask gives.
@@ -145,7 +143,6 @@ impl AgentOptions {
             handle_signals: false,
             shutdown: None,
             fetcher: None,
-            swarm: None,
             socket_mode: None,
         }
     }
@@ -224,20 +221,11 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         .saturating_mul(cache::PREFETCH_WINDOW_FACTOR);
     let bucket = opts.client.bucket().to_string();
     let engine = Arc::new(FetchEngine::new(opts.client.clone(), opts.fetch));
-    // The peer layer starts before the socket exists, so a failure (port in
-    // use, bad peer list) leaves no socket behind.
-    let mut swarm = None;
-    let fetcher: Arc<dyn ObjectFetcher> = match (opts.fetcher, opts.swarm) {
-        (Some(f), _) => f,
-        (None, Some(config)) => {
-            let s = crate::swarm::Swarm::start(config, engine.clone(), bucket.clone())
-                .await
-                .context("starting the peer layer")?;
-            let f = s.fetcher();
-            swarm = Some(s);
-            f
-        }
-        (None, None) => Arc::new(StoreFetcher::new(engine.clone())),
+    // The fetcher starts before the socket exists, so a failure (a peer port
+    // in use, a bad peer list) leaves no socket behind.
+    let fetcher: Arc<dyn ObjectFetcher> = match opts.fetcher {
+        Some(spec) => spec.start(engine.clone(), bucket.clone()).await?,
+        None => Arc::new(StoreFetcher::new(engine.clone())),
     };
     // We hold the lock: any socket file left is stale.
     match std::fs::remove_file(&socket_path) {
@@ -322,9 +310,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     let result = server::accept_loop(agent.clone(), listener).await;
     mirror_task.abort();
     maintenance_task.abort();
-    if let Some(s) = swarm {
-        s.shutdown().await;
-    }
+    agent.fetcher.shutdown().await;
     if let Err(e) = std::fs::remove_file(&socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket failed");
     }

@@ -1,6 +1,6 @@
 //! `ossc`: the command-line tool. Thin: each subcommand parses its flags and
 //! calls into the library (`ossc_peer::*`, `ossc_core::*`). Exit codes follow
-//! `ossc_peer::exit_code` (listed in `ossc --help`).
+//! `ossc_peer::cli::exit_code` (listed in `ossc --help`).
 
 #![forbid(unsafe_code)]
 
@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
-use ossc_peer::exit_code::ExitCode;
+use ossc_peer::cli::exit_code::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "ossc",
     version,
     about = "Fast, transparent model loading from OSS / S3",
-    after_help = ossc_peer::exit_code::TABLE
+    after_help = ossc_peer::cli::exit_code::TABLE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -99,14 +99,14 @@ enum Command {
         json: bool,
     },
     /// The quick-start demo: generated model, embedded store, load through the preload library.
-    Demo(ossc_peer::demo::DemoArgs),
+    Demo(ossc_peer::cli::demo::DemoArgs),
     /// Run the node agent (normally started by libossc_preload.so).
-    Agent(ossc_peer::agent_cli::AgentArgs),
+    Agent(ossc_peer::cli::agent_cli::AgentArgs),
     /// Run the node agent as a standalone node daemon: prefetch OSS_PATH, serve peers, never
     /// exit for lack of clients; applications attach with ENABLE_CONNECTOR=2.
-    Peer(ossc_peer::peer_daemon::PeerArgs),
+    Peer(ossc_peer::cli::peer_daemon::PeerArgs),
     /// Cluster secrets: `ossc secret generate` prints a new random one.
-    Secret(ossc_peer::secret_cli::SecretArgs),
+    Secret(ossc_peer::cli::secret_cli::SecretArgs),
     /// Show the node agent's state.
     Status {
         /// The agent's socket (default: CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
@@ -151,9 +151,6 @@ enum Command {
     },
 }
 
-/// How long `ossc evict` waits for the agent's answer.
-const EVICT_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -170,47 +167,13 @@ fn run(cli: Cli) -> Result<()> {
             shards,
             seed,
             manifest,
-        } => {
-            let spec = ossc_peer::synthetic_model::ModelSpec {
-                total_bytes: size_mb << 20,
-                shards,
-                seed,
-            };
-            let m = ossc_peer::synthetic_model::generate(&dir, &spec)?;
-            ossc_peer::synthetic_model::write_manifest(&manifest, &m)?;
-            let bytes: u64 = m.files.values().map(|f| f.size).sum();
-            println!(
-                "generated {} files, {} tensors, {} bytes in {}",
-                m.files.len(),
-                m.tensors.len(),
-                bytes,
-                dir.display()
-            );
-            Ok(())
-        }
+        } => ossc_peer::cli::model_files::gen_model(&dir, size_mb, shards, seed, &manifest),
         Command::LoadModel {
             dir,
             manifest,
             no_manifest: _,
             json,
-        } => {
-            let r = match manifest {
-                Some(manifest) => {
-                    let m = ossc_peer::synthetic_model::read_manifest(&manifest)?;
-                    ossc_peer::model_reader::load_and_verify(&dir, &m)?
-                }
-                None => ossc_peer::model_reader::load_only(&dir)?,
-            };
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "loaded {} files, {} bytes in {:.2} s ({:.2} GB/s); verified {} tensors in {:.2} s: all bytes exact",
-                    r.files, r.bytes, r.load_seconds, r.load_gbps(), r.tensors_verified, r.verify_seconds
-                );
-            }
-            Ok(())
-        }
+        } => ossc_peer::cli::model_files::load_model(&dir, manifest, json),
         Command::ServeStore {
             root,
             addr,
@@ -222,9 +185,9 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
         } => {
-            ossc_peer::cli_support::init_logging_stderr();
+            ossc_peer::cli::cli_support::init_logging_stderr();
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(ossc_peer::cli_support::serve_store(
+            runtime.block_on(ossc_peer::cli::cli_support::serve_store(
                 root,
                 addr,
                 access_key_id,
@@ -236,8 +199,8 @@ fn run(cli: Cli) -> Result<()> {
             ))
         }
         Command::Ls { path, json } => {
-            ossc_peer::cli_support::init_logging_stderr();
-            tokio::runtime::Runtime::new()?.block_on(ossc_peer::cli_support::ls(&path, json))
+            ossc_peer::cli::cli_support::init_logging_stderr();
+            tokio::runtime::Runtime::new()?.block_on(ossc_peer::cli::cli_support::ls(&path, json))
         }
         Command::Cp {
             path,
@@ -245,56 +208,30 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             json,
         } => {
-            ossc_peer::cli_support::init_logging_stderr();
+            ossc_peer::cli::cli_support::init_logging_stderr();
             tokio::runtime::Runtime::new()?
-                .block_on(ossc_peer::cli_support::cp(&path, &dest, !quiet, json))
+                .block_on(ossc_peer::cli::cli_support::cp(&path, &dest, !quiet, json))
         }
-        Command::Demo(args) => ossc_peer::demo::run(args),
-        Command::Agent(args) => ossc_peer::agent_cli::run(args),
-        Command::Peer(args) => ossc_peer::peer_daemon::run(args),
-        Command::Secret(args) => ossc_peer::secret_cli::run(args),
-        Command::Status { socket, json } => {
-            let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
-            let status = ossc_peer::agent_client::status(&socket)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", ossc_peer::cli_support::render_status(&status));
-            }
-            Ok(())
-        }
+        Command::Demo(args) => ossc_peer::cli::demo::run(args),
+        Command::Agent(args) => ossc_peer::cli::agent_cli::run(args),
+        Command::Peer(args) => ossc_peer::cli::peer_daemon::run(args),
+        Command::Secret(args) => ossc_peer::cli::secret_cli::run(args),
+        Command::Status { socket, json } => ossc_peer::cli::agent_requests::status(socket, json),
         Command::Prefetch {
             path,
             wait,
             timeout_sec,
             socket,
             json,
-        } => {
-            let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
-            let report = ossc_peer::agent_client::prefetch(
-                &socket,
-                &path,
-                wait,
-                Duration::from_secs(timeout_sec.max(1)),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", ossc_peer::cli_support::render_prefetch(&report));
-            }
-            let failed = report["failed"].as_array().map_or(0, |f| f.len());
-            anyhow::ensure!(failed == 0, "{failed} file(s) could not be prefetched");
-            Ok(())
-        }
+        } => ossc_peer::cli::agent_requests::prefetch(
+            &path,
+            wait,
+            Duration::from_secs(timeout_sec.max(1)),
+            socket,
+            json,
+        ),
         Command::Evict { path, socket, json } => {
-            let socket = socket.unwrap_or_else(ossc_peer::cli_support::default_socket);
-            let report = ossc_peer::agent_client::evict(&socket, &path, EVICT_TIMEOUT)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", ossc_peer::cli_support::render_evict(&report));
-            }
-            Ok(())
+            ossc_peer::cli::agent_requests::evict(&path, socket, json)
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ossc", &mut std::io::stdout());

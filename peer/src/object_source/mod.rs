@@ -4,14 +4,16 @@
 //! version and tell me where the bytes came from". The default
 //! [`StoreFetcher`] is exactly the fetch engine (same parts, same FIFO order,
 //! same checks), so an agent without peers behaves as before. The peer layer
-//! (`crate::swarm::SwarmFetcher`) implements the same trait; it needs to read
+//! (its `SwarmFetcher`) implements the same trait; it needs to read
 //! back what it wrote (to serve chunks it holds to peers), hence
 //! [`ChunkTarget`] = [`RangeSink`] + positional read. The memfd supports
 //! `pread` even after it is sealed.
 //!
 //! This room sits below both the agent and the peer layer: each may import
 //! it, it imports neither. Whoever starts an agent picks the fetcher (the
-//! store, or the swarm) and hands it in.
+//! store, or the swarm) and hands it in as a [`FetcherSpec`]: the agent starts
+//! it with its own fetch engine once it holds its socket's lock, and stops it
+//! through [`ObjectFetcher::shutdown`] when it exits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +75,38 @@ pub trait ObjectFetcher: Send + Sync {
     /// A JSON section for STATUS (`peers`), if this fetcher has one.
     fn status(&self) -> Option<serde_json::Value> {
         None
+    }
+
+    /// Stops whatever the fetcher runs beside its fetches (a peer port,
+    /// heartbeats). The agent calls it once, after its accept loop ended and
+    /// before it removes its socket; the default has nothing to stop.
+    async fn shutdown(&self) {}
+}
+
+/// A fetcher before it starts. The agent starts it once it holds its socket's
+/// lock and before it binds the socket, with the agent's own fetch engine:
+/// an agent that finds its socket already served starts nothing (no peer
+/// port), a failed start leaves no socket behind, and the fetcher shares the
+/// engine's in-flight limit with the mirror.
+#[async_trait]
+pub trait FetcherSpec: Send {
+    /// Starts the fetcher for `bucket`, fetching from the store through `engine`.
+    async fn start(
+        self: Box<Self>,
+        engine: Arc<FetchEngine>,
+        bucket: String,
+    ) -> anyhow::Result<Arc<dyn ObjectFetcher>>;
+}
+
+/// A fetcher that is already running is its own spec.
+#[async_trait]
+impl FetcherSpec for Arc<dyn ObjectFetcher> {
+    async fn start(
+        self: Box<Self>,
+        _engine: Arc<FetchEngine>,
+        _bucket: String,
+    ) -> anyhow::Result<Arc<dyn ObjectFetcher>> {
+        Ok(*self)
     }
 }
 
@@ -253,6 +287,18 @@ mod tests {
         let meta = bare.head("k").await.unwrap();
         let (out, _) = fetch(bare, meta).await;
         assert_eq!(out.unwrap().verified_by, None);
+    }
+
+    #[tokio::test]
+    async fn a_running_fetcher_starts_as_itself_and_has_nothing_to_stop() {
+        let mock = Arc::new(MockObjectClient::new("b"));
+        let engine = Arc::new(FetchEngine::new(mock, FetchConfig::default()));
+        let running: Arc<dyn ObjectFetcher> = Arc::new(StoreFetcher::new(engine.clone()));
+        let spec: Box<dyn FetcherSpec> = Box::new(running.clone());
+        let started = spec.start(engine, "b".into()).await.unwrap();
+        assert!(Arc::ptr_eq(&started, &running));
+        assert!(started.status().is_none());
+        started.shutdown().await;
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Design decision: failures come back as typed errors, [`AgentUnreachable`]
 //! (nothing listens on the socket) and [`AgentError`] (the agent answered
 //! `ERR errno message`), so the exit code follows from the type
-//! (`crate::exit_code`). Every wait is bounded by the caller's timeout.
+//! (`crate::cli::exit_code`). Every wait is bounded by the caller's timeout.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

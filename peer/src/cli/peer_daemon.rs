@@ -1,5 +1,5 @@
-//! `ossc peer`: the node agent as a standalone, long-lived node daemon (issue
-//! 4, standalone peer mode) — for a Kubernetes DaemonSet or a systemd unit.
+//! `ossc peer`: the node agent as a standalone, long-lived node daemon (the
+//! standalone peer mode) — for a Kubernetes DaemonSet or a systemd unit.
 //!
 //! It mirrors and prefetches `OSS_PATH` into MODEL_DIR at start, serves its
 //! peers (the peer layer, configured by flags or the usual `OSS_CONNECTOR_*`
@@ -19,14 +19,15 @@
 //! `0` keeps prefetched files until the daemon stops, which suits a daemon
 //! whose whole job is to hold one model for the node.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use ossc_core::config::{ConnectorConfig, StoreEnv};
 
 use crate::agent::run_agent;
-use crate::cli_support;
+use crate::cli::node::{self, NodeArgs};
+use crate::cli::{cli_support, peer_layer};
 use crate::swarm::{env as peer_env, SwarmConfig};
 
 /// What `--expire-time-sec 0` means: far beyond any uptime (the cache's
@@ -34,17 +35,17 @@ use crate::swarm::{env as peer_env, SwarmConfig};
 pub const NEVER_EXPIRE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 #[derive(clap::Args, Debug, Default)]
+#[command(
+    mut_arg("socket", |a| a.help(
+        "The daemon's socket, where applications attach (default: \
+         CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock)"
+    )),
+    mut_arg("oss_path", |a| a.help("The model to prefetch and serve (overrides OSS_PATH)")),
+    mut_arg("model_dir", |a| a.help("Where the model is mirrored (overrides MODEL_DIR)")),
+)]
 pub struct PeerArgs {
-    /// The daemon's socket, where applications attach (default:
-    /// CONNECTOR_UDS_PATH or /tmp/oss-connector/connector.sock).
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// The model to prefetch and serve (overrides OSS_PATH).
-    #[arg(long)]
-    pub oss_path: Option<String>,
-    /// Where the model is mirrored (overrides MODEL_DIR).
-    #[arg(long)]
-    pub model_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Peers: comma-separated host:port of every node's daemon, this one
     /// included, or one DNS name:port resolving to all (overrides
     /// OSS_CONNECTOR_PEERS).
@@ -65,31 +66,18 @@ pub struct PeerArgs {
     /// expireTimeSec); 0 keeps files until the daemon stops.
     #[arg(long)]
     pub expire_time_sec: Option<u64>,
-    /// Log to stderr instead of logPath.
-    #[arg(long)]
-    pub log_stderr: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics and health at /healthz (off by default).
-    /// A bare PORT binds 127.0.0.1; other interfaces must be explicit (0.0.0.0:9469).
-    #[arg(long, env = "OSS_CONNECTOR_METRICS_LISTEN", value_parser = crate::prometheus::parse_listen)]
-    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs the daemon until SIGTERM / SIGINT.
 pub fn run(args: PeerArgs) -> Result<()> {
-    let config = match cli_support::load_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ossc peer: {e:#}");
-            return Err(e);
-        }
-    };
-    crate::agent_cli::init_logging(&config.log_path, config.log_level, args.log_stderr);
-    let result = build_and_run(args, config);
-    if let Err(e) = &result {
-        tracing::error!("peer daemon stopped: {e:#}");
-        eprintln!("ossc peer: {e:#}");
-    }
-    result
+    let log_stderr = args.node.log_stderr;
+    node::run_with_config(
+        "ossc peer",
+        "peer daemon stopped",
+        true,
+        log_stderr,
+        |config| build_and_run(args, config),
+    )
 }
 
 /// The peer layer's settings: flags over `lookup` (the environment) over the
@@ -120,22 +108,11 @@ pub fn swarm_config(
     Ok(SwarmConfig::resolve(&merged, &file)?)
 }
 
-fn build_and_run(args: PeerArgs, config: ossc_core::config::ConnectorConfig) -> Result<()> {
-    let settings = cli_support::store_settings(&config, args.oss_path.as_deref())?;
+fn build_and_run(args: PeerArgs, config: ConnectorConfig) -> Result<()> {
+    let settings = cli_support::store_settings(&config, args.node.oss_path.as_deref())?;
     let swarm = swarm_config(&args, &|k| std::env::var(k).ok(), &config.peer)?;
-    let model_dir = args
-        .model_dir
-        .clone()
-        .or_else(|| {
-            std::env::var_os("MODEL_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .context("MODEL_DIR is not set (or pass --model-dir)")?;
-    let socket = args
-        .socket
-        .clone()
-        .unwrap_or_else(cli_support::default_socket);
+    let model_dir = args.node.model_dir(&StoreEnv::from_process_env())?;
+    let socket = args.node.socket();
     let expire = match args.expire_time_sec {
         Some(0) => NEVER_EXPIRE,
         Some(s) => Duration::from_secs(s),
@@ -146,22 +123,15 @@ fn build_and_run(args: PeerArgs, config: ossc_core::config::ConnectorConfig) -> 
         .thread_name("ossc-peer")
         .build()?;
     runtime.block_on(async {
-        crate::agent_cli::spawn_metrics(args.metrics_listen, &socket);
-        let mut opts =
-            crate::agent_cli::agent_options(&config, &settings, &socket, &model_dir, expire)?;
+        node::spawn_metrics(args.node.metrics_listen, &socket);
+        let mut opts = node::agent_options(&config, &settings, &socket, &model_dir, expire)?;
         opts.idle_exit = false;
-        match &swarm {
-            Some(s) => tracing::info!(
-                peers = ?s.peers,
-                listen = %s.listen,
-                chunk_size = s.chunk_size,
-                "peer layer configured"
-            ),
-            None => tracing::warn!(
+        if swarm.is_none() {
+            tracing::warn!(
                 "no peers configured (--peers / OSS_CONNECTOR_PEERS): this daemon serves only its own node"
-            ),
+            );
         }
-        opts.swarm = swarm;
+        opts.fetcher = peer_layer::fetcher_spec(swarm);
         tracing::info!(
             socket = %socket.display(),
             model_dir = %model_dir.display(),

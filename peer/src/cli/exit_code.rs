@@ -9,7 +9,7 @@
 use ossc_core::config::{ConfigError, EnvError};
 use ossc_core::object_client::{ClientError, ObjectClientError};
 
-use crate::agent_client::{AgentError, AgentUnreachable};
+use crate::cli::agent_client::{AgentError, AgentUnreachable};
 
 /// What `ossc` exits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -119,7 +119,7 @@ pub async fn ls(path: &str, json: bool) -> Result<()> {
 }
 
 /// `ossc cp`: the summary line, or with `json` one document (the
-/// [`CopySummary`](crate::download::CopySummary) fields plus `gb_per_s` and
+/// [`CopySummary`](crate::cli::download::CopySummary) fields plus `gb_per_s` and
 /// `bytes_by_source`).
 pub async fn cp(path: &str, dest: &Path, show_progress: bool, json: bool) -> Result<()> {
     let config = load_config()?;
@@ -129,7 +129,7 @@ pub async fn cp(path: &str, dest: &Path, show_progress: bool, json: bool) -> Res
         fetch_config(&config),
     ));
     let summary =
-        crate::download::copy_prefix(engine, &settings.prefix, dest, show_progress).await?;
+        crate::cli::download::copy_prefix(engine, &settings.prefix, dest, show_progress).await?;
     if json {
         println!("{}", copy_summary_json(&summary));
     } else {
@@ -139,7 +139,7 @@ pub async fn cp(path: &str, dest: &Path, show_progress: bool, json: bool) -> Res
 }
 
 /// The `ossc cp --json` document. `ossc cp` reads only from the store.
-pub fn copy_summary_json(summary: &crate::download::CopySummary) -> serde_json::Value {
+pub fn copy_summary_json(summary: &crate::cli::download::CopySummary) -> serde_json::Value {
     serde_json::json!({
         "files": summary.files,
         "bytes": summary.bytes,
