@@ -1,13 +1,14 @@
-//! The gRPC side of a node: answers Hello and Have, and streams chunks.
+//! What a node answers peers, whatever the transport: Have maps, and chunk
+//! streams from the books of the objects it holds.
 //!
 //! Design decisions:
-//! - `FetchChunk` is answered from the [`BookRegistry`] only. An object
-//!   version this node has no book for (within [`BOOK_WAIT`]) is NOT_FOUND,
-//!   so a peer falls back to the store quickly.
-//! - **Cut-through**: the server streams a chunk *while it is still arriving
-//!   from the store* ([`Serving::next_segment`]): it sends whatever prefix
-//!   of the chunk is in memory, in frames of at most [`FRAME_BYTES`] read
-//!   with `pread`, then waits for more, sending a keep-alive every
+//! - A chunk is answered from the [`BookRegistry`] only. An object version
+//!   this node has no book for (within [`BOOK_WAIT`]) is NOT_FOUND, so a
+//!   peer falls back to the store quickly.
+//! - **Cut-through**: a chunk is streamed *while it is still arriving from
+//!   the store* ([`Serving::next_segment`]): whatever prefix of the chunk is
+//!   in memory goes out in segments of at most [`FRAME_BYTES`] read with
+//!   `pread`, then the server waits for more, sending a keep-alive every
 //!   [`KEEPALIVE_EVERY`] while the chunk does not advance (the owner's part
 //!   may still be queued behind its other parts), and ends with the chunk's
 //!   CRC-64 once the owner recorded it. The request's `wait_ms` (at most
@@ -16,32 +17,27 @@
 //!   mistaken for a dead one.
 //! - `Have` answers which chunks of the asked versions this node holds
 //!   completely, and its idle upload bandwidth ([`super::upload`]).
-//! - Every request is authenticated before its body is decoded (by
-//!   [`super::auth_layer`] for gRPC, by the QUIC server for QUIC); failures
-//!   are logged with the remote address and claimed node, never the secret. Admission
-//!   ([`ChunkServer::admit_metadata`]) and chunk lookup and streaming
-//!   ([`ChunkServer::locate`], [`Serving`]) are shared with the QUIC server
-//!   ([`super::quic`]), so both transports answer identically.
+//! - **One answer, every transport.** Admission
+//!   ([`ChunkServer::admit_metadata`]), chunk lookup ([`ChunkServer::locate`])
+//!   and streaming ([`Serving`]) are shared by every transport
+//!   ([`super::transport`]), which only puts segments on its wire, so all
+//!   answer identically. Every request is authenticated before its body is
+//!   decoded (by [`super::auth_layer`] for gRPC, by the QUIC server for
+//!   QUIC); failures are logged with the remote address and claimed node,
+//!   never the secret.
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
-use ossc_proto::v1::peer_control_server::PeerControl;
-use ossc_proto::v1::{
-    ChunkData, ChunkRequest, HaveMap, HaveRequest, HaveResponse, HelloRequest, HelloResponse,
-    PeerInfo,
-};
+use ossc_proto::v1::{ChunkRequest, HaveMap, HaveResponse};
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use super::auth::NonceCache;
-use super::auth_layer::AuthenticatedPeer;
 use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion, SlotState};
 use super::peer_set::{Peer, PeerSet};
 use super::upload::UploadMeter;
@@ -60,19 +56,17 @@ pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
 /// peer may have started the object a little earlier than this node).
 pub const BOOK_WAIT: Duration = Duration::from_secs(3);
 
-/// gRPC path of FetchChunk (signed into the auth tag).
-pub const FETCH_CHUNK_METHOD: &str = "/ossc.v1.PeerControl/FetchChunk";
 /// gRPC path of Have.
 pub const HAVE_METHOD: &str = "/ossc.v1.PeerControl/Have";
 
-/// The PeerControl service of one node.
+/// The answers of one node to its peers (served by every transport).
 pub struct ChunkServer {
     books: Arc<BookRegistry>,
     peers: Arc<PeerSet>,
     upload: Arc<UploadMeter>,
     corrupt: AtomicBool,
     stopped: AtomicBool,
-    /// Nonces of accepted requests (replay protection, both transports).
+    /// Nonces of accepted requests (replay protection, every transport).
     nonces: NonceCache,
 }
 
@@ -132,21 +126,21 @@ impl ChunkServer {
         self.stopped.store(true, Ordering::Relaxed);
     }
 
-    /// The node id [`super::auth_layer`] authenticated the request as
-    /// (before its body was decoded); a request that did not pass through
-    /// it is refused.
-    fn admit<T>(&self, req: &Request<T>) -> Result<String, Status> {
+    /// The peers this node serves (membership, per-peer counters).
+    pub fn peers(&self) -> &Arc<PeerSet> {
+        &self.peers
+    }
+
+    /// UNAVAILABLE once the server stopped (every request is refused).
+    pub(crate) fn refuse_if_stopped(&self) -> Result<(), Status> {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(Status::unavailable("node shutting down"));
         }
-        req.extensions()
-            .get::<AuthenticatedPeer>()
-            .map(|p| p.0.clone())
-            .ok_or_else(|| Status::unauthenticated("peer authentication failed"))
+        Ok(())
     }
 
-    /// Authenticates a request of either transport (the QUIC server carries
-    /// the same auth entries in its request message) whose body hashes to
+    /// Authenticates a request of any transport (gRPC metadata, or the same
+    /// auth entries carried in a QUIC request message) whose body hashes to
     /// `body`; returns the caller's node id.
     pub(crate) fn admit_metadata(
         &self,
@@ -155,9 +149,7 @@ impl ChunkServer {
         method: &str,
         body: &[u8; 32],
     ) -> Result<String, Status> {
-        if self.stopped.load(Ordering::Relaxed) {
-            return Err(Status::unavailable("node shutting down"));
-        }
+        self.refuse_if_stopped()?;
         self.peers
             .secret()
             .verify(md, method, body, &self.nonces)
@@ -179,7 +171,7 @@ impl ChunkServer {
 
     /// Finds the chunk a request names (waiting up to [`BOOK_WAIT`] for its
     /// object's book to appear) and returns a [`Serving`] that streams it.
-    /// Shared by both transports, so they answer identically.
+    /// Shared by every transport, so they answer identically.
     pub(crate) async fn locate(&self, node: &str, req: ChunkRequest) -> Result<Serving, Status> {
         let id = req
             .chunk
@@ -257,6 +249,11 @@ impl Serving {
         self.range.end - self.range.start
     }
 
+    /// Bytes of the chunk sent so far.
+    pub fn sent(&self) -> u64 {
+        self.pos
+    }
+
     /// The next data frame, keep-alive or end of the chunk (see the module
     /// docs). An error once the object is released, the chunk goes without
     /// progress past the request's wait, or the server stops.
@@ -313,81 +310,6 @@ impl Serving {
                 self.progress_at = Instant::now();
             }
         }
-    }
-}
-
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChunkData, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl PeerControl for ChunkServer {
-    async fn hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloResponse>, Status> {
-        let node = self.admit(&request)?;
-        self.peers.note_seen(&node);
-        let peers = self
-            .peers
-            .alive_ids()
-            .into_iter()
-            .map(|id| PeerInfo {
-                control_addr: id.clone(),
-                node_id: id,
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(HelloResponse {
-            node_id: self.peers.self_id().to_string(),
-            peers,
-        }))
-    }
-
-    async fn have(&self, request: Request<HaveRequest>) -> Result<Response<HaveResponse>, Status> {
-        self.admit(&request)?;
-        Ok(Response::new(self.have(&request.into_inner().objects)))
-    }
-
-    type FetchChunkStream = ChunkStream;
-
-    async fn fetch_chunk(
-        &self,
-        request: Request<ChunkRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
-        let node = self.admit(&request)?;
-        let serving = self.locate(&node, request.into_inner()).await?;
-        let stream = futures::stream::unfold(Some(serving), |state| async move {
-            let mut serving = state?;
-            match serving.next_segment().await {
-                Ok(Segment::Data { offset, bytes }) => {
-                    let frame = ChunkData {
-                        chunk: (offset == 0).then(|| serving.id.clone()),
-                        data: bytes,
-                        crc64: 0,
-                        offset,
-                        last: false,
-                    };
-                    Some((Ok(frame), Some(serving)))
-                }
-                Ok(Segment::KeepAlive) => {
-                    let frame = ChunkData {
-                        offset: serving.pos,
-                        ..ChunkData::default()
-                    };
-                    Some((Ok(frame), Some(serving)))
-                }
-                Ok(Segment::End { crc }) => {
-                    let frame = ChunkData {
-                        offset: serving.pos,
-                        crc64: crc,
-                        last: true,
-                        ..ChunkData::default()
-                    };
-                    Some((Ok(frame), None))
-                }
-                Err(status) => Some((Err(status), None)),
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
     }
 }
 

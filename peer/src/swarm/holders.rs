@@ -19,9 +19,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ossc_proto::v1::HaveResponse;
+use ossc_proto::v1::{HaveRequest, HaveResponse};
 
 use super::chunk_book::ObjectVersion;
+use super::chunk_server::HAVE_METHOD;
+use super::peer_set::PeerSet;
 use super::upload::ASSUMED_MIN_CAPACITY;
 
 /// How often have-maps are refreshed while an object is being fetched:
@@ -48,6 +50,37 @@ struct State {
 impl Holders {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks every alive peer which chunks of `version` it holds (bounded by
+    /// [`HAVE_TIMEOUT`]; a peer that does not answer keeps its last map).
+    pub async fn refresh(&self, peers: &PeerSet, version: &ObjectVersion) {
+        let asked = std::slice::from_ref(version);
+        let request = HaveRequest {
+            objects: vec![version.into()],
+        };
+        let calls = peers
+            .alive_ids()
+            .into_iter()
+            .filter(|id| id != peers.self_id())
+            .filter_map(|id| peers.peer(&id))
+            .map(|peer| {
+                let mut req = tonic::Request::new(request.clone());
+                peers
+                    .secret()
+                    .sign_request(&mut req, peers.self_id(), HAVE_METHOD);
+                async move {
+                    let mut client = peer.client();
+                    match tokio::time::timeout(HAVE_TIMEOUT, client.have(req)).await {
+                        Ok(Ok(answer)) => self.update(&peer.id, asked, answer.get_ref()),
+                        Ok(Err(status)) => {
+                            tracing::debug!(peer = %peer.id, error = %status, "Have refused")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer.id, "Have timed out"),
+                    }
+                }
+            });
+        futures::future::join_all(calls).await;
     }
 
     /// Takes in `peer`'s answer to a Have for `asked` (a version the answer

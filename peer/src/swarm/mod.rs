@@ -16,14 +16,16 @@
 //!   few chunks to balance the owners.
 //! - **Membership** ([`peer_set`]): static list / DNS + 1 s heartbeats, dead
 //!   after 3 s. **Ownership** ([`ring`]): rendezvous hashing over alive ids.
-//! - **Transport** ([`PeerTransport`], `OSS_CONNECTOR_PEER_TRANSPORT` /
-//!   `peer.transport` = `grpc` | `quic`): control (Hello, Have) always over
-//!   gRPC.
+//! - **Transport** ([`transport`]: [`PeerTransport`],
+//!   `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport` = `grpc` | `quic`):
+//!   control (Hello, Have) always over gRPC.
 //!   Bulk chunks over gRPC server streaming (tonic, frames ≤ 1 MiB,
-//!   [`chunk_server`]) or over QUIC ([`quic`]: one stream per chunk, a fixed
-//!   header then raw bytes, UDP on the same port number as the gRPC
-//!   service), in which case gRPC is the fallback for a peer whose QUIC
-//!   handshake fails. Every node serves both, whatever it pulls with.
+//!   [`transport::grpc`]) or over QUIC ([`transport::quic`]: one stream per
+//!   chunk, a fixed header then raw bytes, UDP on the same port number as
+//!   the gRPC service), in which case gRPC is the fallback for a peer whose
+//!   QUIC handshake fails. Every node serves both, whatever it pulls with;
+//!   both answer from [`chunk_server`], and the fetcher pulls through the
+//!   [`transport::ChunkPuller`] trait without naming either.
 //!   **gRPC is the default because it measured faster and cheaper**: the
 //!   `transport_throughput` measurement (1 GiB in 16 MiB chunks, 16 pulls
 //!   in flight, two in-process nodes on loopback, 2-CPU machine) gave gRPC
@@ -61,13 +63,15 @@ pub mod auth;
 pub mod auth_layer;
 pub mod chunk_book;
 pub mod chunk_server;
+mod end_to_end;
 pub mod holders;
 pub mod peer_set;
-pub mod quic;
-pub mod quic_server;
 pub mod ring;
 pub mod swarm_fetcher;
+#[cfg(test)]
+mod test_cluster;
 pub mod tls;
+pub mod transport;
 #[cfg(test)]
 mod transport_bench;
 pub mod upload;
@@ -77,9 +81,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ossc_core::fetch::FetchEngine;
-use ossc_proto::v1::peer_control_server::PeerControlServer;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use auth::ClusterSecret;
@@ -87,6 +89,7 @@ pub use chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion};
 pub use chunk_server::ChunkServer;
 pub use peer_set::{MembershipTiming, PeerSet};
 pub use swarm_fetcher::{PullSettings, SwarmFetcher};
+pub use transport::PeerTransport;
 
 use crate::object_source::ObjectFetcher;
 
@@ -116,38 +119,6 @@ pub mod env {
     /// `1`: serve corrupted chunks (fault injection for cluster tests; only
     /// in builds with the `test-faults` feature).
     pub const FAULT_CORRUPT: &str = "OSSC_FAULT_PEER_CORRUPT";
-}
-
-/// How this node pulls chunk data from peers (control is always gRPC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PeerTransport {
-    /// QUIC streams ([`quic`]), falling back to gRPC per peer when a
-    /// handshake fails.
-    Quic,
-    /// gRPC server streaming ([`chunk_server`]) only. The default: it
-    /// measured faster and cheaper per CPU-second (see the module docs).
-    #[default]
-    Grpc,
-}
-
-impl PeerTransport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerTransport::Quic => "quic",
-            PeerTransport::Grpc => "grpc",
-        }
-    }
-}
-
-impl std::str::FromStr for PeerTransport {
-    type Err = SwarmError;
-    fn from_str(s: &str) -> Result<Self, SwarmError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "quic" => Ok(PeerTransport::Quic),
-            "grpc" => Ok(PeerTransport::Grpc),
-            _ => Err(SwarmError::BadTransport(s.to_string())),
-        }
-    }
 }
 
 /// Everything the peer layer needs.
@@ -288,15 +259,14 @@ fn fault_corrupt_requested(get: &dyn Fn(&str) -> Option<String>) -> bool {
     requested && cfg!(feature = "test-faults")
 }
 
-/// A running peer layer: chunk server, heartbeats and the fetcher.
+/// A running peer layer: chunk server, transports, heartbeats and the
+/// fetcher.
 pub struct Swarm {
     fetcher: Arc<SwarmFetcher>,
     server: Arc<ChunkServer>,
     peers: Arc<PeerSet>,
     local_addr: SocketAddr,
-    quic: Option<Arc<quic::QuicNode>>,
-    stop: Option<oneshot::Sender<()>>,
-    serve_task: JoinHandle<()>,
+    transports: transport::Transports,
     heartbeat_task: JoinHandle<()>,
     gate: Arc<admission::ConnectionGate>,
 }
@@ -357,39 +327,22 @@ impl Swarm {
         if config.corrupt_served_chunks {
             tracing::warn!("fault injection: this node serves corrupted chunks to peers");
         }
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let service = PeerControlServer::from_arc(server.clone());
-        let limits = config.limits;
-        let gate = admission::ConnectionGate::new(limits, {
+        let gate = admission::ConnectionGate::new(config.limits, {
             let peers = peers.clone();
             Arc::new(move |ip| peers.lists_ip(ip))
         });
-        let incoming = gate.clone().incoming(listener);
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(t) = &tls {
-            builder = builder
-                .tls_config(t.server_config().timeout(limits.handshake_timeout))
-                .map_err(|e| tls::TlsSetupError::from_display(&e))?;
-        }
-        let auth = auth_layer::AuthLayer::new(server.clone(), limits);
-        let serve_task = tokio::spawn(async move {
-            let result = builder
-                .initial_stream_window_size(peer_set::STREAM_WINDOW_BYTES)
-                .initial_connection_window_size(peer_set::CONNECTION_WINDOW_BYTES)
-                .max_concurrent_streams(limits.max_concurrent_streams)
-                .http2_keepalive_interval(Some(limits.keepalive_interval))
-                .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-                .http2_max_header_list_size(limits.max_header_list_bytes)
-                .layer(auth)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "peer service stopped");
-            }
-        });
+        let transports = transport::start(
+            transport::ServeSetup {
+                server: server.clone(),
+                listener,
+                local_addr,
+                node_tls,
+                tls,
+                limits: config.limits,
+                gate: gate.clone(),
+            },
+            config.transport,
+        )?;
         let heartbeat_task = tokio::spawn({
             let heartbeats = peers.clone().heartbeat_loop();
             let meter = server.upload_meter().clone();
@@ -404,23 +357,6 @@ impl Swarm {
                 tokio::join!(heartbeats, sampling);
             }
         });
-        // Served whatever this node pulls with, so peers configured for QUIC
-        // get it; a bind failure only costs them the gRPC fallback.
-        let quic = match quic::QuicCrypto::from_tls(&node_tls)
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                quic::QuicNode::bind(local_addr, c, server.clone()).map_err(|e| e.to_string())
-            }) {
-            Ok(q) => Some(q),
-            Err(e) => {
-                tracing::warn!(error = %e, "QUIC chunk transport unavailable on this node; peers will pull from it over gRPC");
-                None
-            }
-        };
-        let pull_quic = match config.transport {
-            PeerTransport::Quic => quic.clone(),
-            PeerTransport::Grpc => None,
-        };
         let fetcher = Arc::new(SwarmFetcher::with_transport(
             engine,
             peers.clone(),
@@ -432,7 +368,7 @@ impl Swarm {
                 peer_wait: config.peer_wait,
                 require_verified: config.require_verified,
             },
-            pull_quic,
+            transports.puller.clone(),
         ));
         tracing::info!(
             node = %peers.self_id(),
@@ -441,7 +377,7 @@ impl Swarm {
             chunk_size = config.chunk_size,
             tls = config.tls,
             transport = config.transport.as_str(),
-            quic_serving = quic.is_some(),
+            quic_serving = transports.quic.is_some(),
             "peer layer started"
         );
         Ok(Swarm {
@@ -449,9 +385,7 @@ impl Swarm {
             server,
             peers,
             local_addr,
-            quic,
-            stop: Some(stop_tx),
-            serve_task,
+            transports,
             heartbeat_task,
             gate,
         })
@@ -483,37 +417,27 @@ impl Swarm {
     }
 
     /// This node's QUIC endpoint (None if UDP could not be bound).
-    pub fn quic(&self) -> Option<&Arc<quic::QuicNode>> {
-        self.quic.as_ref()
+    pub fn quic(&self) -> Option<&Arc<transport::quic::QuicNode>> {
+        self.transports.quic.as_ref()
     }
 
-    /// Stops serving (refusing new requests at once) and heartbeating.
-    pub async fn shutdown(mut self) {
+    /// Stops serving (refusing new requests at once) and heartbeating;
+    /// streams in flight get [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(self) {
         self.server.stop();
-        if let Some(q) = &self.quic {
-            q.close();
-        }
         self.heartbeat_task.abort();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serve_task)
-            .await
-            .is_err()
-        {
-            self.serve_task.abort();
-        }
+        let stopping = self.transports.services.iter();
+        futures::future::join_all(stopping.map(|s| s.shutdown(SHUTDOWN_GRACE))).await;
     }
 }
 
 impl Drop for Swarm {
     fn drop(&mut self) {
         self.server.stop();
-        if let Some(q) = &self.quic {
-            q.close();
-        }
         self.heartbeat_task.abort();
-        self.serve_task.abort();
+        for service in &self.transports.services {
+            service.abort();
+        }
     }
 }
 

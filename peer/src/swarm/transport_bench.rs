@@ -1,5 +1,5 @@
-//! Peer transport throughput: QUIC vs gRPC on loopback (an `#[ignore]`d
-//! measurement, not a unit test).
+//! Peer transport throughput: every transport side by side on loopback (an
+//! `#[ignore]`d measurement, not a unit test).
 //!
 //! Run:
 //! `cargo test --release -p ossc-peer --lib -- --ignored transport_throughput --nocapture`
@@ -9,24 +9,26 @@
 //! Design decision: measure the real pull path and nothing else. Two
 //! in-process nodes; node A holds one object of [`DEFAULT_BYTES`] in a memfd
 //! (every chunk recorded, as after its own store fetch); node B pulls every
-//! 16 MiB chunk from A with [`SwarmFetcher::pull_chunk`] under the default
+//! 16 MiB chunk from A with [`SwarmFetcher::pull_chunk`](super::SwarmFetcher::pull_chunk) under the default
 //! 16-pull limit into its own memfd: TLS, auth, framing, CRC-64 check and
-//! `write_at` included, the object store excluded. Both sides run in this
+//! `write_at` included, the object store excluded. Every transport of
+//! [`PeerTransport::ALL`] is measured through the same seam (the fetcher's
+//! [`ChunkPuller`](super::transport::ChunkPuller)), with TLS, and once more
+//! without it where TLS can be turned off. Both sides run in this
 //! process, so the CPU time (getrusage, user + system) is the cost of
 //! sending *and* receiving; "GB/s per CPU-second" = bytes / CPU seconds.
 //! One warm-up round per transport opens connections and faults the
 //! receiver's pages in. GB = 10^9 bytes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::object_client::mock::MockObjectClient;
-use tokio::net::TcpListener;
+use ossc_core::object_client::ObjectClient;
 
 use super::chunk_book::{ChunkId, ObjectVersion};
-use super::{ClusterSecret, MembershipTiming, PeerTransport, Swarm, SwarmConfig};
+use super::test_cluster::{cluster_with, wait_alive, SECRET};
+use super::{PeerTransport, Swarm};
 use crate::object_source::memfd::Memfd;
 use crate::object_source::ChunkTarget;
 
@@ -37,7 +39,6 @@ const DEFAULT_ROUNDS: usize = 3;
 /// The production chunk size and pull concurrency.
 const CHUNK: u64 = super::DEFAULT_CHUNK_SIZE;
 const PULLS: usize = super::swarm_fetcher::DEFAULT_PULL_CONCURRENCY;
-const SECRET: &[u8] = crate::swarm::auth::TEST_SECRET;
 
 /// Process CPU time (user + system) so far.
 fn cpu_time() -> Duration {
@@ -57,53 +58,20 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// A TCP listener on 127.0.0.1 whose port number is free on UDP too.
-async fn listener() -> TcpListener {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        if std::net::UdpSocket::bind(l.local_addr().unwrap()).is_ok() {
-            return l;
-        }
-    }
-}
-
+/// Two nodes pulling over `transport`, at the production chunk size and
+/// pull limit.
 async fn two_nodes(transport: PeerTransport, tls: bool) -> (Swarm, Swarm) {
-    let (la, lb) = (listener().await, listener().await);
-    let addrs: Vec<SocketAddr> = vec![la.local_addr().unwrap(), lb.local_addr().unwrap()];
-    let peers: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    let mut nodes = Vec::new();
-    for (l, addr) in [la, lb].into_iter().zip(&addrs) {
-        let config = SwarmConfig {
-            peers: peers.clone(),
-            listen: *addr,
-            advertise: None,
-            secret: ClusterSecret::new(SECRET).unwrap(),
-            chunk_size: CHUNK,
-            pull_concurrency: PULLS,
-            peer_wait: Duration::from_secs(10),
-            timing: MembershipTiming {
-                heartbeat: Duration::from_millis(100),
-                dead_after: Duration::from_secs(3),
-                hello_timeout: Duration::from_millis(500),
-                startup_wait: Duration::from_millis(500),
-            },
-            tls,
-            corrupt_served_chunks: false,
-            limits: Default::default(),
-            transport,
-            upload_capacity: None,
-            require_verified: false,
-        };
-        let engine = Arc::new(FetchEngine::new(
-            Arc::new(MockObjectClient::new("b")),
-            FetchConfig::default(),
-        ));
-        nodes.push(
-            Swarm::start_with_listener(config, l, engine, "b".into())
-                .await
-                .unwrap(),
-        );
-    }
+    let store = Arc::new(MockObjectClient::new("b"));
+    let clients: Vec<Arc<dyn ObjectClient>> = vec![store.clone(), store];
+    let mut nodes = cluster_with(clients, &[SECRET, SECRET], tls, transport, |_, c| {
+        c.chunk_size = CHUNK;
+        c.pull_concurrency = PULLS;
+        c.peer_wait = Duration::from_secs(10);
+        c.timing.dead_after = Duration::from_secs(3);
+        c.timing.hello_timeout = Duration::from_millis(500);
+    })
+    .await;
+    wait_alive(&nodes, 2).await;
     let b = nodes.pop().unwrap();
     let a = nodes.pop().unwrap();
     (a, b)
@@ -131,13 +99,13 @@ async fn pull_all(b: &Swarm, a_id: &str, version: &ObjectVersion, into: &Arc<Mem
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     secs: Vec<f64>,
     cpu: Vec<f64>,
 }
 
 async fn measure(
-    name: &'static str,
+    name: String,
     transport: PeerTransport,
     tls: bool,
     data: &Arc<Memfd>,
@@ -146,11 +114,7 @@ async fn measure(
     rounds: usize,
 ) -> Row {
     let (a, b) = two_nodes(transport, tls).await;
-    let until = Instant::now() + Duration::from_secs(5);
-    while b.peers().alive_ids().len() != 2 {
-        assert!(Instant::now() < until, "peers never met");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(b.swarm_fetcher().transport(), transport.as_str());
     let version = ObjectVersion {
         bucket: "b".into(),
         key: "bench/object".into(),
@@ -190,6 +154,7 @@ async fn measure(
         assert!(x[..len] == y[..len], "chunk {i} differs");
     }
     if transport == PeerTransport::Quic {
+        // QUIC falls back to gRPC per peer: it must not have here.
         let q = b.quic().expect("QUIC endpoint");
         // The sender's side of the connection B opened.
         if let Some(st) = a.quic().unwrap().connection_stats(b.local_addr()) {
@@ -249,14 +214,16 @@ fn transport_throughput() {
             data.write_at(r.start, chunk).unwrap();
             crcs.push(ossc_core::crc64::crc64(chunk));
         }
-        let cases = [
-            ("quic (TLS 1.3)", PeerTransport::Quic, true),
-            ("grpc (mTLS)", PeerTransport::Grpc, true),
-            ("grpc (plaintext, TLS=0)", PeerTransport::Grpc, false),
-        ];
         let mut rows = Vec::new();
-        for (name, t, tls) in cases {
-            rows.push(measure(name, t, tls, &data, &crcs, bytes, rounds).await);
+        for t in PeerTransport::ALL {
+            let plaintext = t.tls_optional().then_some(false);
+            for tls in std::iter::once(true).chain(plaintext) {
+                let name = match tls {
+                    true => format!("{} (mutual TLS)", t.as_str()),
+                    false => format!("{} (plaintext, TLS=0)", t.as_str()),
+                };
+                rows.push(measure(name, t, tls, &data, &crcs, bytes, rounds).await);
+            }
         }
         println!(
             "\ntransport_throughput: {} MiB per round in {} MiB chunks, {} pulls in flight, {} rounds, {} runtime threads, {} CPUs",

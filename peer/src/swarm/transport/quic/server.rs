@@ -1,13 +1,13 @@
-//! The serving side of the QUIC chunk transport ([`super::quic`] has the
-//! protocol, the endpoint and the client side).
+//! The serving side of the QUIC chunk transport ([`super`] has the
+//! protocol and the endpoint).
 //!
 //! Design decisions:
 //! - **Bounds**: at most [`MAX_SERVED_CONNECTIONS`] connections served at
 //!   once, handshakes in progress included (beyond it new ones are refused
 //!   before any crypto), [`HANDSHAKE_TIMEOUT`] per handshake,
-//!   [`super::quic::MAX_CONCURRENT_STREAMS`] streams per connection,
+//!   [`super::MAX_CONCURRENT_STREAMS`] streams per connection,
 //!   [`REQUEST_TIMEOUT`] for a stream's request and
-//!   [`super::quic::IDLE_TIMEOUT`] of silence per connection.
+//!   [`super::IDLE_TIMEOUT`] of silence per connection.
 //! - Every request is authenticated ([`ChunkServer::admit_metadata`], over
 //!   the SHA-256 of the encoded `ChunkRequest`) before that request is
 //!   decoded; then it is answered by the same [`ChunkServer::locate`] and
@@ -26,11 +26,11 @@ use quinn::{RecvStream, SendStream, VarInt};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
-use super::auth::{body_digest, AUTH_HEADER, NODE_HEADER, NONCE_HEADER, TIME_HEADER};
-use super::chunk_server::{ChunkServer, Segment, Serving};
-use super::quic::{
+use super::{
     END_OF_CHUNK, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, QUIC_FETCH_METHOD, RESPONSE_HEADER_BYTES,
 };
+use crate::swarm::auth::{body_digest, AUTH_HEADER, NODE_HEADER, NONCE_HEADER, TIME_HEADER};
+use crate::swarm::chunk_server::{ChunkServer, Segment, Serving};
 
 /// Most connections peers may hold open to us at once (beyond it new ones
 /// are refused before their handshake); a cluster needs one per peer.
@@ -211,5 +211,19 @@ async fn serve_stream(
                 return Err(status.message().to_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let h = header(Code::NotFound, 7, 16 << 20);
+        assert_eq!(Code::from_i32(i32::from(h[0])), Code::NotFound);
+        assert_eq!(u32::from_be_bytes(h[4..8].try_into().unwrap()), 7);
+        assert_eq!(&h[8..16], &[0u8; 8]);
+        assert_eq!(u64::from_be_bytes(h[16..24].try_into().unwrap()), 16 << 20);
     }
 }
