@@ -378,6 +378,7 @@ impl Swarm {
             tls = config.tls,
             transport = config.transport.as_str(),
             quic_serving = transports.quic.is_some(),
+            serving = ?transports.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "peer layer started"
         );
         Ok(Swarm {

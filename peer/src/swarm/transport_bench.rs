@@ -9,13 +9,14 @@
 //! Design decision: measure the real pull path and nothing else. Two
 //! in-process nodes; node A holds one object of [`DEFAULT_BYTES`] in a memfd
 //! (every chunk recorded, as after its own store fetch); node B pulls every
-//! 16 MiB chunk from A with [`SwarmFetcher::pull_chunk`](super::SwarmFetcher::pull_chunk) under the default
-//! 16-pull limit into its own memfd: TLS, auth, framing, CRC-64 check and
-//! `write_at` included, the object store excluded. Every transport of
-//! [`PeerTransport::ALL`] is measured through the same seam (the fetcher's
-//! [`ChunkPuller`](super::transport::ChunkPuller)), with TLS, and once more
-//! without it where TLS can be turned off. Both sides run in this
-//! process, so the CPU time (getrusage, user + system) is the cost of
+//! 16 MiB chunk from A with
+//! [`SwarmFetcher::pull_chunk`](super::SwarmFetcher::pull_chunk) under the
+//! default 16-pull limit into its own memfd: TLS, auth, framing, CRC-64
+//! check and `write_at` included, the object store excluded. Every
+//! transport of [`PeerTransport::ALL`] is measured through the same seam
+//! (the fetcher's [`ChunkPuller`](super::transport::ChunkPuller)), with TLS,
+//! and once more without it where TLS can be turned off. Both sides run in
+//! this process, so the CPU time (getrusage, user + system) is the cost of
 //! sending *and* receiving; "GB/s per CPU-second" = bytes / CPU seconds.
 //! One warm-up round per transport opens connections and faults the
 //! receiver's pages in. GB = 10^9 bytes.

@@ -8,15 +8,15 @@
 //!   both and no second port needs opening or configuring. The endpoint is
 //!   both server (peers pull from us) and client (we pull from peers).
 //! - **Security**: the same secret-derived CA and node certificate as the
-//!   gRPC path ([`crate::swarm::tls`]): TLS 1.3 with client certificates required
-//!   and verified against the derived CA, server name
-//!   [`PEER_TLS_NAME`](crate::swarm::tls::PEER_TLS_NAME),
-//!   ALPN [`ALPN`]. A node without the secret cannot complete a handshake in
-//!   either direction. QUIC is always encrypted, so `OSS_CONNECTOR_PEER_TLS=0`
+//!   gRPC path ([`crate::swarm::tls`]): TLS 1.3 with client certificates
+//!   required and verified against the derived CA, server name
+//!   [`PEER_TLS_NAME`](crate::swarm::tls::PEER_TLS_NAME), ALPN [`ALPN`]. A
+//!   node without the secret cannot complete a handshake in either
+//!   direction. QUIC is always encrypted, so `OSS_CONNECTOR_PEER_TLS=0`
 //!   (which only concerns gRPC) does not change it. On top of TLS every
-//!   request carries the same HMAC tag as a gRPC call ([`crate::swarm::auth`]),
-//!   bound to [`QUIC_FETCH_METHOD`], and is checked by the same
-//!   [`ChunkServer::admit_metadata`].
+//!   request carries the same HMAC tag as a gRPC call
+//!   ([`crate::swarm::auth`]), bound to [`QUIC_FETCH_METHOD`], and is
+//!   checked by the same [`ChunkServer::admit_metadata`].
 //! - **Protocol** (also documented in `proto/ossc.proto`): the client opens
 //!   a bidirectional stream, writes a u32 big-endian length and a
 //!   `QuicChunkRequest` (the `ChunkRequest` plus auth fields), and finishes
@@ -49,10 +49,10 @@
 //! - **Fallback**: a peer whose QUIC handshake fails or times out
 //!   ([`CONNECT_TIMEOUT`]) is pulled from over gRPC for
 //!   [`QUIC_RETRY_AFTER`]; this is logged once per peer (and again when QUIC
-//!   works again): the pull answers [`PullError::Unreachable`](crate::swarm::transport::PullError)
-//!   and the next transport takes it. A failure *after* connecting is an
-//!   ordinary pull failure: the chunk comes from the store, as on the gRPC
-//!   path.
+//!   works again): the pull answers `Unreachable`
+//!   ([`PullError`](crate::swarm::transport::PullError)) and the next
+//!   transport takes it. A failure *after* connecting is an ordinary pull
+//!   failure: the chunk comes from the store, as on the gRPC path.
 
 pub mod client;
 pub mod crypto;
