@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ossc_wire::DocumentReply;
 
 use crate::agent::protocol::{Request, MAX_REQUEST_LINE};
-use ossc_wire::DocumentReply;
 
 /// Longest answer accepted (a STATUS of a model with many files fits easily).
 pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
