@@ -22,7 +22,7 @@ pub const ROLE_MAIN: u8 = 1;
 pub const ROLE_SECONDARY: u8 = 2;
 
 /// Socket path used when `CONNECTOR_UDS_PATH` is unset.
-pub const DEFAULT_SOCKET_PATH: &[u8] = b"/tmp/oss-connector/connector.sock";
+pub const DEFAULT_SOCKET_PATH: &[u8] = ossc_wire::DEFAULT_SOCKET_PATH.as_bytes();
 
 /// After a failed agent start, opens fail at once (no new start, no new log line) this long.
 pub const COOL_DOWN: Duration = Duration::from_secs(30);

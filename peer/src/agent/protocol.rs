@@ -1,15 +1,17 @@
-//! The agent's line protocol (server side). See docs/dev/contracts.md, "node agent
-//! protocol": one request line per connection, one response line (+ an fd).
+//! The agent's side of the node-agent line protocol (docs/dev/contracts.md, "node agent
+//! protocol"): owned [`Request`]s and [`Response`]s over the one grammar in [`ossc_wire`].
 //!
-//! Design decision: requests parse into a closed enum and responses are built
-//! only through [`Response::line`], so the wire format lives in this one file.
-//! Fields are split on single spaces with the last field taking the rest of the
-//! line; paths escape `%` as `%25` and newline as `%0A` (any other `%XX` is
-//! decoded too, so a client that escapes more is still understood).
+//! Design decision: requests parse into a closed enum and responses are built only through
+//! [`Response::line`], both by way of `ossc_wire`'s parser and encoders, so the bytes the agent
+//! reads and writes are the bytes the hook's encoders and parsers are tested against. This file
+//! only turns borrowed, escaped fields into `String`s and back: a decoded field that is not
+//! UTF-8 is read lossily.
+
+use ossc_wire::{RequestLine, Unescape};
 
 /// Longest request line accepted (a path of `PATH_MAX` bytes, fully escaped,
 /// plus the verb and pid).
-pub const MAX_REQUEST_LINE: usize = 3 * 4096 + 64;
+pub const MAX_REQUEST_LINE: usize = ossc_wire::REQUEST_CAP;
 
 /// One parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,63 +50,53 @@ pub enum Request {
 pub struct ParseError(pub String);
 
 impl Request {
-    /// Parses one line (without its trailing newline).
+    /// Parses one line (its newline, and a `\r` before it, are optional).
     pub fn parse(line: &str) -> Result<Request, ParseError> {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let bad = |m: &str| ParseError(format!("{m}: {line:?}"));
-        match verb {
-            "HELLO" => {
-                let mut it = rest.splitn(3, ' ');
-                let pid = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("pid"))?;
-                let role = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad("role"))?;
-                let comm = decode_field(it.next().unwrap_or(""));
-                Ok(Request::Hello { pid, role, comm })
+        let parsed = ossc_wire::parse_request(line.as_bytes()).map_err(|e| {
+            // Only ASCII is trimmed, so the cut is on a character boundary.
+            let line = &line[..ossc_wire::trim_line(line.as_bytes()).len()];
+            ParseError(format!("{}: {line:?}", e.0))
+        })?;
+        Ok(match parsed {
+            RequestLine::Hello { pid, role, comm } => Request::Hello {
+                pid,
+                role,
+                comm: decode_bytes(comm),
+            },
+            RequestLine::Ready => Request::Ready,
+            RequestLine::Open { pid, path } => Request::Open {
+                pid,
+                path: decode_bytes(path),
+            },
+            RequestLine::Status => Request::Status,
+            RequestLine::Ident { dev, ino } => Request::Ident { dev, ino },
+            RequestLine::Prefetch { wait, path } => Request::Prefetch {
+                wait,
+                path: decode_bytes(path),
+            },
+            RequestLine::Evict { path } => Request::Evict {
+                path: decode_bytes(path),
+            },
+        })
+    }
+
+    /// The wire form, newline included (what a client sends; the `ossc` commands use it).
+    pub fn line(&self) -> String {
+        let mut out = Vec::new();
+        match self {
+            Request::Hello { pid, role, comm } => {
+                ossc_wire::encode_hello(&mut out, *pid, *role, comm.as_bytes())
             }
-            "IDENT" => {
-                let (dev, ino) = rest
-                    .split_once(' ')
-                    .ok_or_else(|| bad("IDENT needs dev and inode"))?;
-                Ok(Request::Ident {
-                    dev: dev.parse().map_err(|_| bad("dev"))?,
-                    ino: ino.parse().map_err(|_| bad("inode"))?,
-                })
+            Request::Ready => ossc_wire::encode_ready(&mut out),
+            Request::Open { pid, path } => ossc_wire::encode_open(&mut out, *pid, path.as_bytes()),
+            Request::Status => ossc_wire::encode_status(&mut out),
+            Request::Ident { dev, ino } => ossc_wire::encode_ident(&mut out, *dev, *ino),
+            Request::Prefetch { wait, path } => {
+                ossc_wire::encode_prefetch(&mut out, *wait, path.as_bytes())
             }
-            "READY" if rest.is_empty() => Ok(Request::Ready),
-            "STATUS" if rest.is_empty() => Ok(Request::Status),
-            "OPEN" => {
-                let (pid, path) = rest
-                    .split_once(' ')
-                    .ok_or_else(|| bad("OPEN needs pid and path"))?;
-                let pid = pid.parse().map_err(|_| bad("pid"))?;
-                Ok(Request::Open {
-                    pid,
-                    path: decode_field(path),
-                })
-            }
-            "PREFETCH" => {
-                let (wait, path) = rest.split_once(' ').unwrap_or((rest, ""));
-                let wait = match wait {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(bad("PREFETCH needs 0 or 1 (wait) and a path")),
-                };
-                Ok(Request::Prefetch {
-                    wait,
-                    path: decode_field(path),
-                })
-            }
-            "EVICT" => Ok(Request::Evict {
-                path: decode_field(rest),
-            }),
-            _ => Err(bad("unknown verb")),
+            Request::Evict { path } => ossc_wire::encode_evict(&mut out, path.as_bytes()),
         }
+        lossy_string(out)
     }
 }
 
@@ -161,56 +153,38 @@ impl Response {
 
     /// The wire form, newline included.
     pub fn line(&self) -> String {
+        let mut out = Vec::new();
         match self {
             Response::HelloOk {
                 agent_pid,
                 log_path,
-            } => {
-                format!("OK {agent_pid} {}\n", encode_field(log_path))
+            } => ossc_wire::encode_hello_ok(&mut out, *agent_pid, log_path.as_bytes()),
+            Response::Ok => ossc_wire::encode_ok(&mut out),
+            Response::Fd { size, source } => {
+                ossc_wire::encode_fd(&mut out, *size, source.as_str().as_bytes())
             }
-            Response::Ok => "OK\n".to_string(),
-            Response::Fd { size, source } => format!("FD {size} {}\n", source.as_str()),
-            Response::Pass => "PASS\n".to_string(),
-            Response::Err { errno, message } => format!("ERR {errno} {}\n", one_line(message)),
-            Response::Status(json) | Response::Report(json) => format!("{}\n", one_line(json)),
-            Response::Placeholder(rel) => format!("PLACEHOLDER {}\n", encode_field(rel)),
+            Response::Pass => ossc_wire::encode_pass(&mut out),
+            Response::Err { errno, message } => {
+                ossc_wire::encode_err(&mut out, *errno, message.as_bytes())
+            }
+            Response::Status(json) | Response::Report(json) => {
+                ossc_wire::encode_document(&mut out, json.as_bytes())
+            }
+            Response::Placeholder(rel) => ossc_wire::encode_placeholder(&mut out, rel.as_bytes()),
         }
+        lossy_string(out)
     }
 }
 
-/// `%` -> `%25`, newline -> `%0A`, carriage return -> `%0D` (a `\r` that ends a line is stripped).
-pub fn encode_field(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\n', "%0A")
-        .replace('\r', "%0D")
+/// Decodes an escaped field; bytes that are not UTF-8 are replaced.
+fn decode_bytes(field: &[u8]) -> String {
+    lossy_string(Unescape::new(field).collect())
 }
 
-/// Inverse of [`encode_field`]; also decodes any other valid `%XX` escape.
-pub fn decode_field(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(hi), Some(lo)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Messages must stay on one line.
-fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
+/// `bytes` as a `String`, replacing what is not UTF-8 (an encoded line of `String` fields is
+/// always UTF-8: the encoders only insert or replace ASCII).
+fn lossy_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -318,7 +292,8 @@ mod tests {
             "ünï",
             "%é%",
         ] {
-            assert_eq!(decode_field(&encode_field(s)), s);
+            let evict = Request::Evict { path: s.into() };
+            assert_eq!(Request::parse(&evict.line()).unwrap(), evict);
         }
     }
 
@@ -331,7 +306,14 @@ mod tests {
                 path: "x\r".into()
             }
         );
-        assert_eq!(encode_field("a\r"), "a%0D");
-        assert_eq!(decode_field(&encode_field("a\r\n%")), "a\r\n%");
+        let open = |path: &str| Request::Open {
+            pid: 1,
+            path: path.into(),
+        };
+        assert_eq!(open("a\r").line(), "OPEN 1 a%0D\n");
+        assert_eq!(
+            Request::parse(&open("a\r\n%").line()).unwrap(),
+            open("a\r\n%")
+        );
     }
 }

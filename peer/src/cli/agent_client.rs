@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ossc_wire::DocumentReply;
 
-use crate::agent::protocol::{encode_field, MAX_REQUEST_LINE};
+use crate::agent::protocol::{Request, MAX_REQUEST_LINE};
 
 /// Longest answer accepted (a STATUS of a model with many files fits easily).
 pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
@@ -33,46 +34,43 @@ pub struct AgentError {
     pub message: String,
 }
 
-/// Sends `line` and returns the answer line (without its newline), waiting at
+/// Sends `req` and returns the answer line (without its newline), waiting at
 /// most `timeout` for it.
-pub fn request(socket: &Path, line: &str, timeout: Duration) -> Result<String> {
-    anyhow::ensure!(
-        line.len() < MAX_REQUEST_LINE && !line.contains('\n'),
-        "request too long or not one line"
-    );
+pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<String> {
+    let line = req.line();
+    anyhow::ensure!(line.len() <= MAX_REQUEST_LINE, "request too long");
     let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| AgentUnreachable {
         socket: socket.to_path_buf(),
         reason: e.to_string(),
     })?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    s.write_all(format!("{line}\n").as_bytes())
+    s.write_all(line.as_bytes())
         .context("sending the request")?;
     let mut text = String::new();
     s.take(MAX_ANSWER_BYTES)
         .read_to_string(&mut text)
         .with_context(|| format!("no answer from the agent within {timeout:?}"))?;
-    let answer = text.lines().next().unwrap_or("").to_string();
-    if let Some(err) = answer.strip_prefix("ERR ") {
-        let (errno, message) = err.split_once(' ').unwrap_or((err, ""));
-        return Err(AgentError {
-            errno: errno.parse().unwrap_or(libc::EIO),
-            message: message.to_string(),
+    let answer = text.lines().next().unwrap_or("");
+    match ossc_wire::parse_document(answer.as_bytes()) {
+        DocumentReply::Document(_) => Ok(answer.to_string()),
+        DocumentReply::Err { errno, msg } => Err(AgentError {
+            errno,
+            message: String::from_utf8_lossy(msg).into_owned(),
         }
-        .into());
+        .into()),
     }
-    Ok(answer)
 }
 
 /// A request whose answer is one JSON document.
-pub fn request_json(socket: &Path, line: &str, timeout: Duration) -> Result<serde_json::Value> {
-    let answer = request(socket, line, timeout)?;
+pub fn request_json(socket: &Path, req: &Request, timeout: Duration) -> Result<serde_json::Value> {
+    let answer = request(socket, req, timeout)?;
     serde_json::from_str(&answer).with_context(|| format!("agent answered non-JSON: {answer:?}"))
 }
 
 /// `STATUS`.
 pub fn status(socket: &Path) -> Result<serde_json::Value> {
-    request_json(socket, "STATUS", crate::agent::STATUS_TIMEOUT)
+    request_json(socket, &Request::Status, crate::agent::STATUS_TIMEOUT)
 }
 
 /// `PREFETCH <wait> <path>`: starts (and with `wait`, finishes) fetching every
@@ -83,13 +81,14 @@ pub fn prefetch(
     wait: bool,
     timeout: Duration,
 ) -> Result<serde_json::Value> {
-    let line = format!("PREFETCH {} {}", u8::from(wait), encode_field(path));
-    request_json(socket, &line, timeout)
+    let path = path.to_string();
+    request_json(socket, &Request::Prefetch { wait, path }, timeout)
 }
 
 /// `EVICT <path>`: drops the memory of every unreferenced large file under `path`.
 pub fn evict(socket: &Path, path: &str, timeout: Duration) -> Result<serde_json::Value> {
-    request_json(socket, &format!("EVICT {}", encode_field(path)), timeout)
+    let path = path.to_string();
+    request_json(socket, &Request::Evict { path }, timeout)
 }
 
 #[cfg(test)]

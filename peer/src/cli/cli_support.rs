@@ -15,7 +15,7 @@ use ossc_core::sign::Credentials;
 use ossc_core::store_server::{EmbeddedStore, FaultConfig, RangeBehavior, StoreServerConfig};
 
 /// The agent socket when `CONNECTOR_UDS_PATH` is unset (the preload library uses the same).
-pub const DEFAULT_SOCKET: &str = "/tmp/oss-connector/connector.sock";
+pub use ossc_wire::DEFAULT_SOCKET_PATH as DEFAULT_SOCKET;
 
 pub fn default_socket() -> PathBuf {
     std::env::var_os("CONNECTOR_UDS_PATH")
