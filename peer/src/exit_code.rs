@@ -140,6 +140,29 @@ mod tests {
     }
 
     #[test]
+    fn store_errors_pick_the_code_by_kind() {
+        for (code, status, exit) in [
+            ("", 403, ExitCode::AccessDenied),
+            ("", 401, ExitCode::AccessDenied),
+            ("ExpiredToken", 400, ExitCode::AccessDenied),
+            ("RequestTimeTooSkewed", 403, ExitCode::AccessDenied),
+            ("NoSuchKey", 404, ExitCode::NotFound),
+            ("SlowDown", 503, ExitCode::StoreUnreachable),
+            ("Throttling", 400, ExitCode::StoreUnreachable),
+            ("", 429, ExitCode::StoreUnreachable),
+            ("", 500, ExitCode::StoreUnreachable),
+            ("PreconditionFailed", 412, ExitCode::Failure),
+            ("InvalidArgument", 400, ExitCode::Failure),
+        ] {
+            assert_eq!(
+                ExitCode::of(&service(code, status)),
+                exit,
+                "{code:?} {status}"
+            );
+        }
+    }
+
+    #[test]
     fn the_table_lists_every_code() {
         for code in [
             ExitCode::Ok,
