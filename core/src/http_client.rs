@@ -362,13 +362,16 @@ mod tests {
         }
     }
 
+    /// An unsigned path-style client of bucket `bkt` at `endpoint`.
+    pub(super) fn client_at(endpoint: &str) -> HttpObjectClient {
+        let mut s = settings(AddressingStyle::Path);
+        s.endpoint = url::Url::parse(endpoint).unwrap();
+        HttpObjectClient::new(&s, HttpClientOptions::default()).unwrap()
+    }
+
     #[test]
     fn addressing_styles() {
-        let c = HttpObjectClient::new(
-            &settings(AddressingStyle::Path),
-            HttpClientOptions::default(),
-        )
-        .unwrap();
+        let c = client_at("http://127.0.0.1:9000");
         assert_eq!(c.origin, "http://127.0.0.1:9000");
         assert_eq!(c.host, "127.0.0.1:9000");
         assert_eq!(c.path_prefix, "/bkt/");

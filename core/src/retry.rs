@@ -151,14 +151,7 @@ mod tests {
     }
 
     fn service(status: u16, code: &str) -> ObjectClientError {
-        ServiceError {
-            status,
-            code: code.into(),
-            message: "m".into(),
-            request_id: "r".into(),
-            string_to_sign: None,
-        }
-        .into()
+        ServiceError::sample(status, code).into()
     }
 
     #[test]

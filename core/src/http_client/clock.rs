@@ -81,32 +81,19 @@ fn signed_millis(a: SystemTime, b: SystemTime) -> i64 {
 mod tests {
     use reqwest::header::HeaderValue;
 
-    use super::super::tests::settings;
-    use super::super::HttpClientOptions;
+    use super::super::tests::client_at;
     use super::*;
-    use crate::store_url::AddressingStyle;
 
     fn answer(status: u16, code: &str, store_ahead: Duration) -> (HeaderMap, ServiceError) {
         let date = httpdate::fmt_http_date(SystemTime::now() + store_ahead);
         let mut headers = HeaderMap::new();
         headers.insert("date", HeaderValue::from_str(&date).unwrap());
-        let error = ServiceError {
-            status,
-            code: code.into(),
-            message: String::new(),
-            request_id: String::new(),
-            string_to_sign: None,
-        };
-        (headers, error)
+        (headers, ServiceError::sample(status, code))
     }
 
     #[test]
     fn skew_errors_and_far_dates_move_the_clock() {
-        let c = HttpObjectClient::new(
-            &settings(AddressingStyle::Path),
-            HttpClientOptions::default(),
-        )
-        .unwrap();
+        let c = client_at("http://127.0.0.1:9000");
         // A minute off on an ordinary error: left alone.
         let (h, e) = answer(404, "NoSuchKey", Duration::from_secs(60));
         c.resync_clock(&h, &e);

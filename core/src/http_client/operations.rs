@@ -192,11 +192,9 @@ impl HttpObjectClient {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{raw_server, settings};
-    use super::super::HttpClientOptions;
+    use super::super::tests::{client_at, raw_server};
     use super::*;
     use crate::object_client::{ObjectClient, ObjectClientError};
-    use crate::store_url::AddressingStyle;
 
     #[tokio::test]
     async fn an_oversized_listing_page_fails_clearly() {
@@ -207,9 +205,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string(),
         ] {
             let addr = raw_server(head.clone(), n).await;
-            let mut s = settings(AddressingStyle::Path);
-            s.endpoint = url::Url::parse(&format!("http://{addr}")).unwrap();
-            let c = HttpObjectClient::new(&s, HttpClientOptions::default()).unwrap();
+            let c = client_at(&format!("http://{addr}"));
             let e = c.list_page("", None, 1000).await.unwrap_err();
             assert!(
                 matches!(&e, ObjectClientError::Client(ClientError::BadResponse(m)) if m.contains("larger than")),
@@ -226,9 +222,7 @@ mod tests {
             0,
         )
         .await;
-        let mut s = settings(AddressingStyle::Path);
-        s.endpoint = url::Url::parse(&format!("http://{addr}")).unwrap();
-        let c = HttpObjectClient::new(&s, HttpClientOptions::default()).unwrap();
+        let c = client_at(&format!("http://{addr}"));
         let e = c.head("missing").await.unwrap_err();
         assert_eq!(
             e.service_kind(),

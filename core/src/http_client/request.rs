@@ -1,14 +1,15 @@
 //! Building, signing and sending one request.
 //!
 //! Design: every request is signed at send time with what the client's
-//! [`CredentialSource`] holds then, and with the clock corrected by the
-//! offset learnt from the store (`clock.rs`). A request the store answers
-//! with [`ServiceErrorKind::InvalidCredentials`] is sent once more after the
-//! source re-read its provider, and only when that produced different
-//! credentials, so a rotation or an expired token costs one round trip and a
-//! wrong secret costs one re-read. Error statuses become [`ServiceError`]s
-//! here (decoded in `error_answer.rs`), except 412, which the ranged GET turns
-//! into [`ClientError::ObjectChanged`] itself. On rejected credentials the
+//! [`crate::credentials::CredentialSource`] holds then, and with the clock
+//! corrected by the offset learnt from the store (`clock.rs`). A request the
+//! store answers with [`ServiceErrorKind::InvalidCredentials`] is sent once
+//! more after the source re-read its provider, and only when that produced
+//! different credentials, so a rotation or an expired token costs one round
+//! trip and a wrong secret costs one re-read. Error statuses become
+//! [`crate::object_client::ServiceError`]s here (decoded in
+//! `error_answer.rs`), except 412, which the ranged GET turns into
+//! [`ClientError::ObjectChanged`] itself. On rejected credentials the
 //! server's and our string-to-sign are logged at debug level with the STS
 //! token redacted.
 

@@ -119,6 +119,20 @@ impl ServiceError {
     }
 }
 
+#[cfg(test)]
+impl ServiceError {
+    /// An answer with this status and code, message `m` and request id `r`.
+    pub(crate) fn sample(status: u16, code: &str) -> Self {
+        ServiceError {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            request_id: "r".into(),
+            string_to_sign: None,
+        }
+    }
+}
+
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let label = if self.code.is_empty() {
@@ -225,13 +239,7 @@ mod tests {
     use super::*;
 
     fn service(status: u16, code: &str) -> ServiceError {
-        ServiceError {
-            status,
-            code: code.into(),
-            message: "m".into(),
-            request_id: "r".into(),
-            string_to_sign: None,
-        }
+        ServiceError::sample(status, code)
     }
 
     #[test]
