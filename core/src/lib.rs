@@ -7,7 +7,8 @@
 //! - [`checksums`]: the whole-object digests a store declares (S3 additional
 //!   checksums, `Content-MD5`, MD5 ETags) and the pass that checks them.
 //! - [`object_client`]: the [`object_client::ObjectClient`] trait, its two-level
-//!   errors, and the in-memory / throughput-limited / failure-injecting clients
+//!   errors classified by kind, and (feature `test-doubles`, and this crate's
+//!   tests) the in-memory / throughput-limited / failure-injecting clients
 //!   that tests use in place of a real store.
 //! - [`credentials`]: the provider chain and the refreshing credential cache;
 //!   [`transport`]: TLS roots and proxies.

@@ -2,24 +2,31 @@
 //!
 //! Design (after Mountpoint for S3's `ObjectClient`): every consumer of the
 //! store (the fetch engine, `ossc ls/cp`, the node agent) talks to
-//! `dyn ObjectClient`, never to HTTP directly. Tests substitute
-//! [`mock::MockObjectClient`] (in memory), [`throughput::ThroughputLimitedClient`]
-//! (a bandwidth cap) or [`failure::FailureInjectingClient`] (scripted faults)
-//! without a server.
+//! `dyn ObjectClient`, never to HTTP directly. Tests substitute `mock`'s
+//! `MockObjectClient` (in memory), `throughput`'s `ThroughputLimitedClient`
+//! (a bandwidth cap) or `failure`'s `FailureInjectingClient` (scripted
+//! faults) without a server. Those three modules exist only in test builds
+//! and with the `test-doubles` feature, so the agent never carries them.
 //!
 //! Errors are two-level: a [`ServiceError`] is the store's own answer (an XML
-//! `<Error>` with code, message and request id); a [`ClientError`] is
-//! everything on our side of the wire (transport, truncation, a changed object,
-//! a CRC mismatch). Callers decide retry and user messages from that split.
-//! A new variant is justified only when a caller must react to it differently.
+//! `<Error>` with code, message and request id, classified into a
+//! [`ServiceErrorKind`]); a [`ClientError`] is everything on our side of the
+//! wire (transport, truncation, a changed object, a CRC mismatch). Callers
+//! decide retry and user messages from that split and from the kind.
 //!
 //! Reads are written straight into caller memory through [`RangeSink`], at
 //! absolute object offsets, so a ranged GET costs one copy (socket buffer to
 //! destination) and no intermediate buffer.
 
+mod error;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod failure;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod mock;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod throughput;
+
+pub use error::{ClientError, ObjectClientError, ServiceError, ServiceErrorKind};
 
 use std::ops::Range;
 use std::time::SystemTime;
@@ -84,100 +91,6 @@ impl RangeSink for DiscardSink {
 impl RangeSink for std::fs::File {
     fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         std::os::unix::fs::FileExt::write_all_at(self, data, offset)
-    }
-}
-
-/// The store's own error answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code} (HTTP {status}): {message} [request id {request_id}]")]
-pub struct ServiceError {
-    pub status: u16,
-    /// `NoSuchKey`, `AccessDenied`, `SignatureDoesNotMatch`, ... Empty when the
-    /// store sent no parseable body (then `status` is all we know).
-    pub code: String,
-    pub message: String,
-    pub request_id: String,
-    /// The server's string-to-sign, echoed on `SignatureDoesNotMatch`.
-    pub string_to_sign: Option<String>,
-}
-
-impl ServiceError {
-    /// Throttling, timeouts and server faults: worth another try.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self.status, 408 | 429 | 500..=599) || self.code == "RequestTimeTooSkewed"
-    }
-}
-
-/// Failures on our side of the wire.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
-    #[error("transport error: {0}")]
-    Transport(String),
-    #[error("body truncated: expected {expected} bytes, got {received}")]
-    Truncated { expected: u64, received: u64 },
-    #[error("object {key} changed during download (ETag {expected} became {found})")]
-    ObjectChanged {
-        key: String,
-        expected: String,
-        found: String,
-    },
-    #[error("CRC-64 mismatch for {key}: store says {expected:#018x}, data has {actual:#018x}")]
-    Crc64Mismatch {
-        key: String,
-        expected: u64,
-        actual: u64,
-    },
-    /// A whole-object digest the store declared (SHA-256, Content-MD5, ...;
-    /// see [`crate::checksums`]) does not match the bytes fetched.
-    #[error("{algorithm} mismatch for {key}: store says {expected}, data has {actual}")]
-    ChecksumMismatch {
-        key: String,
-        algorithm: &'static str,
-        expected: String,
-        actual: String,
-    },
-    #[error("unexpected response: {0}")]
-    BadResponse(String),
-    #[error("writing to destination failed: {0}")]
-    Sink(String),
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-}
-
-impl ClientError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Transport(_) | ClientError::Truncated { .. }
-        )
-    }
-}
-
-/// Either side's failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ObjectClientError {
-    /// Displays as the inner error alone (no "caused by" repetition in chains).
-    #[error(transparent)]
-    Service(#[from] ServiceError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
-}
-
-impl ObjectClientError {
-    /// 408/429/5xx, connection errors and truncated bodies. Never 403/404.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ObjectClientError::Service(e) => e.is_retryable(),
-            ObjectClientError::Client(e) => e.is_retryable(),
-        }
-    }
-
-    /// The store's error code, if this is a service error.
-    pub fn service_code(&self) -> Option<&str> {
-        match self {
-            ObjectClientError::Service(e) => Some(e.code.as_str()),
-            ObjectClientError::Client(_) => None,
-        }
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Design: one policy type shared by the HTTP client (a small inner budget per
 //! request) and the fetch engine (the outer budget per part). Only errors that
-//! [`ObjectClientError::is_retryable`] accepts are retried: throttling (408,
-//! 429, 5xx), clock skew, transport failures and truncated bodies. Permanent
+//! [`ObjectClientError::is_retryable`] accepts are retried: timeouts and
+//! server faults (408, 429, 5xx), errors of kind `Throttled` or `ClockSkew`
+//! whatever their status, transport failures and truncated bodies. Permanent
 //! answers (403, 404, a changed object, a CRC mismatch) return at once, because
 //! repeating them only multiplies load on a store that already said no.
 //!
@@ -119,6 +120,7 @@ fn log_retry(what: &str, attempt: u32, attempts: u32, delay: Duration, e: &Objec
             delay_ms = delay.as_millis() as u64,
             status = s.status,
             code = %s.code,
+            kind = ?s.kind(),
             request_id = %s.request_id,
             "retrying after store error: {}",
             s.message
@@ -149,14 +151,7 @@ mod tests {
     }
 
     fn service(status: u16, code: &str) -> ObjectClientError {
-        ServiceError {
-            status,
-            code: code.into(),
-            message: "m".into(),
-            request_id: "r".into(),
-            string_to_sign: None,
-        }
-        .into()
+        ServiceError::sample(status, code).into()
     }
 
     #[test]
@@ -232,6 +227,27 @@ mod tests {
             .await;
             assert_eq!(out, Err(err));
             assert_eq!(calls.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn throttles_are_retried_whatever_their_status() {
+        for err in [service(400, "Throttling"), service(429, "")] {
+            let calls = AtomicU32::new(0);
+            let out = retry(&fast(), "t", |a| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let e = err.clone();
+                async move {
+                    if a == 0 {
+                        Err(e)
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+            assert_eq!(out, Ok(()), "{err}");
+            assert_eq!(calls.load(Ordering::SeqCst), 2, "{err}");
         }
     }
 

@@ -14,7 +14,9 @@ use ossc_core::config::StoreSettings;
 use ossc_core::fetch::{FetchConfig, FetchEngine, FetchProgress};
 use ossc_core::http_client::{HttpClientOptions, HttpObjectClient};
 use ossc_core::object_client::mock::VecSink;
-use ossc_core::object_client::{list_all, ClientError, ObjectClient, ObjectClientError};
+use ossc_core::object_client::{
+    list_all, ClientError, ObjectClient, ObjectClientError, ServiceErrorKind,
+};
 use ossc_core::retry::RetryPolicy;
 use ossc_core::sign::{Credentials, SignatureVersion};
 use ossc_core::store_server::{
@@ -172,8 +174,10 @@ async fn every_operation_anonymous() {
 
     let e = c.head("missing").await.unwrap_err();
     assert_eq!(e.service_code(), Some("NoSuchKey"));
+    assert_eq!(e.service_kind(), Some(ServiceErrorKind::NotFound));
     let e = c.get_range("missing", 0..1, None, &sink).await.unwrap_err();
     assert_eq!(e.service_code(), Some("NoSuchKey"));
+    assert_eq!(e.service_kind(), Some(ServiceErrorKind::NotFound));
     match e {
         ObjectClientError::Service(s) => {
             assert_eq!(s.status, 404);

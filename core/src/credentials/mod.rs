@@ -16,10 +16,11 @@
 //!   the cached credentials are still valid, they are kept (one warning) and
 //!   the refresh is retried later. Expired credentials are never used: the
 //!   request fails with an error that names the provider and the expiry.
-//! - **Rejected credentials are re-read once.** When the store answers
-//!   `InvalidAccessKeyId`, `SecurityTokenExpired` or `InvalidSecurityToken`,
-//!   the client calls [`CredentialSource::refresh_after_rejection`] and retries
-//!   once if that produced different credentials.
+//! - **Rejected credentials are re-read once.** When the store's answer is
+//!   [`crate::object_client::ServiceErrorKind::InvalidCredentials`] (an
+//!   unknown key id, a wrong signature, an expired or invalid security
+//!   token), the client calls [`CredentialSource::refresh_after_rejection`]
+//!   and retries once if that produced different credentials.
 //! - **Never logged.** Secrets and tokens appear in no log line or error;
 //!   [`Credentials`]'s `Debug` redacts them.
 

@@ -832,10 +832,10 @@ pub fn fetch_error(key: &str, e: &ObjectClientError) -> OpenError {
 /// EACCES for permission problems, ENOENT for missing keys/buckets, EIO else
 /// (including CRC mismatches and transport failures).
 pub fn errno_for(e: &ObjectClientError) -> i32 {
-    match e.service_code() {
-        Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
-        | Some("SecurityTokenExpired" | "InvalidSecurityToken") => libc::EACCES,
-        Some("NoSuchKey" | "NoSuchBucket") => libc::ENOENT,
+    use ossc_core::object_client::ServiceErrorKind;
+    match e.service_kind() {
+        Some(ServiceErrorKind::AccessDenied | ServiceErrorKind::InvalidCredentials) => libc::EACCES,
+        Some(ServiceErrorKind::NotFound) => libc::ENOENT,
         _ => libc::EIO,
     }
 }

@@ -7,7 +7,7 @@
 //! errors (bad flags) are 2, as clap reports them.
 
 use ossc_core::config::{ConfigError, EnvError};
-use ossc_core::object_client::{ClientError, ObjectClientError};
+use ossc_core::object_client::{ClientError, ObjectClientError, ServiceErrorKind};
 
 use crate::cli::agent_client::{AgentError, AgentUnreachable};
 
@@ -68,18 +68,13 @@ impl ExitCode {
 
     fn of_store(e: &ObjectClientError) -> ExitCode {
         match e {
-            ObjectClientError::Service(s) => match (s.code.as_str(), s.status) {
-                ("NoSuchKey" | "NoSuchBucket", _) | (_, 404) => ExitCode::NotFound,
-                (
-                    "AccessDenied"
-                    | "InvalidAccessKeyId"
-                    | "SignatureDoesNotMatch"
-                    | "SecurityTokenExpired"
-                    | "InvalidSecurityToken",
-                    _,
-                )
-                | (_, 401 | 403) => ExitCode::AccessDenied,
-                (_, 500..=599) => ExitCode::StoreUnreachable,
+            ObjectClientError::Service(s) => match s.kind() {
+                ServiceErrorKind::NotFound => ExitCode::NotFound,
+                ServiceErrorKind::AccessDenied
+                | ServiceErrorKind::InvalidCredentials
+                | ServiceErrorKind::ClockSkew => ExitCode::AccessDenied,
+                ServiceErrorKind::Throttled => ExitCode::StoreUnreachable,
+                _ if (500..=599).contains(&s.status) => ExitCode::StoreUnreachable,
                 _ => ExitCode::Failure,
             },
             ObjectClientError::Client(ClientError::Transport(_)) => ExitCode::StoreUnreachable,
@@ -142,6 +137,29 @@ mod tests {
         });
         assert_eq!(ExitCode::of(&missing), ExitCode::NotFound);
         assert_eq!(ExitCode::of(&anyhow::anyhow!("other")), ExitCode::Failure);
+    }
+
+    #[test]
+    fn store_errors_pick_the_code_by_kind() {
+        for (code, status, exit) in [
+            ("", 403, ExitCode::AccessDenied),
+            ("", 401, ExitCode::AccessDenied),
+            ("ExpiredToken", 400, ExitCode::AccessDenied),
+            ("RequestTimeTooSkewed", 403, ExitCode::AccessDenied),
+            ("NoSuchKey", 404, ExitCode::NotFound),
+            ("SlowDown", 503, ExitCode::StoreUnreachable),
+            ("Throttling", 400, ExitCode::StoreUnreachable),
+            ("", 429, ExitCode::StoreUnreachable),
+            ("", 500, ExitCode::StoreUnreachable),
+            ("PreconditionFailed", 412, ExitCode::Failure),
+            ("InvalidArgument", 400, ExitCode::Failure),
+        ] {
+            assert_eq!(
+                ExitCode::of(&service(code, status)),
+                exit,
+                "{code:?} {status}"
+            );
+        }
     }
 
     #[test]
