@@ -171,6 +171,22 @@ class Node:
                              capture_output=True, check=True, timeout=30)
         return json.loads(out.stdout)
 
+    def start_keeper(self, timeout=60.0):
+        """A main process (ENABLE_CONNECTOR=1) that holds the agent alive; returns once the agent answers
+        STATUS, so that secondaries started next find it (a secondary never spawns one)."""
+        keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                  env={**self.env, "ENABLE_CONNECTOR": "1"})
+        deadline = time.time() + timeout
+        while True:
+            probe = subprocess.run([OSSC_BIN, "status", "--socket", self.socket, "--json"], capture_output=True,
+                                   timeout=30)
+            if probe.returncode == 0:
+                return keeper
+            if keeper.poll() is not None or time.time() > deadline:
+                keeper.kill()
+                raise AssertionError(f"the agent did not come up within {timeout} s: {self.log_text()[-2000:]}")
+            time.sleep(0.1)
+
     def agent_pids(self):
         out = subprocess.run(["pgrep", "-f", f"ossc agent"], capture_output=True, text=True)
         pids = []

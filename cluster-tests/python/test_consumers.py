@@ -176,8 +176,7 @@ def test_expiry_frees_memory_and_refetches_exact_bytes(tmp_path, store, model_so
         read = f"import hashlib,os; print(hashlib.sha256(open(os.path.join(os.environ['MODEL_DIR'], {shard!r}),'rb').read()).hexdigest())"
         # A registered process keeps the agent alive (it idle-exits expireTimeSec after its
         # last client), so what we observe is the file's memory expiring, not the agent exiting.
-        keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                  env={**node.env, "ENABLE_CONNECTOR": "1"})
+        keeper = node.start_keeper()
         assert node.python(read).stdout.decode().strip() == want
         store.reset()
         deadline = time.time() + 30
@@ -203,8 +202,7 @@ def test_status_metrics_and_metadata_without_the_hook(tmp_path, store, model_sou
     _, manifest, _ = model_source
     port = free_port()
     node = Node(tmp_path, store, OSS_CONNECTOR_METRICS_LISTEN=f"127.0.0.1:{port}")
-    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                              env={**node.env, "ENABLE_CONNECTOR": "1"})
+    keeper = node.start_keeper()
     try:
         shard = big_files(manifest)[0]
         read = f"import os; open(os.path.join(os.environ['MODEL_DIR'], {shard!r}), 'rb').read()"
