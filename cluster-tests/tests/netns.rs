@@ -156,12 +156,7 @@ fn harness_isolation_and_bandwidth_caps() {
         store_uplink: Some(TEST_STORE_RATE),
     })
     .expect("cluster a");
-    let b = Cluster::create(&ClusterSpec {
-        nodes: 1,
-        node_link: None,
-        store_uplink: None,
-    })
-    .expect("cluster b");
+    let b = Cluster::create(&ClusterSpec::uncapped(1)).expect("cluster b");
     let names: Vec<String> = a
         .hosts()
         .chain(b.hosts())
@@ -357,11 +352,7 @@ fn load_setup() -> Testbed {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(MODEL_MB);
-    let spec = ClusterSpec {
-        nodes: NODES,
-        node_link: Some(LOAD_RATE),
-        store_uplink: Some(LOAD_RATE),
-    };
+    let spec = ClusterSpec::capped(NODES, LOAD_RATE);
     Testbed::start(&spec, size_mb, MODEL_SHARDS).expect("testbed")
 }
 

@@ -79,11 +79,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let spec = ClusterSpec {
-            nodes: NODES,
-            node_link: Some(RATE),
-            store_uplink: Some(RATE),
-        };
+        let spec = ClusterSpec::capped(NODES, RATE);
         Setup {
             bed: Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed"),
             secret: ossc_cluster::new_cluster_secret(),
@@ -191,6 +187,29 @@ fn report(what: &str, outcomes: &[ConsumerOutcome], s: &Setup) {
             c.bytes_from("peer")
         );
     }
+}
+
+/// With the store's counters reset, every node loads at once, the victim with
+/// `victim_env` on top; returns every node's outcome (the victim's last),
+/// reported.
+fn all_load_with_the_victim_under(
+    s: &Setup,
+    phase: &str,
+    victim_env: &[(&str, &str)],
+) -> Vec<ConsumerOutcome> {
+    s.bed.store.reset_stats().expect("reset");
+    let mut running: Vec<RunningConsumer> = s
+        .survivors()
+        .iter()
+        .map(|n| s.start(n, phase, &[]))
+        .collect();
+    running.push(s.start(s.victim(), phase, victim_env));
+    let outcomes: Vec<ConsumerOutcome> = running
+        .into_iter()
+        .map(|c| s.finish(c, CONSUMER_TIMEOUT))
+        .collect();
+    report(phase, &outcomes, s);
+    outcomes
 }
 
 /// Starts every node, hits the victim mid-transfer with `hit`, and checks
@@ -360,23 +379,12 @@ fn a_node_with_the_wrong_secret_gets_nothing_and_corrupts_nothing() {
     }
     let _serial = serial();
     let s = Setup::new();
-    s.bed.store.reset_stats().expect("reset");
     let wrong = format!("{}-but-wrong", s.secret);
-    let mut running: Vec<RunningConsumer> = s
-        .survivors()
-        .iter()
-        .map(|n| s.start(n, "wrong-secret", &[]))
-        .collect();
-    running.push(s.start(
-        s.victim(),
+    let outcomes = all_load_with_the_victim_under(
+        &s,
         "wrong-secret",
         &[("OSS_CONNECTOR_CLUSTER_SECRET", wrong.as_str())],
-    ));
-    let outcomes: Vec<ConsumerOutcome> = running
-        .into_iter()
-        .map(|c| s.finish(c, CONSUMER_TIMEOUT))
-        .collect();
-    report("wrong-secret", &outcomes, &s);
+    );
     assert!(
         s.store_factor() <= WRONG_SECRET_MAX_STORE_FACTOR,
         "wrong secret: the store served {:.3} x the model",
@@ -430,18 +438,8 @@ fn a_peer_serving_corrupted_chunks_is_detected_and_bypassed() {
     }
     let _serial = serial();
     let s = Setup::new();
-    s.bed.store.reset_stats().expect("reset");
-    let mut running: Vec<RunningConsumer> = s
-        .survivors()
-        .iter()
-        .map(|n| s.start(n, "corrupt", &[]))
-        .collect();
-    running.push(s.start(s.victim(), "corrupt", &[("OSSC_FAULT_PEER_CORRUPT", "1")]));
-    let outcomes: Vec<ConsumerOutcome> = running
-        .into_iter()
-        .map(|c| s.finish(c, CONSUMER_TIMEOUT))
-        .collect();
-    report("corrupt", &outcomes, &s);
+    let outcomes =
+        all_load_with_the_victim_under(&s, "corrupt", &[("OSSC_FAULT_PEER_CORRUPT", "1")]);
     assert!(
         s.store_factor() <= CORRUPT_MAX_STORE_FACTOR,
         "corrupting peer: the store served {:.3} x the model (bound {CORRUPT_MAX_STORE_FACTOR})",

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ossc_cluster_tests::launch::{self, Deadline, NodeFiles};
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec};
+use ossc_cluster_tests::netns::{Cluster, ClusterSpec};
 use ossc_cluster_tests::note;
 use ossc_cluster_tests::ossc_cluster;
 use ossc_cluster_tests::testbed::Testbed;
@@ -217,18 +217,12 @@ fn check_tasks(phase: &str, report: &serde_json::Value, cluster: &Cluster, files
 #[test]
 fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
     const NAME: &str = "ray_cluster_across_hosts_loads_through_each_nodes_agent";
-    if !netns::available_or_skip(NAME) {
-        return;
-    }
-    let Some(python) = launch::python_or_skip(NAME, &["ray", "safetensors", "numpy"]) else {
+    let Some(python) = launch::cluster_and_python_or_skip(NAME, &["ray", "safetensors", "numpy"])
+    else {
         return;
     };
     let deadline = Deadline::after(TEST_BUDGET);
-    let spec = ClusterSpec {
-        nodes: NODES,
-        node_link: None,
-        store_uplink: None,
-    };
+    let spec = ClusterSpec::uncapped(NODES);
     let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
     let (bins, model, cluster, store) = (&bed.bins, &bed.model, &bed.cluster, &bed.store);
     let work = bed.work.as_path();

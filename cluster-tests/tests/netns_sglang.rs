@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use ossc_cluster_tests::launch::{self, Deadline, NodeFiles};
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec};
+use ossc_cluster_tests::netns::{Cluster, ClusterSpec};
 use ossc_cluster_tests::note;
 use ossc_cluster_tests::ossc_cluster::{self, Binaries, Model, Store};
 use ossc_cluster_tests::testbed::Testbed;
@@ -37,18 +37,11 @@ const PEERS_MAX_SHARE_OF_SOLO: f64 = 0.8;
 #[test]
 fn sglang_style_ranks_on_every_node_load_through_that_nodes_agent() {
     const NAME: &str = "sglang_style_ranks_on_every_node_load_through_that_nodes_agent";
-    if !netns::available_or_skip(NAME) {
-        return;
-    }
-    let Some(python) = launch::python_or_skip(NAME, &["safetensors", "numpy"]) else {
+    let Some(python) = launch::cluster_and_python_or_skip(NAME, &["safetensors", "numpy"]) else {
         return;
     };
     let deadline = Deadline::after(TEST_BUDGET);
-    let spec = ClusterSpec {
-        nodes: NODES,
-        node_link: None,
-        store_uplink: None,
-    };
+    let spec = ClusterSpec::uncapped(NODES);
     let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
     let (cluster, model) = (&bed.cluster, &bed.model);
     let ctx = Ctx {

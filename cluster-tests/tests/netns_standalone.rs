@@ -80,11 +80,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
         return;
     }
     let _serial = serial();
-    let spec = ClusterSpec {
-        nodes: NODES,
-        node_link: Some(RATE),
-        store_uplink: Some(RATE),
-    };
+    let spec = ClusterSpec::capped(NODES, RATE);
     let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
     let (bins, model, cluster, store) = (&bed.bins, &bed.model, &bed.cluster, &bed.store);
     let work = bed.work.as_path();

@@ -86,11 +86,7 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
         .and_then(|v| v.parse().ok())
         .unwrap_or(RATE_MBIT);
     let rate = Rate::mbit(rate_mbit);
-    let spec = ClusterSpec {
-        nodes: NODES,
-        node_link: Some(rate),
-        store_uplink: Some(rate),
-    };
+    let spec = ClusterSpec::capped(NODES, rate);
     let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
     let model = &bed.model;
 

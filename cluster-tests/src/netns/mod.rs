@@ -139,6 +139,27 @@ pub struct ClusterSpec {
     pub store_uplink: Option<Rate>,
 }
 
+impl ClusterSpec {
+    /// `nodes` nodes, every link (node links and the store uplink) capped at
+    /// `rate`.
+    pub fn capped(nodes: usize, rate: Rate) -> ClusterSpec {
+        ClusterSpec {
+            nodes,
+            node_link: Some(rate),
+            store_uplink: Some(rate),
+        }
+    }
+
+    /// `nodes` nodes, no link capped.
+    pub fn uncapped(nodes: usize) -> ClusterSpec {
+        ClusterSpec {
+            nodes,
+            node_link: None,
+            store_uplink: None,
+        }
+    }
+}
+
 /// One host of a cluster: a network namespace with `eth0` on the bridge.
 #[derive(Debug, Clone)]
 pub struct Host {

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::node::{agent_status, log_tail, ossc_command, socket_in, write_node_config};
+use super::node::{
+    agent_status, log_tail, ossc_command, socket_in, write_node_config, NodeProcess,
+};
 use super::{store_env, Binaries, Model, Store};
-use crate::netns::{Host, HostProcess, ProcessOutput};
+use crate::netns::{Host, ProcessOutput};
 
 /// What one node's consumer did.
 #[derive(Debug, Clone)]
@@ -39,12 +41,11 @@ impl ConsumerOutcome {
 
 /// A consumer started on one node by [`start_consumer_with_config`] or
 /// [`start_attached_consumer`].
+pub type RunningConsumer = NodeProcess<Consumer>;
+
+/// The role of a [`RunningConsumer`].
 #[derive(Debug)]
-pub struct RunningConsumer {
-    node: Host,
-    dir: PathBuf,
-    process: HostProcess,
-}
+pub enum Consumer {}
 
 /// Starts one consumer (and through the preload library, that node's agent)
 /// on `node`, with its MODEL_DIR, socket, config and logs under `dir`,
@@ -137,38 +138,6 @@ fn hooked_load_model(
 }
 
 impl RunningConsumer {
-    fn spawn(node: &Host, dir: &Path, cmd: Command) -> Result<RunningConsumer> {
-        Ok(RunningConsumer {
-            node: node.clone(),
-            dir: dir.to_path_buf(),
-            process: node.spawn(cmd)?,
-        })
-    }
-
-    pub fn node(&self) -> &Host {
-        &self.node
-    }
-
-    /// This node's work directory (model/, agent/, connector.log, ...).
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The node agent's socket.
-    pub fn socket(&self) -> PathBuf {
-        socket_in(&self.dir)
-    }
-
-    /// Whether the consumer is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// The node agent's STATUS now (`None` while none answers).
-    pub fn agent_status(&self, bins: &Binaries) -> Option<serde_json::Value> {
-        agent_status(bins, &self.socket())
-    }
-
     /// Waits for the consumer (until `timeout` after its start), asks the
     /// agent for its status, and checks that the consumer succeeded with the
     /// whole model.
@@ -179,16 +148,17 @@ impl RunningConsumer {
         timeout: Duration,
     ) -> Result<ConsumerOutcome> {
         let socket = self.socket();
-        let out = self.process.wait(timeout);
+        let (node, dir, process) = self.into_parts();
+        let out = process.wait(timeout);
         let agent_status = agent_status(bins, &socket);
-        let out = out.with_context(|| format!("{}: consumer", self.node.name))?;
-        let report = check_consumer(&self.node, &self.dir, &out, model)?;
+        let out = out.with_context(|| format!("{}: consumer", node.name))?;
+        let report = check_consumer(&node, &dir, &out, model)?;
         Ok(ConsumerOutcome {
-            node: self.node.name.clone(),
+            node: node.name,
             report,
             wall: out.elapsed,
             agent_status,
-            dir: self.dir,
+            dir,
         })
     }
 
@@ -200,8 +170,8 @@ impl RunningConsumer {
         model: &Model,
         timeout: Duration,
     ) -> ConsumerOutcome {
-        let node = self.node.name.clone();
-        let dir = self.dir.clone();
+        let node = self.node().name.clone();
+        let dir = self.dir().to_path_buf();
         self.finish(bins, model, timeout).unwrap_or_else(|e| {
             panic!(
                 "{node}: {e:#}\n--- connector.log (tail) ---\n{}",

@@ -2,14 +2,14 @@
 //! same layout as a consumer's, so an attached consumer with the same
 //! directory reaches it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 
-use super::node::{agent_status, log_tail, ossc_command, socket_in, write_node_config};
+use super::node::{log_tail, ossc_command, socket_in, write_node_config, NodeProcess};
 use super::{store_env, Binaries, Model, Store};
-use crate::netns::{Host, HostProcess};
+use crate::netns::Host;
 
 /// How long `ossc peer` may take to create its socket.
 pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -18,12 +18,11 @@ pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// MODEL_DIR, socket, config and log under `dir` in the same layout as a
 /// consumer's (`model/`, `agent/connector.sock`, `connector.log`), so
 /// [`super::start_attached_consumer`] with the same `dir` attaches to it.
+pub type PeerDaemon = NodeProcess<Daemon>;
+
+/// The role of a [`PeerDaemon`].
 #[derive(Debug)]
-pub struct PeerDaemon {
-    node: Host,
-    dir: PathBuf,
-    process: HostProcess,
-}
+pub enum Daemon {}
 
 /// What a test adds to `ossc peer`'s defaults.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +58,7 @@ pub fn start_peer_daemon(
         .arg("--model-dir")
         .arg(dir.join("model"))
         .args(&extra.args);
-    let mut process = node.spawn(cmd)?;
+    let mut process = PeerDaemon::spawn(node, dir, cmd)?;
     let deadline = Instant::now() + DAEMON_START_TIMEOUT;
     while !socket.exists() {
         if !process.is_running() {
@@ -77,34 +76,12 @@ pub fn start_peer_daemon(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(PeerDaemon {
-        node: node.clone(),
-        dir: dir.to_path_buf(),
-        process,
-    })
+    Ok(process)
 }
 
 impl PeerDaemon {
-    pub fn node(&self) -> &Host {
-        &self.node
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The daemon's socket.
-    pub fn socket(&self) -> PathBuf {
-        socket_in(&self.dir)
-    }
-
     /// The daemon's STATUS (`None` while it does not answer).
     pub fn status(&self, bins: &Binaries) -> Option<serde_json::Value> {
-        agent_status(bins, &self.socket())
-    }
-
-    /// Whether the daemon process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
+        self.agent_status(bins)
     }
 }

@@ -33,11 +33,13 @@ use anyhow::{ensure, Context, Result};
 use crate::netns::{process_alive, Cluster, Host};
 
 pub use consumer::{
-    start_attached_consumer, start_attached_consumer_as, start_consumer_with_config,
+    start_attached_consumer, start_attached_consumer_as, start_consumer_with_config, Consumer,
     ConsumerOutcome, RunningConsumer,
 };
-pub use daemon::{start_peer_daemon, DaemonSettings, PeerDaemon, DAEMON_START_TIMEOUT};
-pub use node::{log_tail, merge_config, peer_entry, query_agent_status, write_node_config};
+pub use daemon::{start_peer_daemon, Daemon, DaemonSettings, PeerDaemon, DAEMON_START_TIMEOUT};
+pub use node::{
+    log_tail, merge_config, peer_entry, query_agent_status, write_node_config, NodeProcess,
+};
 pub use phase::{run_phase_with_config, PhaseOutcome};
 pub use store::{store_env, Store};
 

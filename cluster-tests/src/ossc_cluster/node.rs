@@ -3,13 +3,64 @@
 //! `config.json`, `connector.log`, `audit.log`; and what the agent's STATUS
 //! says.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
 
 use super::Binaries;
-use crate::netns::Host;
+use crate::netns::{Host, HostProcess};
+
+/// A process started on one node whose files live under `dir`; `Role` says
+/// which it is, and so what more it can do: a consumer
+/// ([`super::RunningConsumer`]) or a daemon ([`super::PeerDaemon`]).
+#[derive(Debug)]
+pub struct NodeProcess<Role> {
+    node: Host,
+    dir: PathBuf,
+    process: HostProcess,
+    role: PhantomData<Role>,
+}
+
+impl<Role> NodeProcess<Role> {
+    pub(super) fn spawn(node: &Host, dir: &Path, cmd: Command) -> Result<Self> {
+        Ok(NodeProcess {
+            node: node.clone(),
+            dir: dir.to_path_buf(),
+            process: node.spawn(cmd)?,
+            role: PhantomData,
+        })
+    }
+
+    pub(super) fn into_parts(self) -> (Host, PathBuf, HostProcess) {
+        (self.node, self.dir, self.process)
+    }
+
+    pub fn node(&self) -> &Host {
+        &self.node
+    }
+
+    /// This node's directory (model/, agent/, connector.log, ...).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node agent's socket.
+    pub fn socket(&self) -> PathBuf {
+        socket_in(&self.dir)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The node agent's STATUS now (`None` while none answers).
+    pub fn agent_status(&self, bins: &Binaries) -> Option<serde_json::Value> {
+        agent_status(bins, &self.socket())
+    }
+}
 
 /// The agent socket of the node directory `dir`.
 pub(super) fn socket_in(dir: &Path) -> PathBuf {
