@@ -80,6 +80,16 @@ pub fn python_or_skip(test: &str, modules: &[&str]) -> Option<PathBuf> {
     None
 }
 
+/// What a launch test needs: clusters ([`crate::netns::available_or_skip`])
+/// and the test Python with `modules` ([`python_or_skip`]); the Python when
+/// both are there, else `None` after the loud skip message.
+pub fn cluster_and_python_or_skip(test: &str, modules: &[&str]) -> Option<PathBuf> {
+    if !crate::netns::available_or_skip(test) {
+        return None;
+    }
+    python_or_skip(test, modules)
+}
+
 /// A wall-clock budget shared by every step of a test, so the whole test is
 /// bounded however its steps split the time.
 #[derive(Debug, Clone, Copy)]

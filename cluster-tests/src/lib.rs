@@ -8,6 +8,8 @@
 //! - [`launch`]: the vendor's launch scenarios (Ray, SGLang-style multi-node)
 //!   run through `deploy/examples/`, and checks of which processes carry the
 //!   hook and which agent served them.
+//! - [`testbed`]: what every cluster test shares (the serial lock, [`note!`],
+//!   a model served on a fresh cluster).
 
 // Two modules need `unsafe` for process set-up (`setns`, `kill`, `geteuid`, a `pre_exec`
 // that drops root) and opt out with `#[allow(unsafe_code)]`; the rest stays safe code.
@@ -18,3 +20,4 @@ pub mod launch;
 pub mod netns;
 #[allow(unsafe_code)]
 pub mod ossc_cluster;
+pub mod testbed;

@@ -10,23 +10,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Host, Rate};
-use ossc_cluster_tests::ossc_cluster::{self, Binaries, Model, PhaseOutcome, Store};
-
-/// Prints a measurement straight to the process's stderr, so it shows in CI
-/// logs even though the test harness captures `eprintln!` of passing tests.
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-/// Serialises the tests in this file (see the module note).
-static SERIAL: Mutex<()> = Mutex::new(());
+use ossc_cluster_tests::note;
+use ossc_cluster_tests::ossc_cluster::{self, PhaseOutcome};
+use ossc_cluster_tests::testbed::{serial, Testbed};
 
 /// Node link cap in the bandwidth test.
 const TEST_NODE_RATE: Rate = Rate::mbit(100);
@@ -65,12 +55,6 @@ const LOAD_RATE: Rate = Rate::gbit(1);
 const NO_PEERS_MAX_FACTOR: f64 = 1.05;
 /// With peers the store may serve at most this many models (issue 4).
 const PEERS_MAX_FACTOR: f64 = 1.1;
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Sends `bytes` from `from` to `to` over TCP; returns (bytes received, time
 /// from connect to the receiver seeing EOF).
@@ -172,12 +156,7 @@ fn harness_isolation_and_bandwidth_caps() {
         store_uplink: Some(TEST_STORE_RATE),
     })
     .expect("cluster a");
-    let b = Cluster::create(&ClusterSpec {
-        nodes: 1,
-        node_link: None,
-        store_uplink: None,
-    })
-    .expect("cluster b");
+    let b = Cluster::create(&ClusterSpec::uncapped(1)).expect("cluster b");
     let names: Vec<String> = a
         .hosts()
         .chain(b.hosts())
@@ -367,46 +346,20 @@ fn ns_has_processes(ns: &str) -> bool {
     !out.stdout.trim_ascii().is_empty()
 }
 
-/// Everything the model-loading tests share.
-/// Fields drop in order: the store and the cluster (every process) go before
-/// the work directory is removed.
-struct LoadSetup {
-    store: Store,
-    cluster: Cluster,
-    bins: Binaries,
-    model: Model,
-    work: std::path::PathBuf,
-    _work: tempfile::TempDir,
-}
-
-fn load_setup() -> LoadSetup {
-    let bins = Binaries::locate().expect("ossc binaries");
-    let work_dir = ossc_cluster::work_dir().expect("work dir");
-    let work = work_dir.path().to_path_buf();
+/// What the model-loading tests share: the model on a capped cluster.
+fn load_setup() -> Testbed {
     let size_mb = std::env::var(MODEL_MB_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(MODEL_MB);
-    let model = Model::generate(&bins, &work, size_mb, MODEL_SHARDS).expect("gen-model");
-    let cluster = Cluster::create(&ClusterSpec {
-        nodes: NODES,
-        node_link: Some(LOAD_RATE),
-        store_uplink: Some(LOAD_RATE),
-    })
-    .expect("cluster");
-    let store = Store::start(&cluster, &bins, &model).expect("store");
-    LoadSetup {
-        store,
-        cluster,
-        bins,
-        model,
-        work,
-        _work: work_dir,
-    }
+    let spec = ClusterSpec::capped(NODES, LOAD_RATE);
+    Testbed::start(&spec, size_mb, MODEL_SHARDS).expect("testbed")
 }
 
-fn run(s: &LoadSetup, phase: &str, env: &[(String, String)]) -> PhaseOutcome {
-    let out = ossc_cluster::run_phase(&s.cluster, &s.bins, &s.store, &s.model, &s.work, phase, env)
+fn run(s: &Testbed, phase: &str, env: &[(String, String)]) -> PhaseOutcome {
+    let no_config = serde_json::Value::Null;
+    let out = s
+        .run_phase(phase, env, &no_config, ossc_cluster::CONSUMER_TIMEOUT)
         .unwrap_or_else(|e| panic!("{phase}: {e:#}"));
     let factor = out.store.bytes_served as f64 / s.model.total_bytes as f64;
     note!(
@@ -432,7 +385,7 @@ fn run(s: &LoadSetup, phase: &str, env: &[(String, String)]) -> PhaseOutcome {
 }
 
 /// Without peers every node pulls every byte from the store.
-fn check_no_peers(s: &LoadSetup, out: &PhaseOutcome) {
+fn check_no_peers(s: &Testbed, out: &PhaseOutcome) {
     let model = s.model.total_bytes;
     let n = s.cluster.nodes().len() as u64;
     assert!(

@@ -23,22 +23,12 @@
 //! (with the default 16 MiB a node may own just one or two). The tests take
 //! one process-wide lock (one cluster at a time on CI's 2 cores).
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Host, Rate};
-use ossc_cluster_tests::ossc_cluster::{
-    self, Binaries, ConsumerOutcome, Model, RunningConsumer, Store, CONSUMER_TIMEOUT,
-};
-
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use ossc_cluster_tests::netns::{self, ClusterSpec, Host, Rate};
+use ossc_cluster_tests::note;
+use ossc_cluster_tests::ossc_cluster::{self, ConsumerOutcome, RunningConsumer, CONSUMER_TIMEOUT};
+use ossc_cluster_tests::testbed::{serial, Testbed};
 
 /// Nodes per cluster; the last one is the victim.
 const NODES: usize = 4;
@@ -81,57 +71,31 @@ const WRONG_SECRET_MAX_STORE_FACTOR: f64 = 2.1;
 /// files (read from the store by every node's mirror) — measured 0.001.
 const LATE_MAX_STORE_FACTOR: f64 = 0.05;
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One cluster with a store and a model; fields drop in order (processes and
-/// namespaces before the work directory).
+/// One cluster with a store and a model, and the cluster secret.
 struct Setup {
-    store: Store,
-    cluster: Cluster,
-    bins: Binaries,
-    model: Model,
-    work: std::path::PathBuf,
+    bed: Testbed,
     secret: String,
-    _work: tempfile::TempDir,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let bins = Binaries::locate().expect("ossc binaries");
-        let work_dir = ossc_cluster::work_dir().expect("work dir");
-        let work = work_dir.path().to_path_buf();
-        let model = Model::generate(&bins, &work, MODEL_MB, MODEL_SHARDS).expect("gen-model");
-        let cluster = Cluster::create(&ClusterSpec {
-            nodes: NODES,
-            node_link: Some(RATE),
-            store_uplink: Some(RATE),
-        })
-        .expect("cluster");
-        let store = Store::start(&cluster, &bins, &model).expect("store");
-        let secret = ossc_cluster::new_cluster_secret();
+        let spec = ClusterSpec::capped(NODES, RATE);
         Setup {
-            store,
-            cluster,
-            bins,
-            model,
-            work,
-            secret,
-            _work: work_dir,
+            bed: Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed"),
+            secret: ossc_cluster::new_cluster_secret(),
         }
     }
 
     fn victim(&self) -> &Host {
-        self.cluster.node(NODES - 1)
+        self.bed.cluster.node(NODES - 1)
     }
 
     fn survivors(&self) -> &[Host] {
-        &self.cluster.nodes()[..NODES - 1]
+        &self.bed.cluster.nodes()[..NODES - 1]
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        ossc_cluster::peer_env(&self.cluster, &self.secret)
+        ossc_cluster::peer_env(&self.bed.cluster, &self.secret)
     }
 
     /// Starts `node`'s consumer (and agent) with the peer layer on, plus `extra`.
@@ -144,10 +108,10 @@ impl Setup {
         let config = serde_json::json!({"peer": {"chunkSizeBytes": CHUNK_BYTES}});
         ossc_cluster::start_consumer_with_config(
             node,
-            &self.bins,
-            &self.store,
-            &self.model,
-            &self.work.join(phase).join(&node.name),
+            &self.bed.bins,
+            &self.bed.store,
+            &self.bed.model,
+            &self.bed.work.join(phase).join(&node.name),
             &env,
             &config,
         )
@@ -155,20 +119,12 @@ impl Setup {
     }
 
     fn finish(&self, c: RunningConsumer, timeout: Duration) -> ConsumerOutcome {
-        let node = c.node().name.clone();
-        let dir = c.dir().to_path_buf();
-        c.finish(&self.bins, &self.model, timeout)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{node}: {e:#}\n--- connector.log (tail) ---\n{}",
-                    ossc_cluster::log_tail(&dir, 30)
-                )
-            })
+        c.expect_finished(&self.bed.bins, &self.bed.model, timeout)
     }
 
     fn store_factor(&self) -> f64 {
-        let s = self.store.stats().expect("store stats");
-        s.bytes_served as f64 / self.model.total_bytes as f64
+        let s = self.bed.store.stats().expect("store stats");
+        s.bytes_served as f64 / self.bed.model.total_bytes as f64
     }
 }
 
@@ -195,7 +151,7 @@ fn wait_mid_transfer(s: &Setup, others: &mut [RunningConsumer]) -> u64 {
     loop {
         let received: u64 = others
             .iter()
-            .filter_map(|c| c.agent_status(&s.bins))
+            .filter_map(|c| c.agent_status(&s.bed.bins))
             .map(|st| peer_counter(&st, &victim_id, "bytes_received"))
             .sum();
         if received >= HIT_AFTER_RECEIVED_BYTES {
@@ -219,7 +175,7 @@ fn wait_mid_transfer(s: &Setup, others: &mut [RunningConsumer]) -> u64 {
 fn report(what: &str, outcomes: &[ConsumerOutcome], s: &Setup) {
     note!(
         "{what}: model {} bytes; store served {:.3} x model",
-        s.model.total_bytes,
+        s.bed.model.total_bytes,
         s.store_factor()
     );
     for c in outcomes {
@@ -233,6 +189,29 @@ fn report(what: &str, outcomes: &[ConsumerOutcome], s: &Setup) {
     }
 }
 
+/// With the store's counters reset, every node loads at once, the victim with
+/// `victim_env` on top; returns every node's outcome (the victim's last),
+/// reported.
+fn all_load_with_the_victim_under(
+    s: &Setup,
+    phase: &str,
+    victim_env: &[(&str, &str)],
+) -> Vec<ConsumerOutcome> {
+    s.bed.store.reset_stats().expect("reset");
+    let mut running: Vec<RunningConsumer> = s
+        .survivors()
+        .iter()
+        .map(|n| s.start(n, phase, &[]))
+        .collect();
+    running.push(s.start(s.victim(), phase, victim_env));
+    let outcomes: Vec<ConsumerOutcome> = running
+        .into_iter()
+        .map(|c| s.finish(c, CONSUMER_TIMEOUT))
+        .collect();
+    report(phase, &outcomes, s);
+    outcomes
+}
+
 /// Starts every node, hits the victim mid-transfer with `hit`, and checks
 /// that the survivors finish with exact bytes within [`RECOVERY_BOUND`].
 fn survivors_recover(
@@ -240,8 +219,9 @@ fn survivors_recover(
     phase: &str,
     hit: impl FnOnce(&Setup),
 ) -> (Vec<ConsumerOutcome>, u64, Duration) {
-    s.store.reset_stats().expect("reset");
+    s.bed.store.reset_stats().expect("reset");
     let mut running: Vec<RunningConsumer> = s
+        .bed
         .cluster
         .nodes()
         .iter()
@@ -319,7 +299,8 @@ fn a_partitioned_peer_leaves_the_survivors_with_exact_bytes_in_bounded_time() {
     let _serial = serial();
     let s = Setup::new();
     let (outcomes, _, _) = survivors_recover(&s, "partitioned", |s| {
-        s.cluster
+        s.bed
+            .cluster
             .set_link_up(s.victim(), false)
             .expect("take the victim's link down");
     });
@@ -335,7 +316,7 @@ fn a_partitioned_peer_leaves_the_survivors_with_exact_bytes_in_bounded_time() {
         );
     }
     s.victim().kill_all().expect("kill the victim");
-    s.cluster.set_link_up(s.victim(), true).expect("heal");
+    s.bed.cluster.set_link_up(s.victim(), true).expect("heal");
 }
 
 #[test]
@@ -359,7 +340,7 @@ fn a_late_joiner_gets_exact_bytes_from_peers() {
     report("late: first three", &first, &s);
     // Their agents stay up (expireTimeSec) holding the model; the latecomer
     // joins and pulls what it does not own from them.
-    s.store.reset_stats().expect("reset");
+    s.bed.store.reset_stats().expect("reset");
     let late = s.start(s.victim(), "late", &[]);
     let late = s.finish(late, CONSUMER_TIMEOUT);
     let factor = s.store_factor();
@@ -378,7 +359,10 @@ fn a_late_joiner_gets_exact_bytes_from_peers() {
     let served: u64 = first
         .iter()
         .filter_map(|c| {
-            ossc_cluster::query_agent_status(&s.bins, &c.dir.join("agent").join("connector.sock"))
+            ossc_cluster::query_agent_status(
+                &s.bed.bins,
+                &c.dir.join("agent").join("connector.sock"),
+            )
         })
         .map(|st| peer_counter(&st, &late_id, "bytes_sent"))
         .sum();
@@ -395,23 +379,12 @@ fn a_node_with_the_wrong_secret_gets_nothing_and_corrupts_nothing() {
     }
     let _serial = serial();
     let s = Setup::new();
-    s.store.reset_stats().expect("reset");
     let wrong = format!("{}-but-wrong", s.secret);
-    let mut running: Vec<RunningConsumer> = s
-        .survivors()
-        .iter()
-        .map(|n| s.start(n, "wrong-secret", &[]))
-        .collect();
-    running.push(s.start(
-        s.victim(),
+    let outcomes = all_load_with_the_victim_under(
+        &s,
         "wrong-secret",
         &[("OSS_CONNECTOR_CLUSTER_SECRET", wrong.as_str())],
-    ));
-    let outcomes: Vec<ConsumerOutcome> = running
-        .into_iter()
-        .map(|c| s.finish(c, CONSUMER_TIMEOUT))
-        .collect();
-    report("wrong-secret", &outcomes, &s);
+    );
     assert!(
         s.store_factor() <= WRONG_SECRET_MAX_STORE_FACTOR,
         "wrong secret: the store served {:.3} x the model",
@@ -465,18 +438,8 @@ fn a_peer_serving_corrupted_chunks_is_detected_and_bypassed() {
     }
     let _serial = serial();
     let s = Setup::new();
-    s.store.reset_stats().expect("reset");
-    let mut running: Vec<RunningConsumer> = s
-        .survivors()
-        .iter()
-        .map(|n| s.start(n, "corrupt", &[]))
-        .collect();
-    running.push(s.start(s.victim(), "corrupt", &[("OSSC_FAULT_PEER_CORRUPT", "1")]));
-    let outcomes: Vec<ConsumerOutcome> = running
-        .into_iter()
-        .map(|c| s.finish(c, CONSUMER_TIMEOUT))
-        .collect();
-    report("corrupt", &outcomes, &s);
+    let outcomes =
+        all_load_with_the_victim_under(&s, "corrupt", &[("OSSC_FAULT_PEER_CORRUPT", "1")]);
     assert!(
         s.store_factor() <= CORRUPT_MAX_STORE_FACTOR,
         "corrupting peer: the store served {:.3} x the model (bound {CORRUPT_MAX_STORE_FACTOR})",

@@ -26,15 +26,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use ossc_cluster_tests::launch::{self, Deadline, NodeFiles};
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Host};
-use ossc_cluster_tests::ossc_cluster::{self, Binaries, Model, Store};
-
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+use ossc_cluster_tests::netns::{Cluster, ClusterSpec};
+use ossc_cluster_tests::note;
+use ossc_cluster_tests::ossc_cluster;
+use ossc_cluster_tests::testbed::Testbed;
 
 const NODES: usize = 2;
 const MODEL_MB: u64 = 64;
@@ -72,19 +67,41 @@ fn ray_flags(work: &Path, i: usize) -> Vec<String> {
     flags
 }
 
-/// Runs the driver on `head` for one phase and returns its report.
-#[allow(clippy::too_many_arguments)]
-fn run_driver(
-    head: &Host,
-    bins: &Binaries,
-    python: &Path,
-    model: &Model,
-    head_files: &NodeFiles,
-    work: &Path,
+/// What both runs of the driver share.
+struct Runs<'a> {
+    bed: &'a Testbed,
+    python: &'a Path,
+    /// The head's files of the agent `ray start` brought up: the driver
+    /// attaches to it.
+    head_files: &'a NodeFiles,
+    deadline: Deadline,
+}
+
+/// One run: the store's counters reset, the driver, then the store's egress
+/// (bytes, × the model) and every task checked against the nodes' `files`.
+fn measured_run(
+    runs: &Runs,
     phase: &str,
-    nodes: serde_json::Value,
-    deadline: &Deadline,
-) -> serde_json::Value {
+    nodes: Vec<serde_json::Value>,
+    files: &[NodeFiles],
+) -> (serde_json::Value, u64, f64) {
+    let bed = runs.bed;
+    bed.store.reset_stats().expect("reset");
+    let report = run_driver(runs, phase, nodes.into());
+    let (bytes, factor) = launch::egress_factor(&bed.store, bed.model.total_bytes).expect("stats");
+    check_tasks(phase, &report, &bed.cluster, files);
+    (report, bytes, factor)
+}
+
+/// Runs the driver on the head for one phase and returns its report.
+fn run_driver(runs: &Runs, phase: &str, nodes: serde_json::Value) -> serde_json::Value {
+    let Runs {
+        bed,
+        python,
+        head_files,
+        deadline,
+    } = runs;
+    let (head, bins, model, work) = (bed.cluster.node(0), &bed.bins, &bed.model, &bed.work);
     let plan = serde_json::json!({
         "address": head.addr(6379).to_string(),
         "store_model": model.store_dir(),
@@ -200,37 +217,28 @@ fn check_tasks(phase: &str, report: &serde_json::Value, cluster: &Cluster, files
 #[test]
 fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
     const NAME: &str = "ray_cluster_across_hosts_loads_through_each_nodes_agent";
-    if !netns::available_or_skip(NAME) {
-        return;
-    }
-    let Some(python) = launch::python_or_skip(NAME, &["ray", "safetensors", "numpy"]) else {
+    let Some(python) = launch::cluster_and_python_or_skip(NAME, &["ray", "safetensors", "numpy"])
+    else {
         return;
     };
     let deadline = Deadline::after(TEST_BUDGET);
-    let bins = Binaries::locate().expect("ossc binaries");
-    let work_dir = ossc_cluster::work_dir().expect("work dir");
-    let work = work_dir.path();
-    let model = Model::generate(&bins, work, MODEL_MB, MODEL_SHARDS).expect("gen-model");
+    let spec = ClusterSpec::uncapped(NODES);
+    let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
+    let (bins, model, cluster, store) = (&bed.bins, &bed.model, &bed.cluster, &bed.store);
+    let work = bed.work.as_path();
     let large: u64 = std::fs::read_dir(model.store_dir())
         .unwrap()
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
         .map(|e| e.metadata().unwrap().len())
         .sum();
-    let cluster = Cluster::create(&ClusterSpec {
-        nodes: NODES,
-        node_link: None,
-        store_uplink: None,
-    })
-    .expect("cluster");
-    let store = Store::start(&cluster, &bins, &model).expect("store");
     let config = serde_json::json!({"peer": {"chunkSizeBytes": CHUNK_BYTES}});
     let secret = format!(
         "ray-test-{}-{:?}",
         std::process::id(),
         std::time::Instant::now()
     );
-    let peer_env = ossc_cluster::peer_env(&cluster, &secret);
+    let peer_env = ossc_cluster::peer_env(cluster, &secret);
 
     // ray start on every node, head first, exactly as the example script does it.
     let peer_files: Vec<NodeFiles> = cluster
@@ -241,7 +249,7 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
     let head = cluster.node(0);
     let mut ray_start_agents = Vec::new();
     for (i, node) in cluster.nodes().iter().enumerate() {
-        let mut env = launch::example_env(&bins, &store, &model, &peer_files[i], &python);
+        let mut env = launch::example_env(bins, store, model, &peer_files[i], &python);
         env.extend(peer_env.iter().cloned());
         let mut args = if i == 0 {
             vec!["head".to_string(), node.ip.to_string()]
@@ -263,7 +271,7 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
         .unwrap_or_else(|e| panic!("{e:#}"));
         // `ray start` was the node's first main process: its agent is up
         // before any task runs, and it is the one that serves them below.
-        let (agent, _) = launch::node_agent(node, &bins, &peer_files[i].socket())
+        let (agent, _) = launch::node_agent(node, bins, &peer_files[i].socket())
             .unwrap_or_else(|e| panic!("after ray start: {e:#}"));
         note!(
             "{}: ray start took {:.1} s; it started agent pid {agent}",
@@ -274,26 +282,19 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
     }
 
     // Run 1: the tasks inherit ray start's environment (peers on).
-    store.reset_stats().expect("reset");
+    let runs = Runs {
+        bed: &bed,
+        python: &python,
+        head_files: &peer_files[0],
+        deadline,
+    };
     let nodes: Vec<_> = cluster
         .nodes()
         .iter()
         .map(|n| serde_json::json!({"ip": n.ip.to_string(), "env_vars": {}}))
         .collect();
-    let peers_report = run_driver(
-        head,
-        &bins,
-        &python,
-        &model,
-        &peer_files[0],
-        work,
-        "peers",
-        nodes.into(),
-        &deadline,
-    );
-    let (peers_bytes, peers_factor) =
-        launch::egress_factor(&store, model.total_bytes).expect("stats");
-    check_tasks("peers", &peers_report, &cluster, &peer_files);
+    let (peers_report, peers_bytes, peers_factor) =
+        measured_run(&runs, "peers", nodes, &peer_files);
 
     // Run 2: the same Ray cluster, tasks with a runtime_env: another
     // MODEL_DIR and agent per node, no peers.
@@ -302,7 +303,6 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
         .iter()
         .map(|n| NodeFiles::create(&work.join(&n.name).join("solo"), &config).unwrap())
         .collect();
-    store.reset_stats().expect("reset");
     let nodes: Vec<_> = cluster
         .nodes()
         .iter()
@@ -314,20 +314,7 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
             serde_json::json!({"ip": n.ip.to_string(), "env_vars": vars})
         })
         .collect();
-    let solo_report = run_driver(
-        head,
-        &bins,
-        &python,
-        &model,
-        &peer_files[0],
-        work,
-        "solo",
-        nodes.into(),
-        &deadline,
-    );
-    let (solo_bytes, solo_factor) =
-        launch::egress_factor(&store, model.total_bytes).expect("stats");
-    check_tasks("solo", &solo_report, &cluster, &solo_files);
+    let (solo_report, solo_bytes, solo_factor) = measured_run(&runs, "solo", nodes, &solo_files);
 
     // Which processes carry the hook, and which agent serves each node.
     let census: Vec<_> = cluster
@@ -360,7 +347,7 @@ fn ray_cluster_across_hosts_loads_through_each_nodes_agent() {
     for files in [&peer_files, &solo_files] {
         for (node, f) in cluster.nodes().iter().zip(files) {
             let (pid, status) =
-                launch::node_agent(node, &bins, &f.socket()).unwrap_or_else(|e| panic!("{e:#}"));
+                launch::node_agent(node, bins, &f.socket()).unwrap_or_else(|e| panic!("{e:#}"));
             note!(
                 "{}: agent pid {pid} on {}: bytes by source {}",
                 node.name,

@@ -15,15 +15,10 @@
 use std::time::Duration;
 
 use ossc_cluster_tests::launch::{self, Deadline, NodeFiles};
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec};
+use ossc_cluster_tests::netns::{Cluster, ClusterSpec};
+use ossc_cluster_tests::note;
 use ossc_cluster_tests::ossc_cluster::{self, Binaries, Model, Store};
-
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+use ossc_cluster_tests::testbed::Testbed;
 
 const NODES: usize = 2;
 /// Tensor-parallel ranks in all: two per node.
@@ -42,31 +37,20 @@ const PEERS_MAX_SHARE_OF_SOLO: f64 = 0.8;
 #[test]
 fn sglang_style_ranks_on_every_node_load_through_that_nodes_agent() {
     const NAME: &str = "sglang_style_ranks_on_every_node_load_through_that_nodes_agent";
-    if !netns::available_or_skip(NAME) {
-        return;
-    }
-    let Some(python) = launch::python_or_skip(NAME, &["safetensors", "numpy"]) else {
+    let Some(python) = launch::cluster_and_python_or_skip(NAME, &["safetensors", "numpy"]) else {
         return;
     };
     let deadline = Deadline::after(TEST_BUDGET);
-    let bins = Binaries::locate().expect("ossc binaries");
-    let work_dir = ossc_cluster::work_dir().expect("work dir");
-    let work = work_dir.path();
-    let model = Model::generate(&bins, work, MODEL_MB, MODEL_SHARDS).expect("gen-model");
-    let cluster = Cluster::create(&ClusterSpec {
-        nodes: NODES,
-        node_link: None,
-        store_uplink: None,
-    })
-    .expect("cluster");
-    let store = Store::start(&cluster, &bins, &model).expect("store");
+    let spec = ClusterSpec::uncapped(NODES);
+    let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
+    let (cluster, model) = (&bed.cluster, &bed.model);
     let ctx = Ctx {
-        bins: &bins,
+        bins: &bed.bins,
         python: &python,
-        model: &model,
-        cluster: &cluster,
-        store: &store,
-        work,
+        model,
+        cluster,
+        store: &bed.store,
+        work: &bed.work,
         deadline,
     };
     let solo = run_phase(&ctx, "solo", &[]);
@@ -75,7 +59,7 @@ fn sglang_style_ranks_on_every_node_load_through_that_nodes_agent() {
         std::process::id(),
         std::time::Instant::now()
     );
-    let peers = run_phase(&ctx, "peers", &ossc_cluster::peer_env(&cluster, &secret));
+    let peers = run_phase(&ctx, "peers", &ossc_cluster::peer_env(cluster, &secret));
     note!(
         "store egress: no peers {solo} B = {:.3}x the model, peers {peers} B = {:.3}x",
         solo as f64 / model.total_bytes as f64,

@@ -20,23 +20,15 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};
+use ossc_cluster_tests::netns::{self, ClusterSpec, Rate};
+use ossc_cluster_tests::note;
 use ossc_cluster_tests::ossc_cluster::{
-    self, Binaries, ConsumerOutcome, Model, PeerDaemon, RunningConsumer, Store, CONSUMER_TIMEOUT,
+    self, Binaries, ConsumerOutcome, Model, PeerDaemon, RunningConsumer, CONSUMER_TIMEOUT,
     PEER_PORT,
 };
-
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use ossc_cluster_tests::testbed::{serial, Testbed};
 
 const NODES: usize = 4;
 /// Node links and store uplink: slow enough that prefetching takes seconds,
@@ -53,10 +45,6 @@ const NO_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The other user the second round of applications runs as.
 const NOBODY: u32 = 65534;
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The binaries under test, linked (or copied) into `work/bin` (mode 0755) for the applications
 /// of another user: the checkout and its build directory may sit in a private directory (0700,
@@ -79,17 +67,6 @@ fn staged_for_other_users(bins: &Binaries, work: &Path) -> std::io::Result<Binar
     })
 }
 
-fn finish(c: RunningConsumer, bins: &Binaries, model: &Model) -> ConsumerOutcome {
-    let node = c.node().name.clone();
-    let dir = c.dir().to_path_buf();
-    c.finish(bins, model, CONSUMER_TIMEOUT).unwrap_or_else(|e| {
-        panic!(
-            "{node}: {e:#}\n--- connector.log (tail) ---\n{}",
-            ossc_cluster::log_tail(&dir, 30)
-        )
-    })
-}
-
 /// Large-file bytes the daemon holds in memory vs. the large files' total.
 fn prefetched(status: &serde_json::Value, model: &Model) -> (u64, u64) {
     let small = status["catalog"]["small_bytes"].as_u64().unwrap_or(0);
@@ -103,17 +80,10 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
         return;
     }
     let _serial = serial();
-    let bins = Binaries::locate().expect("ossc binaries");
-    let work_dir = ossc_cluster::work_dir().expect("work dir");
-    let work = work_dir.path();
-    let model = Model::generate(&bins, work, MODEL_MB, MODEL_SHARDS).expect("gen-model");
-    let cluster = Cluster::create(&ClusterSpec {
-        nodes: NODES,
-        node_link: Some(RATE),
-        store_uplink: Some(RATE),
-    })
-    .expect("cluster");
-    let store = Store::start(&cluster, &bins, &model).expect("store");
+    let spec = ClusterSpec::capped(NODES, RATE);
+    let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
+    let (bins, model, cluster, store) = (&bed.bins, &bed.model, &bed.cluster, &bed.store);
+    let work = bed.work.as_path();
 
     // The cluster secret lives in a file only root can read.
     let secret_file = work.join("cluster-secret");
@@ -152,29 +122,22 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
         .nodes()
         .iter()
         .map(|n| {
-            ossc_cluster::start_peer_daemon(
-                n,
-                &bins,
-                &store,
-                &model,
-                &work.join(&n.name),
-                &settings,
-            )
-            .unwrap_or_else(|e| panic!("{}: {e:#}", n.name))
+            ossc_cluster::start_peer_daemon(n, bins, store, model, &work.join(&n.name), &settings)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", n.name))
         })
         .collect();
 
     // Applications attach at once, while the daemons are still prefetching.
     let first: Vec<RunningConsumer> = daemons
         .iter()
-        .map(|d| ossc_cluster::start_attached_consumer(d.node(), &bins, &model, d.dir()))
+        .map(|d| ossc_cluster::start_attached_consumer(d.node(), bins, model, d.dir()))
         .collect::<anyhow::Result<_>>()
         .expect("attached consumers");
     let early = daemons
         .iter()
-        .filter(|d| match d.status(&bins) {
+        .filter(|d| match d.status(bins) {
             Some(st) => {
-                let (resident, large) = prefetched(&st, &model);
+                let (resident, large) = prefetched(&st, model);
                 resident < large
             }
             None => true, // not even answering yet: certainly not done
@@ -187,7 +150,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     );
     let first: Vec<ConsumerOutcome> = first
         .into_iter()
-        .map(|c| finish(c, &bins, &model))
+        .map(|c| c.expect_finished(bins, model, CONSUMER_TIMEOUT))
         .collect();
     let stats = store.stats().expect("stats");
     let factor = stats.bytes_served as f64 / model.total_bytes as f64;
@@ -214,15 +177,15 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     std::thread::sleep(Duration::from_secs(1));
     for d in daemons.iter_mut() {
         assert!(d.is_running(), "{}: ossc peer exited", d.node().name);
-        let st = d.status(&bins).expect("daemon status");
-        let (resident, large) = prefetched(&st, &model);
+        let st = d.status(bins).expect("daemon status");
+        let (resident, large) = prefetched(&st, model);
         assert_eq!(resident, large, "{}: model not resident", d.node().name);
     }
     store.reset_stats().expect("reset");
     // The second round runs as another user (nobody), as an application
     // container of a non-root user would: the socket's mode lets it in.
     std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755)).expect("chmod work dir");
-    let other_bins = staged_for_other_users(&bins, work).expect("binaries for the other user");
+    let other_bins = staged_for_other_users(bins, work).expect("binaries for the other user");
     for d in &daemons {
         let mode =
             std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(d.socket()).expect("socket"))
@@ -235,7 +198,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
             ossc_cluster::start_attached_consumer_as(
                 d.node(),
                 &other_bins,
-                &model,
+                model,
                 d.dir(),
                 Some(NOBODY),
             )
@@ -243,7 +206,7 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
         .collect::<anyhow::Result<Vec<_>>>()
         .expect("second consumers")
         .into_iter()
-        .map(|c| finish(c, &bins, &model))
+        .map(|c| c.expect_finished(bins, model, CONSUMER_TIMEOUT))
         .collect();
     let again = store.stats().expect("stats").bytes_served;
     // The audit log says who read: root first, then the other user.
@@ -275,9 +238,9 @@ fn peer_daemons_on_every_node_serve_attached_applications() {
     std::fs::create_dir_all(&orphan).expect("orphan dir");
     std::os::unix::fs::symlink(daemons[0].dir().join("model"), orphan.join("model"))
         .expect("symlink");
-    let out = ossc_cluster::start_attached_consumer(cluster.node(0), &bins, &model, &orphan)
+    let out = ossc_cluster::start_attached_consumer(cluster.node(0), bins, model, &orphan)
         .expect("orphan consumer");
-    let err = match out.finish(&bins, &model, NO_DAEMON_TIMEOUT) {
+    let err = match out.finish(bins, model, NO_DAEMON_TIMEOUT) {
         Ok(c) => panic!("a consumer without a daemon succeeded: {:?}", c.report),
         Err(e) => format!("{e:#}"),
     };

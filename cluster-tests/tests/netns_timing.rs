@@ -32,20 +32,10 @@
 //!   with; wire time 6.6 s).
 //!   Before cut-through (store-then-forward) it was 0.43–0.50.
 
-use std::sync::{Mutex, MutexGuard};
-
-use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};
-use ossc_cluster_tests::ossc_cluster::{self, Binaries, Model, PhaseOutcome, Store};
-
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-/// Serialises the tests of this file (one cluster at a time on 2 cores).
-static SERIAL: Mutex<()> = Mutex::new(());
+use ossc_cluster_tests::netns::{self, ClusterSpec, Rate};
+use ossc_cluster_tests::note;
+use ossc_cluster_tests::ossc_cluster::{self, Model, PhaseOutcome, CONSUMER_TIMEOUT};
+use ossc_cluster_tests::testbed::{serial, Testbed};
 
 /// B in Mbit/s (see the module note for why not 1 Gbit/s).
 const RATE_MBIT: u64 = 200;
@@ -64,10 +54,6 @@ const MAX_TIME_RATIO: f64 = 0.5;
 /// Store egress bounds (issue 4, test 1), checked on the way.
 const NO_PEERS_MIN_FACTOR: f64 = 4.0;
 const PEERS_MAX_FACTOR: f64 = 1.1;
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn report(phase: &str, out: &PhaseOutcome, model: &Model) {
     note!(
@@ -100,46 +86,21 @@ fn four_nodes_load_at_least_twice_as_fast_with_peers_when_the_network_is_the_lim
         .and_then(|v| v.parse().ok())
         .unwrap_or(RATE_MBIT);
     let rate = Rate::mbit(rate_mbit);
-    let bins = Binaries::locate().expect("ossc binaries");
-    let work_dir = ossc_cluster::work_dir().expect("work dir");
-    let work = work_dir.path();
-    let model = Model::generate(&bins, work, MODEL_MB, MODEL_SHARDS).expect("gen-model");
-    let cluster = Cluster::create(&ClusterSpec {
-        nodes: NODES,
-        node_link: Some(rate),
-        store_uplink: Some(rate),
-    })
-    .expect("cluster");
-    let store = Store::start(&cluster, &bins, &model).expect("store");
+    let spec = ClusterSpec::capped(NODES, rate);
+    let bed = Testbed::start(&spec, MODEL_MB, MODEL_SHARDS).expect("testbed");
+    let model = &bed.model;
 
     let config = serde_json::json!({"peer": {"chunkSizeBytes": CHUNK_BYTES}});
-    let without = ossc_cluster::run_phase_with_config(
-        &cluster,
-        &bins,
-        &store,
-        &model,
-        work,
-        "no-peers",
-        &[],
-        &config,
-        ossc_cluster::CONSUMER_TIMEOUT,
-    )
-    .expect("phase without peers");
-    report("no-peers", &without, &model);
+    let without = bed
+        .run_phase("no-peers", &[], &config, CONSUMER_TIMEOUT)
+        .expect("phase without peers");
+    report("no-peers", &without, model);
     let secret = ossc_cluster::new_cluster_secret();
-    let with = ossc_cluster::run_phase_with_config(
-        &cluster,
-        &bins,
-        &store,
-        &model,
-        work,
-        "peers",
-        &ossc_cluster::peer_env(&cluster, &secret),
-        &config,
-        ossc_cluster::CONSUMER_TIMEOUT,
-    )
-    .expect("phase with peers");
-    report("peers", &with, &model);
+    let peer_env = ossc_cluster::peer_env(&bed.cluster, &secret);
+    let with = bed
+        .run_phase("peers", &peer_env, &config, CONSUMER_TIMEOUT)
+        .expect("phase with peers");
+    report("peers", &with, model);
 
     let m = model.total_bytes as f64;
     let ideal_without = rate.seconds_for(NODES as u64 * model.total_bytes);

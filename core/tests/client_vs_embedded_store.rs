@@ -6,10 +6,13 @@
 //! are always compared byte for byte with the file on disk: a fault may make
 //! a load fail with a typed error, never deliver different bytes.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{put, store_config, BUCKET};
 use ossc_core::config::StoreSettings;
 use ossc_core::fetch::{FetchConfig, FetchEngine, FetchProgress};
 use ossc_core::http_client::{HttpClientOptions, HttpObjectClient};
@@ -22,33 +25,17 @@ use ossc_core::sign::{Credentials, SignatureVersion};
 use ossc_core::store_server::{
     ChecksumConfig, EmbeddedStore, FaultConfig, RunningStore, StoreServerConfig,
 };
-use ossc_core::store_url::AddressingStyle;
 
-const BUCKET: &str = "bkt";
-const REGION: &str = "cn-beijing";
 const MIB: u64 = 1024 * 1024;
 
 fn data(n: u64, seed: u64) -> Vec<u8> {
     ossc_core::object_client::mock::pseudo_random_bytes(n as usize, seed)
 }
 
-fn write(root: &Path, key: &str, bytes: &[u8]) {
-    let path = root.join(BUCKET).join(key);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
 fn start(root: &Path, credentials: Vec<Credentials>, faults: FaultConfig) -> RunningStore {
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
     EmbeddedStore::start(StoreServerConfig {
-        root: root.to_path_buf(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        credentials,
-        region: REGION.into(),
         faults,
-
-        range_behavior: Default::default(),
-        checksums: Default::default(),
+        ..store_config(root, credentials)
     })
     .unwrap()
 }
@@ -67,15 +54,7 @@ fn settings(
     credentials: Option<Credentials>,
     version: SignatureVersion,
 ) -> StoreSettings {
-    StoreSettings {
-        endpoint: url::Url::parse(&store.endpoint_url()).unwrap(),
-        region: REGION.into(),
-        bucket: bucket.into(),
-        prefix: String::new(),
-        credentials,
-        signature_version: version,
-        addressing: AddressingStyle::Path,
-    }
+    common::store_settings(&store.endpoint_url(), bucket, credentials, version)
 }
 
 fn client_for(settings: &StoreSettings) -> Arc<HttpObjectClient> {
@@ -93,6 +72,19 @@ fn anonymous(store: &RunningStore) -> Arc<HttpObjectClient> {
 
 fn creds() -> Credentials {
     Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+}
+
+/// Every signature scheme the client speaks.
+const SIGNED_VERSIONS: [SignatureVersion; 3] = [
+    SignatureVersion::OssV1,
+    SignatureVersion::OssV4,
+    SignatureVersion::S3V4,
+];
+
+/// A store requiring [`creds`] and holding the 4-byte object `k`.
+fn signed_store_with_k(root: &Path) -> RunningStore {
+    put(root, "k", b"data");
+    start(root, vec![creds()], FaultConfig::default())
 }
 
 async fn fetch_all(
@@ -127,9 +119,9 @@ async fn fetch_all(
 async fn every_operation_anonymous() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(100_000, 1);
-    write(dir.path(), "models/a.bin", &d);
-    write(dir.path(), "models/empty", b"");
-    write(dir.path(), "other.txt", b"hello");
+    put(dir.path(), "models/a.bin", &d);
+    put(dir.path(), "models/empty", b"");
+    put(dir.path(), "other.txt", b"hello");
     let store = start(dir.path(), Vec::new(), FaultConfig::default());
     let c = anonymous(&store);
 
@@ -207,9 +199,9 @@ async fn every_operation_anonymous() {
 async fn pagination_across_more_than_1000_keys() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..1234 {
-        write(dir.path(), &format!("many/{i:05}"), &[i as u8]);
+        put(dir.path(), &format!("many/{i:05}"), &[i as u8]);
     }
-    write(dir.path(), "z-after", b"x");
+    put(dir.path(), "z-after", b"x");
     let store = start(dir.path(), Vec::new(), FaultConfig::default());
     let c = anonymous(&store);
     let page = c.list_page("many/", None, 1000).await.unwrap();
@@ -262,7 +254,7 @@ async fn check_special_keys(c: &HttpObjectClient, dir: &Path) {
 
 fn special_store(dir: &Path, credentials: Vec<Credentials>) -> RunningStore {
     for (i, key) in SPECIAL_KEYS.iter().enumerate() {
-        write(dir, key, &data(1000 + i as u64 * 17, i as u64));
+        put(dir, key, &data(1000 + i as u64 * 17, i as u64));
     }
     start(dir, credentials, FaultConfig::default())
 }
@@ -282,11 +274,7 @@ async fn signed_requests_all_schemes() {
         dir.path(),
         vec![creds(), Credentials::new("OTHER", "s3cr3t")],
     );
-    for version in [
-        SignatureVersion::OssV1,
-        SignatureVersion::OssV4,
-        SignatureVersion::S3V4,
-    ] {
+    for version in SIGNED_VERSIONS {
         let c = client_for(&settings(&store, BUCKET, Some(creds()), version));
         check_special_keys(&c, dir.path()).await;
         assert_eq!(c.stats().retries, 0, "{version:?}");
@@ -308,13 +296,8 @@ async fn signed_requests_all_schemes() {
 #[tokio::test]
 async fn wrong_secret_and_missing_bucket_are_typed() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "k", b"data");
-    let store = start(dir.path(), vec![creds()], FaultConfig::default());
-    for version in [
-        SignatureVersion::OssV1,
-        SignatureVersion::OssV4,
-        SignatureVersion::S3V4,
-    ] {
+    let store = signed_store_with_k(dir.path());
+    for version in SIGNED_VERSIONS {
         let bad = Credentials::new("AKIDEXAMPLE", "wrong-secret");
         let c = client_for(&settings(&store, BUCKET, Some(bad), version));
         let e = c.list_page("", None, 10).await.unwrap_err();
@@ -353,13 +336,8 @@ async fn wrong_secret_and_missing_bucket_are_typed() {
 #[tokio::test]
 async fn clock_skew_is_corrected_from_date() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "k", b"data");
-    let store = start(dir.path(), vec![creds()], FaultConfig::default());
-    for version in [
-        SignatureVersion::OssV1,
-        SignatureVersion::OssV4,
-        SignatureVersion::S3V4,
-    ] {
+    let store = signed_store_with_k(dir.path());
+    for version in SIGNED_VERSIONS {
         let c = client_for(&settings(&store, BUCKET, Some(creds()), version));
         c.set_clock_offset_ms(-40 * 60 * 1000);
         let meta = c.head("k").await.unwrap();
@@ -379,7 +357,7 @@ async fn big_object_store(
 ) -> (tempfile::TempDir, RunningStore, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let d = data(size, 42);
-    write(dir.path(), "big.bin", &d);
+    put(dir.path(), "big.bin", &d);
     let store = start(dir.path(), vec![creds()], faults);
     (dir, store, d)
 }
@@ -569,7 +547,7 @@ async fn bench_fetch_vs_raw_parallel_get() {
     const IN_FLIGHT: usize = 16;
     const ROUNDS: usize = 3;
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "big.bin", &data(SIZE, 42));
+    put(dir.path(), "big.bin", &data(SIZE, 42));
     let store = start(dir.path(), Vec::new(), FaultConfig::default());
     let url = format!("{}/{BUCKET}/big.bin", store.endpoint_url());
     let raw = reqwest::Client::builder()
@@ -654,15 +632,9 @@ async fn bench_fetch_vs_raw_parallel_get() {
 }
 
 fn start_with_checksums(root: &Path, checksums: ChecksumConfig) -> RunningStore {
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
     EmbeddedStore::start(StoreServerConfig {
-        root: root.to_path_buf(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        credentials: vec![creds()],
-        region: REGION.into(),
-        faults: FaultConfig::default(),
-        range_behavior: Default::default(),
         checksums,
+        ..store_config(root, vec![creds()])
     })
     .unwrap()
 }
@@ -672,7 +644,7 @@ async fn head_declares_what_the_store_offers_to_verify_with() {
     use ossc_core::checksums::{digest_bytes, DigestKind};
     let dir = tempfile::tempdir().unwrap();
     let d = data(3 * MIB + 5, 31);
-    write(dir.path(), "m/a.bin", &d);
+    put(dir.path(), "m/a.bin", &d);
     let kinds = |c: &ossc_core::checksums::StoreChecksums| -> Vec<DigestKind> {
         c.digests.iter().map(|x| x.kind).collect()
     };
@@ -702,7 +674,7 @@ async fn head_declares_what_the_store_offers_to_verify_with() {
     // An S3 store without CRC-64, with single-part MD5 ETags: the listing's
     // ETag is the same MD5, and HEAD declares it.
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "m/a.bin", &d);
+    put(dir.path(), "m/a.bin", &d);
     let store = start_with_checksums(
         dir.path(),
         ChecksumConfig {

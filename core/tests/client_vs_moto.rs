@@ -5,16 +5,19 @@
 //! `OSSC_TEST_PYTHON`; without it the test skips loudly, except in CI where
 //! it fails.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use ossc_core::config::StoreSettings;
 use ossc_core::fetch::{FetchConfig, FetchEngine, FetchProgress};
 use ossc_core::http_client::{HttpClientOptions, HttpObjectClient};
-use ossc_core::object_client::{list_all, ObjectClient, RangeSink, ServiceErrorKind};
+use ossc_core::object_client::mock::VecSink;
+use ossc_core::object_client::{list_all, ObjectClient, ServiceErrorKind};
 use ossc_core::sign::{Credentials, SignatureVersion};
 use ossc_core::store_url::AddressingStyle;
 
@@ -36,27 +39,6 @@ fn python() -> Option<PathBuf> {
         .ok()?
         .success();
     ok.then_some(py)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Mem(std::sync::Mutex<Vec<u8>>);
-impl RangeSink for Mem {
-    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        let mut v = self.0.lock().unwrap();
-        let end = offset as usize + data.len();
-        if v.len() < end {
-            v.resize(end, 0);
-        }
-        v[offset as usize..end].copy_from_slice(data);
-        Ok(())
-    }
 }
 
 /// Starts `moto_server` on a free loopback port and waits for it: the venv's
@@ -148,17 +130,14 @@ async fn client_works_against_moto() {
         if want.is_empty() {
             continue;
         }
-        let sink = Mem(Default::default());
+        let sink = VecSink::new();
         let end = (want.len() as u64).min(1000);
         let meta = client
             .get_range(&o.key, 1..end, Some(&head.etag), &sink)
             .await
             .unwrap();
         assert_eq!(meta.object_size, want.len() as u64);
-        assert_eq!(
-            &sink.0.lock().unwrap()[1..end as usize],
-            &want[1..end as usize]
-        );
+        assert_eq!(&sink.contents()[1..end as usize], &want[1..end as usize]);
     }
     // What moto declares to verify with: the MD5 ETag of a single-part
     // upload, and the SHA-256 an upload carried (asked with checksum mode).
@@ -209,7 +188,7 @@ async fn client_works_against_moto() {
         },
     );
     let weights = model.iter().find(|o| o.key == "model/weights.bin").unwrap();
-    let sink = Arc::new(Mem(Default::default()));
+    let sink = Arc::new(VecSink::new());
     let progress = Arc::new(FetchProgress::default());
     let fetched = engine
         .fetch_object(weights, sink.clone(), progress)
@@ -218,7 +197,7 @@ async fn client_works_against_moto() {
     assert_eq!(fetched.size, weights.size);
     let want = std::fs::read(out.path().join("model/weights.bin")).unwrap();
     assert!(
-        *sink.0.lock().unwrap() == want,
+        sink.contents() == want,
         "parallel download differs from the uploaded bytes"
     );
 }

@@ -4,12 +4,15 @@
 //!
 //! Every download is compared byte for byte with what the store holds.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::{store_config, BUCKET};
 use ossc_core::config::StoreSettings;
 use ossc_core::credentials::providers::FileProvider;
 use ossc_core::credentials::{format_time, CredentialSource};
@@ -20,48 +23,22 @@ use ossc_core::object_client::ObjectClient;
 use ossc_core::retry::RetryPolicy;
 use ossc_core::sign::{Credentials, SignatureVersion};
 use ossc_core::store_server::tls::TlsIdentity;
-use ossc_core::store_server::{EmbeddedStore, FaultConfig, RunningStore, StoreServerConfig};
-use ossc_core::store_url::AddressingStyle;
+use ossc_core::store_server::{EmbeddedStore, RunningStore};
 use ossc_core::transport::ProxySettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BUCKET: &str = "bkt";
-const REGION: &str = "cn-beijing";
 const KEY: &str = "model/weights.bin";
 /// A name no resolver knows: only the test proxy or a pinned address reach it.
 const STORE_HOST: &str = "store.ossc.test";
 
-fn store_config(root: &Path, credentials: Vec<Credentials>) -> StoreServerConfig {
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-    StoreServerConfig {
-        root: root.to_path_buf(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        credentials,
-        region: REGION.into(),
-        faults: FaultConfig::default(),
-        range_behavior: Default::default(),
-        checksums: Default::default(),
-    }
-}
-
 fn put_object(root: &Path, len: usize) -> Vec<u8> {
     let bytes = ossc_core::object_client::mock::pseudo_random_bytes(len, 7);
-    let path = root.join(BUCKET).join(KEY);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, &bytes).unwrap();
+    common::put(root, KEY, &bytes);
     bytes
 }
 
 fn settings(endpoint: &str, credentials: Option<Credentials>) -> StoreSettings {
-    StoreSettings {
-        endpoint: url::Url::parse(endpoint).unwrap(),
-        region: REGION.into(),
-        bucket: BUCKET.into(),
-        prefix: String::new(),
-        credentials,
-        signature_version: SignatureVersion::OssV4,
-        addressing: AddressingStyle::Path,
-    }
+    common::store_settings(endpoint, BUCKET, credentials, SignatureVersion::OssV4)
 }
 
 fn options() -> HttpClientOptions {

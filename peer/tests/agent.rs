@@ -2,8 +2,9 @@
 //! in-memory store (`MockObjectClient`), with the protocol spoken by a test
 //! client (HELLO / READY / OPEN / STATUS, fds received with `recvmsg`).
 
-use std::fs::File;
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -11,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{data, put_with_wrong_crc, read_fd, request};
 use ossc_core::fetch::FetchConfig;
 use ossc_core::object_client::failure::{FailureInjectingClient, Fault, Operation};
-use ossc_core::object_client::mock::{MockObject, MockObjectClient};
+use ossc_core::object_client::mock::MockObjectClient;
 use ossc_core::object_client::ObjectClient;
-use ossc_peer::agent::sys::recv_with_fd;
 use ossc_peer::agent::{query_status, run_agent, AgentOptions};
 use tokio::sync::watch;
 
@@ -24,11 +25,6 @@ const PART: u64 = 64 << 10;
 /// Objects above this become placeholders in the tests.
 const SMALL: u64 = 4096;
 const PREFIX: &str = "models/qwen/";
-
-/// Deterministic pseudo-random bytes (xorshift), different per seed.
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    ossc_core::object_client::mock::pseudo_random_bytes(len, seed)
-}
 
 struct TestAgent {
     _dir: tempfile::TempDir,
@@ -47,6 +43,19 @@ impl TestAgent {
     ) -> TestAgent {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, client, prefix, tweak).await
+    }
+
+    /// An agent serving [`PREFIX`] with its socket open to other users (mode
+    /// 0666) in a shared (0755) directory, as a hostPath mounted into
+    /// application containers.
+    async fn start_shared(client: Arc<dyn ObjectClient>) -> TestAgent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Self::start_in(dir, client, PREFIX, |o| o.socket_mode = Some(0o666)).await
     }
 
     async fn start_in(
@@ -144,43 +153,15 @@ impl TestAgent {
     }
 }
 
-/// One request on a fresh connection; the answer line (without newline) and
-/// the fd that came with it.
-async fn request(socket: &Path, line: &str) -> (String, Option<OwnedFd>) {
-    let socket = socket.to_path_buf();
-    let line = format!("{line}\n");
-    tokio::task::spawn_blocking(move || {
-        let mut s = UnixStream::connect(&socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(line.as_bytes()).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut got = Vec::new();
-        let mut fd = None;
-        loop {
-            let (n, f) = recv_with_fd(s.as_raw_fd(), &mut buf).unwrap();
-            if f.is_some() {
-                assert!(fd.is_none(), "at most one fd per answer");
-                fd = f;
-            }
-            got.extend_from_slice(&buf[..n]);
-            if n == 0 || got.contains(&b'\n') {
-                break;
-            }
-        }
-        let text = String::from_utf8(got).unwrap();
-        assert!(text.ends_with('\n'), "answer is one full line: {text:?}");
-        (text.trim_end_matches('\n').to_string(), fd)
-    })
-    .await
-    .unwrap()
-}
-
-/// What the preload does: re-open `/proc/self/fd/N` read-only, close N, read.
-fn read_fd(fd: &OwnedFd) -> Vec<u8> {
-    let mut f = File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).unwrap();
-    v
+/// A store holding `good.bin` (200 000 bytes of seed `seed`, returned) and
+/// `bad.bin` (150 000 bytes of seed `seed + 1`) under [`PREFIX`]; `bad.bin`'s
+/// CRC-64 is wrong, so every fetch of it fails.
+fn good_and_bad_mock(seed: u64) -> (Arc<MockObjectClient>, Vec<u8>) {
+    let mock = Arc::new(MockObjectClient::new("bucket"));
+    let good = data(seed, 200_000);
+    mock.put_object(format!("{PREFIX}good.bin"), good.clone());
+    put_with_wrong_crc(&mock, format!("{PREFIX}bad.bin"), data(seed + 1, 150_000));
+    (mock, good)
 }
 
 fn model_mock() -> (Arc<MockObjectClient>, Vec<(String, Vec<u8>)>) {
@@ -502,19 +483,7 @@ async fn foreign_files_are_left_intact_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failures_become_errors_with_errno() {
     // CRC mismatch on a large object: EIO.
-    let mock = Arc::new(MockObjectClient::new("bucket"));
-    let good = data(11, 200_000);
-    mock.put_object(format!("{PREFIX}good.bin"), good.clone());
-    let bad = data(12, 150_000);
-    mock.put_raw(
-        format!("{PREFIX}bad.bin"),
-        MockObject {
-            data: bad.into(),
-            etag: "bad-etag".into(),
-            last_modified: std::time::SystemTime::now(),
-            crc64: Some(12345),
-        },
-    );
+    let (mock, good) = good_and_bad_mock(11);
     let agent = TestAgent::start(mock.clone(), PREFIX, |_| {}).await;
     assert_eq!(agent.request("READY").await.0, "OK");
     let (resp, fd) = agent.request("OPEN 1 bad.bin").await;
@@ -800,14 +769,7 @@ fn connects_as(uid: libc::uid_t, path: &Path) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_mode_lets_other_users_attach() {
     let (mock, _) = model_mock();
-    let dir = tempfile::tempdir().unwrap();
-    // A shared directory, as a hostPath mounted into application containers.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let agent = TestAgent::start_in(dir, mock, PREFIX, |o| o.socket_mode = Some(0o666)).await;
+    let agent = TestAgent::start_shared(mock).await;
     let mode = std::fs::metadata(&agent.socket).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o666);
     // SAFETY: geteuid has no preconditions.
@@ -923,25 +885,11 @@ fn embedded_store(
     root: &Path,
     objects: &[(String, Vec<u8>)],
 ) -> (ossc_core::store_server::RunningStore, Arc<dyn ObjectClient>) {
-    use ossc_core::store_server::{EmbeddedStore, StoreServerConfig};
-    for (rel, bytes) in objects {
-        let path = root.join("bkt").join(PREFIX).join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
-    let store = EmbeddedStore::start(StoreServerConfig {
-        root: root.to_path_buf(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        credentials: Vec::new(),
-        region: "cn-test".into(),
-        faults: Default::default(),
-        range_behavior: Default::default(),
-        checksums: Default::default(),
-    })
-    .unwrap();
+    common::write_files(&root.join("bkt").join(PREFIX), objects);
+    let store = common::start_store(root, Vec::new());
     let settings = ossc_core::config::StoreSettings {
         endpoint: store.endpoint_url().parse().unwrap(),
-        region: "cn-test".into(),
+        region: common::REGION.into(),
         bucket: "bkt".into(),
         prefix: String::new(),
         credentials: None,
@@ -1237,13 +1185,7 @@ async fn metrics_endpoint_serves_openmetrics_health_head_and_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_and_evict_are_for_root_or_the_agents_user() {
     let (mock, _) = model_mock();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let agent = TestAgent::start_in(dir, mock, PREFIX, |o| o.socket_mode = Some(0o666)).await;
+    let agent = TestAgent::start_shared(mock).await;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("!!! SKIPPED the other-user PREFETCH/EVICT check: it needs root");
@@ -1284,18 +1226,7 @@ async fn prefetch_and_evict_are_for_root_or_the_agents_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_reports_the_files_that_failed() {
-    let mock = Arc::new(MockObjectClient::new("bucket"));
-    let good = data(21, 200_000);
-    mock.put_object(format!("{PREFIX}good.bin"), good.clone());
-    mock.put_raw(
-        format!("{PREFIX}bad.bin"),
-        MockObject {
-            data: data(22, 150_000).into(),
-            etag: "bad-etag".into(),
-            last_modified: std::time::SystemTime::now(),
-            crc64: Some(12345),
-        },
-    );
+    let (mock, good) = good_and_bad_mock(21);
     // Bucket root: nothing is fetched before the prefetch.
     let agent = TestAgent::start(mock, "", |_| {}).await;
     let socket = agent.socket.to_str().unwrap().to_string();

@@ -3,16 +3,15 @@
 //! chunks, and serves exact bytes over its Unix socket; STATUS shows the
 //! peers and bytes by source.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{data, free_port, read_fd, request_blocking};
 use ossc_core::fetch::FetchConfig;
 use ossc_core::object_client::mock::MockObjectClient;
-use ossc_peer::agent::sys::recv_with_fd;
 use ossc_peer::agent::{run_agent, AgentOptions};
 use ossc_peer::swarm::{ClusterSecret, MembershipTiming, SwarmConfig};
 use tokio::sync::watch;
@@ -20,36 +19,6 @@ use tokio::sync::watch;
 const PREFIX: &str = "models/m/";
 const CHUNK: u64 = 64 << 10;
 const NODES: usize = 3;
-
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    ossc_core::object_client::mock::pseudo_random_bytes(len, seed)
-}
-
-fn request(socket: &Path, line: &str) -> (String, Option<OwnedFd>) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).unwrap();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut got = Vec::new();
-    let mut fd = None;
-    loop {
-        let (n, f) = recv_with_fd(s.as_raw_fd(), &mut buf).unwrap();
-        fd = fd.or(f);
-        got.extend_from_slice(&buf[..n]);
-        if n == 0 || got.contains(&b'\n') {
-            break;
-        }
-    }
-    (String::from_utf8(got).unwrap().trim_end().to_string(), fd)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The peer layer of the node listening on `port`, among `peers`.
 fn peer_layer(peers: &[String], port: u16) -> SwarmConfig {
@@ -132,7 +101,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
                 sockets
                     .iter()
                     .filter(|s| s.exists())
-                    .map(|s| serde_json::from_str(&request(s, "STATUS").0).unwrap())
+                    .map(|s| serde_json::from_str(&request_blocking(s, "STATUS").0).unwrap())
                     .collect()
             })
             .await
@@ -174,14 +143,11 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
         for (rel, bytes) in &large {
             let socket = socket.clone();
             let line = format!("OPEN {} {rel}", std::process::id());
-            let (resp, fd) = tokio::task::spawn_blocking(move || request(&socket, &line))
+            let (resp, fd) = tokio::task::spawn_blocking(move || request_blocking(&socket, &line))
                 .await
                 .unwrap();
             assert!(resp.starts_with("FD "), "{resp}");
-            let fd = fd.unwrap();
-            let mut f = std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-            let mut got = Vec::new();
-            f.read_to_end(&mut got).unwrap();
+            let got = read_fd(&fd.unwrap());
             assert_eq!(&got, bytes, "{rel}");
         }
     }

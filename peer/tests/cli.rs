@@ -6,32 +6,28 @@
 //! port over its own temp directory, and runs the real binary with a private
 //! config file and environment.
 
+mod common;
+
 use std::path::Path;
 use std::process::Output;
 
+use common::{data, REGION};
 use ossc_core::sign::Credentials;
-use ossc_core::store_server::{EmbeddedStore, RunningStore, StoreServerConfig};
+use ossc_core::store_server::RunningStore;
 
 const BUCKET: &str = "models";
-const REGION: &str = "cn-test";
 const AK: &str = "cli-ak";
 const SK: &str = "cli-sk-secret";
 
 fn start_store(root: &Path) -> RunningStore {
-    EmbeddedStore::start(StoreServerConfig {
-        root: root.to_path_buf(),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        credentials: vec![Credentials {
+    common::start_store(
+        root,
+        vec![Credentials {
             access_key_id: AK.into(),
             access_key_secret: SK.into(),
             security_token: None,
         }],
-        region: REGION.into(),
-        faults: Default::default(),
-        range_behavior: Default::default(),
-        checksums: Default::default(),
-    })
-    .unwrap()
+    )
 }
 
 /// `(relative key under m1/, bytes)` written into the store root.
@@ -43,18 +39,14 @@ fn write_model(root: &Path) -> Vec<(String, Vec<u8>)> {
         ),
         (
             "model-00001-of-00002.safetensors".to_string(),
-            ossc_core::object_client::mock::pseudo_random_bytes(300_000, 1),
+            data(1, 300_000),
         ),
         (
             "sub/model-00002-of-00002.safetensors".to_string(),
-            ossc_core::object_client::mock::pseudo_random_bytes(200_001, 2),
+            data(2, 200_001),
         ),
     ];
-    for (rel, bytes) in &files {
-        let path = root.join(BUCKET).join("m1").join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
+    common::write_files(&root.join(BUCKET).join("m1"), &files);
     files
 }
 
