@@ -113,6 +113,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             transport: Default::default(),
             upload_capacity: None,
             require_verified: false,
+            membership: Default::default(),
         });
         sockets.push(socket);
         tasks.push(tokio::spawn(run_agent(opts)));

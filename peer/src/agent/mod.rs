@@ -323,7 +323,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     mirror_task.abort();
     maintenance_task.abort();
     if let Some(s) = swarm {
-        s.shutdown().await;
+        s.leave().await;
     }
     if let Err(e) = std::fs::remove_file(&socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket failed");

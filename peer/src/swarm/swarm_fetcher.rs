@@ -924,6 +924,7 @@ mod tests {
             transport,
             upload_capacity: None,
             require_verified: false,
+            membership: Default::default(),
         }
     }
 

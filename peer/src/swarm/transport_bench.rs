@@ -93,6 +93,7 @@ async fn two_nodes(transport: PeerTransport, tls: bool) -> (Swarm, Swarm) {
             transport,
             upload_capacity: None,
             require_verified: false,
+            membership: Default::default(),
         };
         let engine = Arc::new(FetchEngine::new(
             Arc::new(MockObjectClient::new("b")),
