@@ -599,6 +599,50 @@ impl PeerSet {
 mod tests {
     use super::*;
 
+    #[test]
+    fn gossip_members_become_peers_and_only_alive_ones_count() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (me, seed, found) = (
+            addr("10.0.0.1:7468"),
+            addr("10.0.0.2:7468"),
+            addr("10.0.0.3:7468"),
+        );
+        let set = PeerSet::new(
+            me,
+            &[me, seed],
+            vec![me.to_string(), seed.to_string()],
+            ClusterSecret::new(super::super::auth::TEST_SECRET).unwrap(),
+            MembershipTiming::default(),
+            None,
+            MembershipMode::Gossip,
+        );
+        // Listed is not alive until gossip says so.
+        assert_eq!(set.alive_ids(), [me.to_string()]);
+        let gone = addr("10.0.0.4:7468");
+        set.apply_gossip_view(&[
+            (seed, MemberState::Alive),
+            (found, MemberState::Suspect),
+            (gone, MemberState::Down),
+        ]);
+        assert!(set.peer(&found.to_string()).is_some(), "found by gossip");
+        assert!(
+            set.peer(&gone.to_string()).is_none(),
+            "down when first heard of"
+        );
+        assert_eq!(set.alive_ids(), [me.to_string(), seed.to_string()]);
+        assert!(!set.is_alive(&found.to_string()), "suspected is not alive");
+        assert!(set.lists_ip(found.ip()));
+        let status = set.status_json();
+        assert_eq!(status["membership"], "gossip");
+        assert_eq!(status["peers"][1]["state"], "suspect", "{status}");
+        // Gossip forgets both: the found peer goes, the listed one stays.
+        set.apply_gossip_view(&[]);
+        assert!(set.peer(&found.to_string()).is_none());
+        assert!(set.peer(&seed.to_string()).is_some());
+        assert!(!set.is_alive(&seed.to_string()));
+        assert_eq!(set.status_json()["peers"][0]["state"], "unknown");
+    }
+
     #[tokio::test]
     async fn entries_resolve_and_self_is_found_by_local_address_and_port() {
         let entries: Vec<String> = ["127.0.0.1:7001", "127.0.0.1:7002", "localhost:7003"]

@@ -182,11 +182,11 @@ impl GossipLoop {
                     return;
                 }
                 got = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, _)) = got {
-                        self.on_datagram(&buf[..n]);
+                    if let Ok((n, from)) = got {
+                        self.on_datagram(&buf[..n], from);
                         for _ in 1..RECEIVE_BATCH {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, _)) => self.on_datagram(&buf[..n]),
+                                Ok((n, from)) => self.on_datagram(&buf[..n], from),
                                 Err(_) => break,
                             }
                         }
@@ -197,13 +197,14 @@ impl GossipLoop {
         }
     }
 
-    /// Authenticates `datagram` and hands its payload to SWIM.
-    fn on_datagram(&mut self, datagram: &[u8]) {
+    /// Authenticates `datagram` (from gossip socket `from`) and hands its
+    /// payload to SWIM.
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         match self.key.open(datagram, now_secs(), &self.nonces) {
             Ok(payload) => {
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.swim.receive(payload, Instant::now()) {
+                if let Err(e) = self.swim.receive(payload, from, Instant::now()) {
                     self.counters.unusable.fetch_add(1, Ordering::Relaxed);
                     tracing::trace!(error = %e, "gossip payload not used");
                 }

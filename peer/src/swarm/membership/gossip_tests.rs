@@ -71,6 +71,12 @@ fn converged(nodes: &[Node]) -> bool {
         .all(|n| n.peers.alive_ids().len() == nodes.len())
 }
 
+/// Waits until every node sees every node alive; returns how long it took.
+async fn converge(nodes: &[Node], limit: Duration) -> Duration {
+    let what = format!("{} nodes converge", nodes.len());
+    within(limit, &what, || async { converged(nodes) }).await
+}
+
 /// Polls `done` every 10 ms; returns how long it took, failing after `limit`.
 async fn within<F: Future<Output = bool>>(
     limit: Duration,
@@ -97,10 +103,7 @@ async fn three_nodes_converge_and_members_found_by_gossip_become_peers() {
     let t = timing(100);
     // Only node 0 is listed: nodes 1 and 2 find each other through it.
     let nodes = cluster(3, 1, &t).await;
-    let took = within(Duration::from_secs(5), "3 nodes converge", || async {
-        converged(&nodes)
-    })
-    .await;
+    let took = converge(&nodes, Duration::from_secs(5)).await;
     eprintln!("3 nodes converged in {took:?}");
     let peer = nodes[1].peers.peer(&nodes[2].id.to_string()).unwrap();
     assert_eq!(peer.addr, nodes[2].id);
@@ -122,10 +125,7 @@ async fn three_nodes_converge_and_members_found_by_gossip_become_peers() {
 async fn fifty_nodes_converge_in_bounded_time() {
     let t = timing(200);
     let nodes = cluster(50, 2, &t).await;
-    let took = within(Duration::from_secs(20), "50 nodes converge", || async {
-        converged(&nodes)
-    })
-    .await;
+    let took = converge(&nodes, Duration::from_secs(20)).await;
     eprintln!("50 nodes converged in {took:?}");
 }
 
@@ -134,10 +134,7 @@ async fn datagrams_per_period_grow_linearly_with_the_cluster() {
     let n = 20;
     let t = timing(100);
     let nodes = cluster(n, 1, &t).await;
-    within(Duration::from_secs(10), "20 nodes converge", || async {
-        converged(&nodes)
-    })
-    .await;
+    converge(&nodes, Duration::from_secs(10)).await;
     // Let the join updates finish spreading, then count.
     tokio::time::sleep(t.heartbeat * 30).await;
     let before = sent(&nodes);
@@ -156,10 +153,7 @@ async fn datagrams_per_period_grow_linearly_with_the_cluster() {
 async fn a_stopped_node_is_declared_dead_within_the_detection_bound() {
     let t = timing(100);
     let nodes = cluster(4, 1, &t).await;
-    within(Duration::from_secs(5), "4 nodes converge", || async {
-        converged(&nodes)
-    })
-    .await;
+    converge(&nodes, Duration::from_secs(5)).await;
     let gone = nodes[3].id.to_string();
     nodes[3].gossip.stop();
     let took = within(Duration::from_secs(5), "stopped node dead", || async {
@@ -188,10 +182,7 @@ async fn a_graceful_leave_is_seen_at_once() {
     // A 1 s period: detecting a silent node would take seconds.
     let t = timing(1000);
     let mut nodes = cluster(4, 1, &t).await;
-    within(Duration::from_secs(10), "4 nodes converge", || async {
-        converged(&nodes)
-    })
-    .await;
+    converge(&nodes, Duration::from_secs(10)).await;
     let leaver = nodes.pop().unwrap();
     let gone = leaver.id.to_string();
     leaver.gossip.leave().await;
@@ -207,10 +198,7 @@ async fn a_graceful_leave_is_seen_at_once() {
 async fn a_node_restarted_with_the_same_id_rejoins() {
     let t = timing(100);
     let mut nodes = cluster(3, 1, &t).await;
-    within(Duration::from_secs(5), "3 nodes converge", || async {
-        converged(&nodes)
-    })
-    .await;
+    converge(&nodes, Duration::from_secs(5)).await;
     let old = nodes.pop().unwrap();
     let (id, gossip_addr) = (old.id, old.gossip.local_addr());
     drop(old);
@@ -227,10 +215,7 @@ async fn a_node_restarted_with_the_same_id_rejoins() {
         }
     };
     nodes.push(start(socket, id, &[nodes[0].id], &t));
-    let took = within(Duration::from_secs(5), "restarted node rejoins", || async {
-        converged(&nodes)
-    })
-    .await;
+    let took = converge(&nodes, Duration::from_secs(5)).await;
     eprintln!("a restarted node was back for everyone after {took:?}");
 }
 
@@ -292,6 +277,7 @@ async fn random_datagrams_never_panic_the_handler() {
     let mut handler = GossipLoop::new(peers, socket, 1, GossipTiming::from(&timing(100))).unwrap();
     let key = handler.key.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
     for round in 0..20_000u32 {
         let len = rng.gen_range(0..=MAX_DATAGRAM + 10);
         let mut bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
@@ -300,7 +286,7 @@ async fn random_datagrams_never_panic_the_handler() {
             bytes.truncate(MAX_PAYLOAD);
             bytes = key.seal(&bytes, now_secs(), rng.gen()).unwrap();
         }
-        handler.on_datagram(&bytes);
+        handler.on_datagram(&bytes, from);
     }
     let c = &handler.counters;
     assert_eq!(c.received.load(Ordering::Relaxed), 20_000);
@@ -338,20 +324,20 @@ fn a_thousand_members_cost_a_few_megabytes_at_most() {
             })
             .collect();
         swim.apply(members, Instant::now());
-        eprintln!("swim {}", held_bytes() - before);
-        let b2 = held_bytes();
+        let swim_bytes = held_bytes() - before;
         peers.apply_gossip_view(&swim.members());
-        eprintln!("peers {}", held_bytes() - b2);
-        let b3 = held_bytes();
+        let peer_bytes = held_bytes() - before - swim_bytes;
         // The replay cache at its cap, whatever the traffic.
         let nonces = NonceCache::with_capacity(REPLAY_CAPACITY);
         let now = now_secs();
         for i in 0..REPLAY_CAPACITY as u128 {
             nonces.remember(i.to_le_bytes(), now, now).unwrap();
         }
-        eprintln!("nonces {}", held_bytes() - b3);
         let held = held_bytes() - before;
-        eprintln!("1,000 members (SWIM, peers with gRPC clients, full replay cache): {held} bytes");
+        eprintln!(
+            "1,000 members: {held} bytes (SWIM {swim_bytes}, peers {peer_bytes}, full replay cache {})",
+            held - swim_bytes - peer_bytes
+        );
         assert_eq!(peers.alive_ids().len(), 1001);
         assert!(held < 4 << 20, "{held} bytes");
         drop((peers, swim, nonces));

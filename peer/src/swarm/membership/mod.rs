@@ -38,7 +38,9 @@
 //!   partitions, finds late seeds). A seed's gossip port is its peer port
 //!   plus the same offset this node uses (default +1), so every node must
 //!   use the same two ports. Members learned by gossip become [`Peer`]s just
-//!   like listed ones.
+//!   like listed ones. A node that joins also asks one member for its
+//!   whole member list ([`member_sync`]), so it sees a cluster of any size
+//!   at once instead of one SWIM feed (~60 members) at a time.
 //! - **Leaving.** [`crate::swarm::Swarm::leave`] marks this node down and
 //!   tells up to [`LEAVE_FANOUT`] members directly, who spread it: peers
 //!   drop it at once instead of after the detection delay.
@@ -54,15 +56,15 @@
 //!   [`REPLAY_CAPACITY`] entries, and timers at most two per member. 1,000
 //!   members cost well under 4 MB (measured in `swim`'s tests).
 //! - **Heartbeats stay available** (`peer.membership = "heartbeat"`,
-//!   [`MembershipMode`]): the previous all-to-all mode of
-//!   [`super::peer_set`], for small clusters or networks that block the
-//!   gossip port.
+//!   [`MembershipMode`]): all-to-all Hellos from [`super::peer_set`], for
+//!   small clusters or networks that block the gossip port.
 //!
 //! [`Peer`]: super::peer_set::Peer
 
 pub mod datagram;
 pub mod gossip;
 pub mod member_id;
+pub mod member_sync;
 pub mod swim;
 
 #[cfg(test)]

@@ -9,6 +9,9 @@
 //!   and without telling anyone, and counted. The table therefore never
 //!   holds more than the cap however many identities authentic datagrams
 //!   name.
+//! - A node that joins asks a random member for its whole member list
+//!   ([`super::member_sync`]); this wrapper asks, serves (at most once per
+//!   probe period) and applies those pages next to the SWIM messages.
 //! - Everything here is synchronous and deterministic given the clock and
 //!   the seed of its random generator, so it is tested without sockets.
 
@@ -18,15 +21,15 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
 use std::time::Instant;
 
-use bytes::Bytes;
 use foca::{
     AccumulatingRuntime, Config, Foca, Member, NoCustomBroadcast, OwnedNotification,
     PeriodicParams, PostcardCodec, State, Timer,
 };
 use rand_0_10::rngs::SmallRng;
-use rand_0_10::SeedableRng;
+use rand_0_10::{RngExt, SeedableRng};
 
 use super::datagram::MAX_PAYLOAD;
+use super::member_sync::{self, BadPage, PayloadKind, MAX_SWIM_MESSAGE};
 use super::{GossipTiming, MemberId, INDIRECT_PROBES, LEAVE_FANOUT, MAX_MEMBERS};
 
 type Engine = Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>;
@@ -34,6 +37,10 @@ type Engine = Foca<MemberId, PostcardCodec, SmallRng, NoCustomBroadcast>;
 /// Most members one payload can name (a member encodes in ≥ 8 bytes): the
 /// most a single receive can add to the table.
 const MAX_NEW_PER_PAYLOAD: usize = MAX_PAYLOAD / 8;
+
+/// Smallest cluster size updates are spread for (foca's LAN rule gives
+/// 4·log10(33) = 6 transmissions of each update).
+const MIN_SIZE_ESTIMATE: usize = 32;
 
 /// A member as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +68,17 @@ impl From<State> for MemberState {
             State::Down => MemberState::Down,
         }
     }
+}
+
+/// Why an authentic payload was of no use.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("unknown payload kind")]
+    UnknownKind,
+    #[error(transparent)]
+    Page(#[from] BadPage),
+    #[error("SWIM: {0}")]
+    Swim(#[from] foca::Error),
 }
 
 /// A membership event worth a log line.
@@ -118,9 +136,12 @@ pub struct SwimNode {
     runtime: AccumulatingRuntime<MemberId>,
     timers: BinaryHeap<Reverse<Due>>,
     next_seq: u64,
-    outbox: Vec<(SocketAddr, Bytes)>,
+    outbox: Vec<(SocketAddr, Vec<u8>)>,
     changes: Vec<Change>,
     refused: u64,
+    rng: SmallRng,
+    /// When this node last sent its member list to a joiner.
+    last_sync_served: Option<Instant>,
 }
 
 impl SwimNode {
@@ -149,6 +170,8 @@ impl SwimNode {
             outbox: Vec::new(),
             changes: Vec::new(),
             refused: 0,
+            rng: SmallRng::seed_from_u64(seed.rotate_left(32)),
+            last_sync_served: None,
         }
     }
 
@@ -156,12 +179,63 @@ impl SwimNode {
         self.engine.identity()
     }
 
-    /// Handles an authenticated payload.
-    pub fn receive(&mut self, payload: &[u8], now: Instant) -> Result<(), foca::Error> {
+    /// Handles an authenticated payload that came from gossip socket
+    /// `from`.
+    pub fn receive(
+        &mut self,
+        payload: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Unusable> {
+        let (kind, body) = PayloadKind::of(payload).ok_or(Unusable::UnknownKind)?;
         let before = self.near_cap_snapshot(MAX_NEW_PER_PAYLOAD);
-        let result = self.engine.handle_data(payload, &mut self.runtime);
+        let result = match kind {
+            PayloadKind::Swim => self
+                .engine
+                .handle_data(body, &mut self.runtime)
+                .map_err(Unusable::from),
+            PayloadKind::SyncRequest => {
+                self.serve_sync(from, now);
+                Ok(())
+            }
+            PayloadKind::SyncPage => member_sync::decode_page(body)
+                .map_err(Unusable::from)
+                .and_then(|members| {
+                    self.engine
+                        .apply_many(members.into_iter(), false, &mut self.runtime)
+                        .map_err(Unusable::from)
+                }),
+        };
         self.settle(before, now);
         result
+    }
+
+    /// Sends this node's member list to `to`, unless it did so less than a
+    /// probe period ago.
+    fn serve_sync(&mut self, to: SocketAddr, now: Instant) {
+        if self
+            .last_sync_served
+            .is_some_and(|t| now.duration_since(t) < self.timing.probe_period)
+        {
+            return;
+        }
+        self.last_sync_served = Some(now);
+        for page in member_sync::encode_pages(self.engine.iter_membership_state()) {
+            self.outbox.push((to, page));
+        }
+    }
+
+    /// Asks a random member for its member list (this node just joined).
+    fn request_sync(&mut self) {
+        let n = self.engine.num_members();
+        if n == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..n);
+        if let Some(m) = self.engine.iter_members().nth(pick) {
+            let to = m.id().gossip_addr();
+            self.outbox.push((to, vec![PayloadKind::SyncRequest as u8]));
+        }
     }
 
     /// Asks `to` (a seed or a member) to let this node in.
@@ -191,10 +265,8 @@ impl SwimNode {
         let mut wide = self.config.clone();
         wide.num_indirect_probes = NonZeroUsize::new(fanout).expect("clamped to ≥ 1");
         // The leave must ride every one of those messages.
-        let fanout_u8 = u8::try_from(fanout).unwrap_or(u8::MAX);
-        wide.max_transmissions = wide
-            .max_transmissions
-            .max(NonZeroU8::MIN.saturating_add(fanout_u8 - 1));
+        let fanout_tx = NonZeroU8::new(u8::try_from(fanout).unwrap_or(u8::MAX)).expect("≥ 1");
+        wide.max_transmissions = wide.max_transmissions.max(fanout_tx);
         if self.engine.set_config(wide).is_err() {
             tracing::debug!("gossip leave fanout not applied");
         }
@@ -210,7 +282,7 @@ impl SwimNode {
     }
 
     /// Payloads to send, with their gossip socket addresses.
-    pub fn take_outbox(&mut self) -> Vec<(SocketAddr, Bytes)> {
+    pub fn take_outbox(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         std::mem::take(&mut self.outbox)
     }
 
@@ -321,7 +393,8 @@ impl SwimNode {
     }
 
     fn collect(&mut self, evicted: &HashSet<MemberId>, now: Instant) {
-        while let Some((to, payload)) = self.runtime.to_send() {
+        while let Some((to, message)) = self.runtime.to_send() {
+            let payload = PayloadKind::Swim.wrap(&message);
             self.outbox.push((to.gossip_addr(), payload));
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
@@ -336,6 +409,9 @@ impl SwimNode {
             }));
         }
         while let Some(n) = self.runtime.to_notify() {
+            if matches!(n, OwnedNotification::Active | OwnedNotification::Rejoin(_)) {
+                self.request_sync();
+            }
             let change = match n {
                 OwnedNotification::MemberUp(id) if !evicted.contains(&id) => Change::Up(id),
                 OwnedNotification::MemberDown(id) if !evicted.contains(&id) => Change::Down(id),
@@ -351,10 +427,12 @@ impl SwimNode {
     }
 }
 
-/// foca's settings for `members` active members under `timing`.
+/// foca's settings for `members` active members under `timing`. Sizes
+/// below [`MIN_SIZE_ESTIMATE`] count as that: while a cluster forms, each
+/// node knows only a few members but its updates must still reach all.
 fn engine_config(timing: &GossipTiming, members: usize) -> Config {
-    let size =
-        NonZeroU32::new(u32::try_from(members.max(1)).unwrap_or(u32::MAX)).expect("at least 1");
+    let size = u32::try_from(members.max(MIN_SIZE_ESTIMATE)).unwrap_or(u32::MAX);
+    let size = NonZeroU32::new(size).expect("at least MIN_SIZE_ESTIMATE");
     let periodic = |frequency, n| {
         Some(PeriodicParams {
             frequency,
@@ -367,7 +445,7 @@ fn engine_config(timing: &GossipTiming, members: usize) -> Config {
         num_indirect_probes: NonZeroUsize::new(INDIRECT_PROBES).expect("non-zero"),
         suspect_to_down_after: timing.suspect_to_down,
         remove_down_after: Some(timing.remove_down_after),
-        max_packet_size: NonZeroUsize::new(MAX_PAYLOAD).expect("non-zero"),
+        max_packet_size: NonZeroUsize::new(MAX_SWIM_MESSAGE).expect("non-zero"),
         notify_down_members: true,
         periodic_announce: periodic(timing.announce_every, 1),
         periodic_announce_to_down_members: periodic(timing.rejoin_every, 2),

@@ -42,6 +42,11 @@ struct Net {
 impl Net {
     /// `n` nodes, each announcing to node 0.
     fn new(n: usize) -> Net {
+        Net::with_late_joiners(n, 0)
+    }
+
+    /// `n` nodes, the last `late` of which have not joined yet ([`Net::join`]).
+    fn with_late_joiners(n: usize, late: usize) -> Net {
         let now = Instant::now();
         let nodes: Vec<SwimNode> = (0..n)
             .map(|i| SwimNode::new(id(i), timing(), i as u64))
@@ -54,11 +59,18 @@ impl Net {
             now,
             sent: 0,
         };
-        for i in 1..n {
+        for i in 1..n - late {
             net.nodes[i].announce(MemberId::seed(id(0).peer, 7469), now);
         }
         net.deliver();
         net
+    }
+
+    /// Node `i` announces itself to node 0.
+    fn join(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].announce(MemberId::seed(id(0).peer, 7469), now);
+        self.deliver();
     }
 
     fn deliver(&mut self) {
@@ -69,12 +81,13 @@ impl Net {
                     self.nodes[i].take_outbox();
                     continue;
                 }
+                let from = self.nodes[i].identity().gossip_addr();
                 for (to, payload) in self.nodes[i].take_outbox() {
                     quiet = false;
                     self.sent += 1;
                     if let Some(&j) = self.by_addr.get(&to) {
                         if !self.stopped.contains(&j) {
-                            let _ = self.nodes[j].receive(&payload, self.now);
+                            let _ = self.nodes[j].receive(&payload, from, self.now);
                         }
                     }
                 }
@@ -116,6 +129,14 @@ impl Net {
             .map(|(_, s)| s)
     }
 
+    fn alive_seen_by(&self, viewer: usize) -> usize {
+        self.nodes[viewer]
+            .members()
+            .iter()
+            .filter(|(_, s)| *s == MemberState::Alive)
+            .count()
+    }
+
     fn all_see_all_alive(&self) -> bool {
         let n = self.nodes.len();
         (0..n).all(|i| {
@@ -147,6 +168,21 @@ fn fifty_members_converge_and_send_o_of_n_datagrams_per_period() {
     );
     assert!(per_period <= 4.0 * n as f64, "{per_period}");
     assert!(net.all_see_all_alive());
+}
+
+#[test]
+fn a_late_joiner_sees_a_cluster_larger_than_one_feed_at_once() {
+    let n = 200;
+    let mut net = Net::with_late_joiners(n, 1);
+    let formed = |net: &Net| (0..n - 1).all(|i| net.alive_seen_by(i) >= n - 2);
+    net.run_until(Duration::from_secs(20), formed);
+    net.run_for(PERIOD * 20);
+    let joiner = n - 1;
+    net.join(joiner);
+    // One SWIM feed carries ~60 members; the member list brings the rest.
+    assert_eq!(net.alive_seen_by(joiner), n - 1);
+    let took = net.run_until(Duration::from_secs(10), Net::all_see_all_alive);
+    assert!(took <= PERIOD * 5, "{took:?}");
 }
 
 #[test]
@@ -262,6 +298,7 @@ fn random_and_mangled_payloads_never_panic() {
     }
     assert!(!samples.is_empty());
     let now = net.now;
+    let from = id(1).gossip_addr();
     let target = &mut net.nodes[0];
     for round in 0..20_000 {
         let bytes: Vec<u8> = if round % 2 == 0 {
@@ -276,7 +313,7 @@ fn random_and_mangled_payloads_never_panic() {
             b.truncate(rng.gen_range(0..=b.len()));
             b
         };
-        let _ = target.receive(&bytes, now);
+        let _ = target.receive(&bytes, from, now);
         target.fire_due(now);
         target.take_outbox();
     }
