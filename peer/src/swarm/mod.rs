@@ -616,6 +616,70 @@ impl Drop for Swarm {
 mod tests {
     use super::*;
 
+    /// A TCP listener on 127.0.0.1 whose port and port + 1 are free on UDP
+    /// (QUIC and gossip).
+    async fn listener_with_free_udp_ports() -> TcpListener {
+        loop {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok();
+            if port < u16::MAX && free(port) && free(port + 1) {
+                return l;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_drop_a_swarm_that_leaves_at_once() {
+        let listeners = [
+            listener_with_free_udp_ports().await,
+            listener_with_free_udp_ports().await,
+        ];
+        let list: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let mut nodes = Vec::new();
+        for l in listeners {
+            let listen = l.local_addr().unwrap().to_string();
+            let lookup = |k: &str| match k {
+                env::PEERS => Some(list.join(",")),
+                env::LISTEN => Some(listen.clone()),
+                env::SECRET => Some(String::from_utf8(auth::TEST_SECRET.to_vec()).unwrap()),
+                _ => None,
+            };
+            // The default timing: a silent exit is seen after 1–3 s.
+            let config = SwarmConfig::resolve(&lookup, &Default::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(config.membership.mode, MembershipMode::Gossip);
+            let store = Arc::new(ossc_core::object_client::mock::MockObjectClient::new("b"));
+            let engine = Arc::new(FetchEngine::new(store, Default::default()));
+            let node = Swarm::start_with_listener(config, l, engine, "b".into())
+                .await
+                .unwrap();
+            nodes.push(node);
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while nodes.iter().any(|n| n.peers().alive_ids().len() != 2) {
+            assert!(std::time::Instant::now() < until, "never converged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let leaver = nodes.pop().unwrap();
+        let id = leaver.peers().self_id().to_string();
+        let started = std::time::Instant::now();
+        let leaving = tokio::spawn(leaver.leave());
+        while nodes[0].peers().is_alive(&id) {
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "the leave was not seen at once"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        leaving.await.unwrap();
+        assert_eq!(nodes[0].peers().alive_ids(), [nodes[0].peers().self_id()]);
+    }
+
     #[test]
     fn membership_comes_from_env_then_file_and_defaults_to_gossip() {
         let file = ossc_core::config::PeerConfig {

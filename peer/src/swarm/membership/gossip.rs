@@ -34,6 +34,8 @@ use crate::swarm::peer_set::{PeerSet, RESOLVE_INTERVAL};
 
 /// Queued datagrams handled per wake-up before publishing.
 pub const RECEIVE_BATCH: usize = 64;
+/// Pause after a failed receive (a socket error must not spin the task).
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// How long [`GossipMembership::leave`] waits for the leave to be sent.
 const LEAVE_WAIT: Duration = Duration::from_secs(1);
 
@@ -181,8 +183,8 @@ impl GossipLoop {
                     }
                     return;
                 }
-                got = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = got {
+                got = self.socket.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => {
                         self.on_datagram(&buf[..n], from);
                         for _ in 1..RECEIVE_BATCH {
                             match self.socket.try_recv_from(&mut buf) {
@@ -191,7 +193,11 @@ impl GossipLoop {
                             }
                         }
                     }
-                }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "gossip receive failed");
+                        tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+                    }
+                },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
