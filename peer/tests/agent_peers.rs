@@ -42,6 +42,7 @@ fn peer_layer(peers: &[String], port: u16) -> SwarmConfig {
         transport: Default::default(),
         upload_capacity: None,
         require_verified: false,
+        membership: Default::default(),
     }
 }
 

@@ -79,6 +79,7 @@ async fn two_nodes(tls: bool) -> (Vec<Swarm>, Arc<MockObjectClient>, Vec<u8>) {
             transport: PeerTransport::Grpc,
             upload_capacity: None,
             require_verified: false,
+            membership: Default::default(),
             limits: limits(),
         };
         let engine = Arc::new(FetchEngine::new(

@@ -123,6 +123,12 @@ pub struct PeerConfig {
     /// SHA-1, Content-MD5 or an MD5 ETag); everything else comes from the
     /// store.
     pub require_verified_objects: bool,
+    /// `peer.membership`: `gossip` or `heartbeat`
+    /// (`OSS_CONNECTOR_PEER_MEMBERSHIP`); validated by the peer layer.
+    pub membership: Option<String>,
+    /// `peer.gossipListen`: `ip:port` of the gossip socket
+    /// (`OSS_CONNECTOR_GOSSIP_LISTEN`); validated by the peer layer.
+    pub gossip_listen: Option<String>,
 }
 
 impl Default for ConnectorConfig {

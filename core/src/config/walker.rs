@@ -56,6 +56,8 @@ const PEER_KEYS: &[&str] = &[
     "transport",
     "uploadBytesPerSec",
     "requireVerifiedObjects",
+    "membership",
+    "gossipListen",
 ];
 
 type Object = serde_json::Map<String, Value>;
@@ -231,6 +233,20 @@ impl Walker<'_> {
             if let Some(v) = peer.get("transport") {
                 config.peer.transport =
                     Some(self.non_empty_string(v, "peer.transport", "\"quic\" or \"grpc\"")?);
+            }
+            if let Some(v) = peer.get("membership") {
+                config.peer.membership = Some(self.non_empty_string(
+                    v,
+                    "peer.membership",
+                    "\"gossip\" or \"heartbeat\"",
+                )?);
+            }
+            if let Some(v) = peer.get("gossipListen") {
+                config.peer.gossip_listen = Some(self.non_empty_string(
+                    v,
+                    "peer.gossipListen",
+                    "an ip:port such as \"0.0.0.0:7469\"",
+                )?);
             }
             if let Some(v) = peer.get("chunkSizeBytes") {
                 config.peer.chunk_size_bytes = Some(self.integer(
@@ -410,6 +426,17 @@ mod tests {
         assert!(err(r#"{"peer": {"peers": "a:1"}}"#).contains("peer.peers"));
         assert!(err(r#"{"peer": {"chunkSizeBytes": 5}}"#).contains("peer.chunkSizeBytes"));
         assert!(err(r#"{"peer": {"transport": 4}}"#).contains("peer.transport"));
+    }
+
+    #[test]
+    fn membership_keys_are_strings_checked_by_the_peer_layer() {
+        let c = parse(r#"{"peer": {"membership": "heartbeat", "gossipListen": "0.0.0.0:9000"}}"#)
+            .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.config.peer.membership.as_deref(), Some("heartbeat"));
+        assert_eq!(c.config.peer.gossip_listen.as_deref(), Some("0.0.0.0:9000"));
+        assert!(err(r#"{"peer": {"membership": 1}}"#).contains("peer.membership"));
+        assert!(err(r#"{"peer": {"gossipListen": ""}}"#).contains("peer.gossipListen"));
     }
 
     #[test]

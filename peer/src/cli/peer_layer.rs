@@ -68,7 +68,9 @@ impl ObjectFetcher for RunningSwarm {
     async fn shutdown(&self) {
         let swarm = self.swarm.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(swarm) = swarm {
-            swarm.shutdown().await;
+            // Announced, so peers drop this node at once instead of after
+            // the detection delay.
+            swarm.leave().await;
         }
     }
 }

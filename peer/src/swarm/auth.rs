@@ -312,7 +312,12 @@ impl NonceCache {
 
     /// Records `nonce` of a request signed at `time`; refuses one already
     /// recorded.
-    fn remember(&self, nonce: [u8; NONCE_BYTES], time: u64, now: u64) -> Result<(), AuthError> {
+    pub(crate) fn remember(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        time: u64,
+        now: u64,
+    ) -> Result<(), AuthError> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.seen.contains_key(&nonce) {
             return Err(AuthError::Replayed);

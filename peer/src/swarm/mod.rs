@@ -14,8 +14,12 @@
 //!   4 nodes, 300 Mbit/s): 4 MiB 0.47×, 16 MiB 0.40×, 64 MiB 0.57× the time
 //!   without peers — small chunks pay per-chunk costs, large ones leave too
 //!   few chunks to balance the owners.
-//! - **Membership** ([`peer_set`]): static list / DNS + 1 s heartbeats, dead
-//!   after 3 s. **Ownership** ([`ring`]): rendezvous hashing over alive ids.
+//! - **Membership** ([`peer_set`], [`membership`]): the static list / DNS
+//!   names are seeds; SWIM gossip over UDP (`peer.membership` = `gossip`,
+//!   the default) finds every member with O(N) datagrams per 1 s period
+//!   and drops a dead one after about 2–3 s, a leaving one at once;
+//!   `heartbeat` keeps the all-to-all 1 s Hellos, dead after 3 s.
+//!   **Ownership** ([`ring`]): rendezvous hashing over alive ids.
 //! - **Transport** ([`transport`]: [`PeerTransport`],
 //!   `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport` = `grpc` | `quic`):
 //!   control (Hello, Have) always over gRPC.
@@ -53,7 +57,10 @@
 //! `peer.listen` (default [`DEFAULT_LISTEN`]), `OSS_CONNECTOR_PEER_ADVERTISE`
 //! / `peer.advertise`, `OSS_CONNECTOR_CLUSTER_SECRET` / `peer.secretFile`,
 //! `peer.chunkSizeBytes`, `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport`
-//! (default `grpc`), `OSS_CONNECTOR_PEER_TLS` (default on); fault
+//! (default `grpc`), `OSS_CONNECTOR_PEER_TLS` (default on),
+//! `OSS_CONNECTOR_PEER_MEMBERSHIP` / `peer.membership` (default `gossip`),
+//! `OSS_CONNECTOR_GOSSIP_LISTEN` / `peer.gossipListen` (default: the listen
+//! address, port + 1); fault
 //! injection for tests, compiled in only with the `test-faults` cargo
 //! feature (the cluster tests enable it; release builds ignore it):
 //! `OSSC_FAULT_PEER_CORRUPT=1`.
@@ -65,6 +72,7 @@ pub mod chunk_book;
 pub mod chunk_server;
 mod end_to_end;
 pub mod holders;
+pub mod membership;
 pub mod peer_set;
 pub mod ring;
 pub mod swarm_fetcher;
@@ -87,6 +95,7 @@ use tokio::task::JoinHandle;
 pub use auth::ClusterSecret;
 pub use chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion};
 pub use chunk_server::ChunkServer;
+pub use membership::{MembershipConfig, MembershipMode};
 pub use peer_set::{MembershipTiming, PeerSet};
 pub use swarm_fetcher::{PullSettings, SwarmFetcher};
 pub use transport::PeerTransport;
@@ -116,6 +125,10 @@ pub mod env {
     pub const TLS: &str = "OSS_CONNECTOR_PEER_TLS";
     /// `grpc` (default) or `quic`: how this node pulls chunks.
     pub const TRANSPORT: &str = "OSS_CONNECTOR_PEER_TRANSPORT";
+    /// `gossip` (default) or `heartbeat`: how liveness is decided.
+    pub const MEMBERSHIP: &str = "OSS_CONNECTOR_PEER_MEMBERSHIP";
+    /// `ip:port` of the gossip socket (default: listen port + 1).
+    pub const GOSSIP_LISTEN: &str = "OSS_CONNECTOR_GOSSIP_LISTEN";
     /// `1`: serve corrupted chunks (fault injection for cluster tests; only
     /// in builds with the `test-faults` feature).
     pub const FAULT_CORRUPT: &str = "OSSC_FAULT_PEER_CORRUPT";
@@ -147,6 +160,8 @@ pub struct SwarmConfig {
     /// `peer.requireVerifiedObjects`: peer bytes only for objects with a
     /// cryptographic store digest (see `swarm_fetcher`).
     pub require_verified: bool,
+    /// `peer.membership`, `peer.gossipListen`.
+    pub membership: MembershipConfig,
 }
 
 /// Why the peer layer cannot be configured or started.
@@ -170,9 +185,18 @@ pub enum SwarmError {
     #[error(transparent)]
     Membership(#[from] peer_set::MembershipError),
     #[error(transparent)]
+    BadMembership(#[from] membership::BadMembershipMode),
+    #[error("invalid gossip listen address {0:?} (expected ip:port with a fixed port, by default the peer port + 1; OSS_CONNECTOR_GOSSIP_LISTEN / peer.gossipListen)")]
+    BadGossipListen(String),
+    #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
     #[error("binding the peer service on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("binding the gossip socket on UDP {addr}: {source} (set OSS_CONNECTOR_GOSSIP_LISTEN / peer.gossipListen, or peer.membership=heartbeat)")]
+    GossipBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -227,9 +251,31 @@ impl SwarmConfig {
             Some(t) => t.parse()?,
             None => PeerTransport::default(),
         };
+        let mode = match get(env::MEMBERSHIP).or_else(|| file.membership.clone()) {
+            Some(m) => m.parse()?,
+            None => MembershipMode::default(),
+        };
+        let gossip_listen = match get(env::GOSSIP_LISTEN).or_else(|| file.gossip_listen.clone()) {
+            Some(g) => Some(
+                g.trim()
+                    .parse()
+                    .map_err(|_| SwarmError::BadGossipListen(g.clone()))?,
+            ),
+            None => None,
+        };
+        let membership = MembershipConfig {
+            mode,
+            gossip_listen,
+        };
+        if mode == MembershipMode::Gossip && membership.gossip_address(listen).is_none() {
+            return Err(SwarmError::BadGossipListen(
+                gossip_listen.map_or_else(|| listen.to_string(), |g| g.to_string()),
+            ));
+        }
         Ok(Some(SwarmConfig {
             upload_capacity: file.upload_bytes_per_sec,
             require_verified: file.require_verified_objects,
+            membership,
             transport,
             peers,
             listen,
@@ -259,7 +305,7 @@ fn fault_corrupt_requested(get: &dyn Fn(&str) -> Option<String>) -> bool {
     requested && cfg!(feature = "test-faults")
 }
 
-/// A running peer layer: chunk server, transports, heartbeats and the
+/// A running peer layer: chunk server, transports, membership and the
 /// fetcher.
 pub struct Swarm {
     fetcher: Arc<SwarmFetcher>,
@@ -268,6 +314,7 @@ pub struct Swarm {
     local_addr: SocketAddr,
     transports: transport::Transports,
     heartbeat_task: JoinHandle<()>,
+    gossip: Option<membership::GossipMembership>,
     gate: Arc<admission::ConnectionGate>,
 }
 
@@ -316,7 +363,12 @@ impl Swarm {
             config.secret.clone(),
             config.timing,
             tls.clone(),
+            config.membership.mode,
         ));
+        let gossip = match config.membership.mode {
+            MembershipMode::Gossip => Some(start_gossip(&config, local_addr, &peers).await?),
+            MembershipMode::Heartbeat => None,
+        };
         let books = Arc::new(BookRegistry::default());
         let server = Arc::new(ChunkServer::new(
             books.clone(),
@@ -344,7 +396,14 @@ impl Swarm {
             config.transport,
         )?;
         let heartbeat_task = tokio::spawn({
-            let heartbeats = peers.clone().heartbeat_loop();
+            let heartbeats = {
+                let peers = peers.clone();
+                async move {
+                    if peers.membership() == MembershipMode::Heartbeat {
+                        peers.heartbeat_loop().await
+                    }
+                }
+            };
             let meter = server.upload_meter().clone();
             async move {
                 let sampling = async {
@@ -377,6 +436,8 @@ impl Swarm {
             chunk_size = config.chunk_size,
             tls = config.tls,
             transport = config.transport.as_str(),
+            membership = config.membership.mode.as_str(),
+            gossip = ?gossip.as_ref().map(|g| g.local_addr()),
             quic_serving = transports.quic.is_some(),
             serving = ?transports.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "peer layer started"
@@ -388,6 +449,7 @@ impl Swarm {
             local_addr,
             transports,
             heartbeat_task,
+            gossip,
             gate,
         })
     }
@@ -422,14 +484,47 @@ impl Swarm {
         self.transports.quic.as_ref()
     }
 
-    /// Stops serving (refusing new requests at once) and heartbeating;
-    /// streams in flight get [`SHUTDOWN_GRACE`].
+    /// Tells the cluster this node leaves (gossip: peers drop it at once,
+    /// not after the detection delay), then shuts down.
+    pub async fn leave(mut self) {
+        if let Some(g) = self.gossip.take() {
+            g.leave().await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops serving (refusing new requests at once), then membership,
+    /// without a word to the peers: they detect it as they detect a crash
+    /// (use [`Swarm::leave`] to tell them). Streams in flight get
+    /// [`SHUTDOWN_GRACE`].
     pub async fn shutdown(self) {
         self.server.stop();
         self.heartbeat_task.abort();
         let stopping = self.transports.services.iter();
         futures::future::join_all(stopping.map(|s| s.shutdown(SHUTDOWN_GRACE))).await;
+        if let Some(g) = &self.gossip {
+            g.stop();
+        }
     }
+}
+
+/// Binds the gossip socket and starts SWIM for `peers`.
+async fn start_gossip(
+    config: &SwarmConfig,
+    local_addr: SocketAddr,
+    peers: &Arc<PeerSet>,
+) -> Result<membership::GossipMembership, SwarmError> {
+    let at = config
+        .membership
+        .gossip_address(local_addr)
+        .ok_or_else(|| SwarmError::BadGossipListen(local_addr.to_string()))?;
+    let bind = |source| SwarmError::GossipBind {
+        addr: at.bind,
+        source,
+    };
+    let socket = tokio::net::UdpSocket::bind(at.bind).await.map_err(bind)?;
+    let timing = membership::GossipTiming::from(&config.timing);
+    membership::GossipMembership::start(peers.clone(), socket, at.port_offset, timing).map_err(bind)
 }
 
 impl Drop for Swarm {
@@ -445,6 +540,122 @@ impl Drop for Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TCP listener on 127.0.0.1 whose port and port + 1 are free on UDP
+    /// (QUIC and gossip).
+    async fn listener_with_free_udp_ports() -> TcpListener {
+        loop {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok();
+            if port < u16::MAX && free(port) && free(port + 1) {
+                return l;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_drop_a_swarm_that_leaves_at_once() {
+        let listeners = [
+            listener_with_free_udp_ports().await,
+            listener_with_free_udp_ports().await,
+        ];
+        let list: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let mut nodes = Vec::new();
+        for l in listeners {
+            let listen = l.local_addr().unwrap().to_string();
+            let lookup = |k: &str| match k {
+                env::PEERS => Some(list.join(",")),
+                env::LISTEN => Some(listen.clone()),
+                env::SECRET => Some(String::from_utf8(auth::TEST_SECRET.to_vec()).unwrap()),
+                _ => None,
+            };
+            // The default timing: a silent exit is seen after 1–3 s.
+            let config = SwarmConfig::resolve(&lookup, &Default::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(config.membership.mode, MembershipMode::Gossip);
+            let store = Arc::new(ossc_core::object_client::mock::MockObjectClient::new("b"));
+            let engine = Arc::new(FetchEngine::new(store, Default::default()));
+            let node = Swarm::start_with_listener(config, l, engine, "b".into())
+                .await
+                .unwrap();
+            nodes.push(node);
+        }
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while nodes.iter().any(|n| n.peers().alive_ids().len() != 2) {
+            assert!(std::time::Instant::now() < until, "never converged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let leaver = nodes.pop().unwrap();
+        let id = leaver.peers().self_id().to_string();
+        let started = std::time::Instant::now();
+        let leaving = tokio::spawn(leaver.leave());
+        while nodes[0].peers().is_alive(&id) {
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "the leave was not seen at once"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        leaving.await.unwrap();
+        assert_eq!(nodes[0].peers().alive_ids(), [nodes[0].peers().self_id()]);
+    }
+
+    #[test]
+    fn membership_comes_from_env_then_file_and_defaults_to_gossip() {
+        let file = ossc_core::config::PeerConfig {
+            peers: vec!["127.0.0.1:7468".into()],
+            membership: Some("heartbeat".into()),
+            ..Default::default()
+        };
+        let secret =
+            |k: &str| (k == env::SECRET).then(|| "Bv6Nm1Qa8Ws3Ed5Rf7Tg9Yh2Uj4Ik0Ol".to_string());
+        let c = SwarmConfig::resolve(&secret, &file).unwrap().unwrap();
+        assert_eq!(c.membership.mode, MembershipMode::Heartbeat);
+        let env_gossip = |k: &str| match k {
+            env::MEMBERSHIP => Some("gossip".to_string()),
+            env::GOSSIP_LISTEN => Some("0.0.0.0:9000".to_string()),
+            _ => secret(k),
+        };
+        let c = SwarmConfig::resolve(&env_gossip, &file).unwrap().unwrap();
+        assert_eq!(c.membership.mode, MembershipMode::Gossip);
+        assert_eq!(
+            c.membership.gossip_listen,
+            Some("0.0.0.0:9000".parse().unwrap())
+        );
+        let plain = ossc_core::config::PeerConfig {
+            membership: None,
+            ..file.clone()
+        };
+        let c = SwarmConfig::resolve(&secret, &plain).unwrap().unwrap();
+        assert_eq!(c.membership, MembershipConfig::default());
+        for bad in ["swim", "0.0.0.0:0", "nowhere"] {
+            let key = if bad == "swim" {
+                env::MEMBERSHIP
+            } else {
+                env::GOSSIP_LISTEN
+            };
+            let lookup = |k: &str| {
+                if k == key {
+                    Some(bad.to_string())
+                } else {
+                    secret(k)
+                }
+            };
+            let err = SwarmConfig::resolve(&lookup, &plain).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SwarmError::BadMembership(_) | SwarmError::BadGossipListen(_)
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn the_transport_comes_from_env_then_file_and_defaults_to_grpc() {

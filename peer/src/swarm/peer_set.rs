@@ -1,19 +1,29 @@
 //! Membership: who the peers are, who is alive, and traffic per peer.
 //!
-//! Design decision: a static list (or DNS names resolving to several
-//! addresses, re-resolved every [`RESOLVE_INTERVAL`] so late joiners behind a
-//! headless Service appear) plus heartbeats: every [`HEARTBEAT_INTERVAL`] this
-//! node sends an authenticated `Hello` to each peer; a peer is alive while its
-//! last good answer (or its last good Hello to us) is younger than
-//! [`DEAD_AFTER`]. There is no agreement protocol: views may differ for up to
-//! `DEAD_AFTER`, which costs at most a timed-out pull and a store fallback,
-//! never wrong bytes. A node's id is the `ip:port` peers reach it at, so every
-//! node computes the same ring from the same list.
+//! Design decisions:
+//! - The peer list is a static list (or DNS names resolving to several
+//!   addresses, re-resolved every [`RESOLVE_INTERVAL`] so late joiners
+//!   behind a headless Service appear). A node's id is the `ip:port` peers
+//!   reach its peer service at, so every node computes the same ring from
+//!   the same members.
+//! - Liveness has two modes ([`MembershipMode`]). **Gossip** (default): the
+//!   listed peers are seeds, SWIM over UDP ([`super::membership`]) finds
+//!   the rest, and each member's state comes from the gossip task's
+//!   published view ([`PeerSet::apply_gossip_view`]); a member is alive
+//!   while neither suspected nor down. Members found by gossip become
+//!   [`Peer`]s exactly like listed ones, and are dropped again once gossip
+//!   forgets them (listed peers stay). **Heartbeat**: every
+//!   [`HEARTBEAT_INTERVAL`] this node sends an authenticated `Hello` to each
+//!   listed peer; a peer is alive while its last good answer (or its last
+//!   good Hello to us) is younger than [`DEAD_AFTER`].
+//! - There is no agreement protocol: views may differ for up to the
+//!   detection delay, which costs at most a timed-out pull and a store
+//!   fallback, never wrong bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use ossc_proto::v1::peer_control_client::PeerControlClient;
@@ -22,6 +32,8 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::ClusterSecret;
+use super::membership::swim::MemberState;
+use super::membership::{GossipCounters, MembershipMode, MAX_MEMBERS};
 use super::tls::PeerTls;
 
 /// Heartbeat period (issue 4: failure detection with bounded delay).
@@ -57,7 +69,10 @@ pub const HELLO_METHOD: &str = "/ossc.v1.PeerControl/Hello";
 pub struct Peer {
     pub id: String,
     pub addr: SocketAddr,
-    client: PeerControlClient<Channel>,
+    tls: Option<Arc<PeerTls>>,
+    /// Made on first use: a gRPC client holds ~12 KB of buffers, and a
+    /// member found by gossip may never be talked to.
+    client: OnceLock<PeerControlClient<Channel>>,
     last_ok: Mutex<Option<Instant>>,
     /// Bytes this node served to the peer.
     pub bytes_sent: AtomicU64,
@@ -69,24 +84,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, tls: Option<&PeerTls>) -> Peer {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut endpoint =
-            Endpoint::from_shared(format!("{scheme}://{addr}")).expect("an ip:port is a valid URI");
-        if let Some(t) = tls {
-            endpoint = endpoint
-                .tls_config(t.client_config())
-                .expect("a client TLS config built from our own PEMs is valid");
-        }
-        let endpoint = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+    fn new(addr: SocketAddr, tls: Option<Arc<PeerTls>>) -> Peer {
         Peer {
             id: addr.to_string(),
             addr,
-            client: PeerControlClient::new(endpoint.connect_lazy()),
+            tls,
+            client: OnceLock::new(),
             last_ok: Mutex::new(None),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
@@ -96,8 +99,26 @@ impl Peer {
     }
 
     /// A client for this peer (cheap clone of a shared HTTP/2 connection).
+    /// Call within a tokio runtime.
     pub fn client(&self) -> PeerControlClient<Channel> {
-        self.client.clone()
+        self.client
+            .get_or_init(|| {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", self.addr))
+                    .expect("an ip:port is a valid URI");
+                if let Some(t) = &self.tls {
+                    endpoint = endpoint
+                        .tls_config(t.client_config())
+                        .expect("a client TLS config built from our own PEMs is valid");
+                }
+                let endpoint = endpoint
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                    .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+                PeerControlClient::new(endpoint.connect_lazy())
+            })
+            .clone()
     }
 
     fn last_ok(&self) -> Option<Instant> {
@@ -232,10 +253,18 @@ pub struct PeerSet {
     entries: Vec<String>,
     timing: MembershipTiming,
     peers: RwLock<BTreeMap<String, Arc<Peer>>>,
-    /// Becomes true once every known peer has answered or failed once.
+    /// Addresses the peer list resolved to (this node's included).
+    listed: RwLock<BTreeSet<SocketAddr>>,
+    /// Becomes true once every known peer has answered or failed once
+    /// (gossip: once this node has members or two probe periods passed).
     first_round: watch::Sender<bool>,
     created: Instant,
     tls: Option<Arc<PeerTls>>,
+    mode: MembershipMode,
+    /// Gossip mode: each member's state as last published (only members
+    /// that have a [`Peer`]).
+    gossip_view: RwLock<HashMap<String, MemberState>>,
+    gossip_counters: Arc<GossipCounters>,
 }
 
 impl PeerSet {
@@ -246,6 +275,7 @@ impl PeerSet {
         secret: ClusterSecret,
         timing: MembershipTiming,
         tls: Option<Arc<PeerTls>>,
+        mode: MembershipMode,
     ) -> PeerSet {
         let set = PeerSet {
             self_id: self_addr.to_string(),
@@ -253,22 +283,135 @@ impl PeerSet {
             entries,
             timing,
             peers: RwLock::default(),
+            listed: RwLock::default(),
             first_round: watch::channel(false).0,
             created: Instant::now(),
             tls,
+            mode,
+            gossip_view: RwLock::default(),
+            gossip_counters: Arc::default(),
         };
-        set.add(listed);
+        set.add_listed(listed);
         set
     }
 
-    fn add(&self, addrs: &[SocketAddr]) {
+    fn add_listed(&self, addrs: &[SocketAddr]) {
+        self.listed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(addrs.iter().copied());
         let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
         for a in addrs {
             let id = a.to_string();
             if id != self.self_id && !peers.contains_key(&id) {
                 tracing::info!(peer = %id, "peer added");
-                peers.insert(id, Arc::new(Peer::new(*a, self.tls.as_deref())));
+                peers.insert(id, Arc::new(Peer::new(*a, self.tls.clone())));
             }
+        }
+    }
+
+    /// Addresses the peer list resolved to so far (this node's included).
+    pub fn listed_addrs(&self) -> Vec<SocketAddr> {
+        self.listed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// True when the peer list holds DNS names (resolved again regularly).
+    pub fn has_names(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.parse::<SocketAddr>().is_err())
+    }
+
+    /// Resolves the peer list again and adds new addresses; returns what it
+    /// resolved to (None on a bad entry).
+    pub async fn resolve_listed(&self) -> Option<Vec<SocketAddr>> {
+        let addrs = resolve(&self.entries).await.ok()?;
+        self.add_listed(&addrs);
+        Some(addrs)
+    }
+
+    pub fn membership(&self) -> MembershipMode {
+        self.mode
+    }
+
+    /// Counters of the gossip socket (all zero in heartbeat mode).
+    pub fn gossip_counters(&self) -> Arc<GossipCounters> {
+        self.gossip_counters.clone()
+    }
+
+    /// Gossip mode: the first join round is over ([`Self::wait_for_startup`]).
+    pub fn first_round_done(&self) {
+        self.first_round.send_replace(true);
+    }
+
+    /// Gossip mode: takes the member list the gossip task published. New
+    /// alive or suspected members become [`Peer`]s (up to [`MAX_MEMBERS`]
+    /// beyond the listed ones); peers gossip no longer knows are dropped
+    /// unless listed.
+    pub fn apply_gossip_view(&self, members: &[(SocketAddr, MemberState)]) {
+        let listed = self
+            .listed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut view = HashMap::with_capacity(members.len());
+        {
+            let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+            for (addr, state) in members {
+                let id = addr.to_string();
+                if id == self.self_id {
+                    continue;
+                }
+                if !peers.contains_key(&id) {
+                    if *state == MemberState::Down || peers.len() >= MAX_MEMBERS + listed.len() {
+                        continue;
+                    }
+                    tracing::info!(peer = %id, "peer added (gossip)");
+                    peers.insert(id.clone(), Arc::new(Peer::new(*addr, self.tls.clone())));
+                }
+                view.insert(id, *state);
+            }
+            peers.retain(|id, p| {
+                let keep = view.contains_key(id) || listed.contains(&p.addr);
+                if !keep {
+                    tracing::info!(peer = %id, "peer removed (gossip forgot it)");
+                }
+                keep
+            });
+        }
+        for p in self.all() {
+            let state = view.get(&p.id).copied();
+            let alive = state == Some(MemberState::Alive);
+            if alive != p.was_alive.swap(alive, Ordering::Relaxed) {
+                if alive {
+                    tracing::info!(peer = %p.id, "peer alive");
+                } else {
+                    let state = state.map_or("unknown", MemberState::as_str);
+                    tracing::warn!(peer = %p.id, state, "peer dead (gossip)");
+                }
+            }
+        }
+        *self.gossip_view.write().unwrap_or_else(|p| p.into_inner()) = view;
+    }
+
+    /// Gossip mode: `id`'s published state.
+    fn gossip_state(&self, id: &str) -> Option<MemberState> {
+        self.gossip_view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    fn peer_alive(&self, p: &Peer) -> bool {
+        match self.mode {
+            MembershipMode::Heartbeat => p.is_alive(self.timing.dead_after),
+            MembershipMode::Gossip => self.gossip_state(&p.id) == Some(MemberState::Alive),
         }
     }
 
@@ -313,22 +456,29 @@ impl PeerSet {
 
     /// This node plus every alive peer, sorted.
     pub fn alive_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .all()
-            .iter()
-            .filter(|p| p.is_alive(self.timing.dead_after))
-            .map(|p| p.id.clone())
-            .collect();
+        let mut ids: Vec<String> = match self.mode {
+            MembershipMode::Heartbeat => self
+                .all()
+                .iter()
+                .filter(|p| p.is_alive(self.timing.dead_after))
+                .map(|p| p.id.clone())
+                .collect(),
+            MembershipMode::Gossip => self
+                .gossip_view
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, s)| **s == MemberState::Alive)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
         ids.push(self.self_id.clone());
         ids.sort();
         ids
     }
 
     pub fn is_alive(&self, id: &str) -> bool {
-        id == self.self_id
-            || self
-                .peer(id)
-                .is_some_and(|p| p.is_alive(self.timing.dead_after))
+        id == self.self_id || self.peer(id).is_some_and(|p| self.peer_alive(&p))
     }
 
     /// A listed peer sent us a valid Hello: it is alive too.
@@ -339,29 +489,21 @@ impl PeerSet {
     }
 
     /// Start-up grace: until `startup_wait` after this set was created,
-    /// waits for the first heartbeat round and then for every listed peer to
-    /// be alive, so nodes started a moment apart do not each fetch
-    /// everything. Later calls return at once.
+    /// waits for the first heartbeat (or join) round and then for every
+    /// known peer to be alive, so nodes started a moment apart do not each
+    /// fetch everything. Later calls return at once.
     pub async fn wait_for_startup(&self) {
         let until = self.created + self.timing.startup_wait;
         let mut rx = self.first_round.subscribe();
         let _ = tokio::time::timeout_at(until.into(), rx.wait_for(|done| *done)).await;
-        while Instant::now() < until
-            && self
-                .all()
-                .iter()
-                .any(|p| !p.is_alive(self.timing.dead_after))
-        {
+        while Instant::now() < until && self.all().iter().any(|p| !self.peer_alive(p)) {
             tokio::time::sleep(STARTUP_POLL).await;
         }
     }
 
     /// Heartbeats forever (abort the task to stop).
     pub async fn heartbeat_loop(self: Arc<Self>) {
-        let names = self
-            .entries
-            .iter()
-            .any(|e| e.parse::<SocketAddr>().is_err());
+        let names = self.has_names();
         let mut last_resolve = Instant::now();
         let mut ticker = tokio::time::interval(self.timing.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -369,9 +511,7 @@ impl PeerSet {
             ticker.tick().await;
             if names && last_resolve.elapsed() >= RESOLVE_INTERVAL {
                 last_resolve = Instant::now();
-                if let Ok(addrs) = resolve(&self.entries).await {
-                    self.add(&addrs);
-                }
+                self.resolve_listed().await;
             }
             let round: Vec<_> = self
                 .all()
@@ -421,32 +561,87 @@ impl PeerSet {
 
     /// The `peers` section of STATUS.
     pub fn status_json(&self) -> serde_json::Value {
+        let gossip = self.mode == MembershipMode::Gossip;
         let peers: Vec<serde_json::Value> = self
             .all()
             .iter()
             .map(|p| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "id": p.id,
-                    "alive": p.is_alive(self.timing.dead_after),
+                    "alive": self.peer_alive(p),
                     "last_seen_ms": p.last_ok().map(|t| t.elapsed().as_millis() as u64),
                     "bytes_sent": p.bytes_sent.load(Ordering::Relaxed),
                     "bytes_received": p.bytes_received.load(Ordering::Relaxed),
                     "failures": p.failures.load(Ordering::Relaxed),
-                })
+                });
+                if gossip {
+                    let state = self.gossip_state(&p.id);
+                    v["state"] = state.map_or("unknown", MemberState::as_str).into();
+                }
+                v
             })
             .collect();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "self": self.self_id,
             "tls": self.tls.is_some(),
+            "membership": self.mode.as_str(),
             "alive": self.alive_ids(),
             "peers": peers,
-        })
+        });
+        if gossip {
+            v["gossip"] = self.gossip_counters.to_json();
+        }
+        v
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gossip_members_become_peers_and_only_alive_ones_count() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (me, seed, found) = (
+            addr("10.0.0.1:7468"),
+            addr("10.0.0.2:7468"),
+            addr("10.0.0.3:7468"),
+        );
+        let set = PeerSet::new(
+            me,
+            &[me, seed],
+            vec![me.to_string(), seed.to_string()],
+            ClusterSecret::new(super::super::auth::TEST_SECRET).unwrap(),
+            MembershipTiming::default(),
+            None,
+            MembershipMode::Gossip,
+        );
+        // Listed is not alive until gossip says so.
+        assert_eq!(set.alive_ids(), [me.to_string()]);
+        let gone = addr("10.0.0.4:7468");
+        set.apply_gossip_view(&[
+            (seed, MemberState::Alive),
+            (found, MemberState::Suspect),
+            (gone, MemberState::Down),
+        ]);
+        assert!(set.peer(&found.to_string()).is_some(), "found by gossip");
+        assert!(
+            set.peer(&gone.to_string()).is_none(),
+            "down when first heard of"
+        );
+        assert_eq!(set.alive_ids(), [me.to_string(), seed.to_string()]);
+        assert!(!set.is_alive(&found.to_string()), "suspected is not alive");
+        assert!(set.lists_ip(found.ip()));
+        let status = set.status_json();
+        assert_eq!(status["membership"], "gossip");
+        assert_eq!(status["peers"][1]["state"], "suspect", "{status}");
+        // Gossip forgets both: the found peer goes, the listed one stays.
+        set.apply_gossip_view(&[]);
+        assert!(set.peer(&found.to_string()).is_none());
+        assert!(set.peer(&seed.to_string()).is_some());
+        assert!(!set.is_alive(&seed.to_string()));
+        assert_eq!(set.status_json()["peers"][0]["state"], "unknown");
+    }
 
     #[tokio::test]
     async fn entries_resolve_and_self_is_found_by_local_address_and_port() {

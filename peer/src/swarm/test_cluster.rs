@@ -45,6 +45,7 @@ pub(crate) fn config(
         transport,
         upload_capacity: None,
         require_verified: false,
+        membership: Default::default(),
     }
 }
 
