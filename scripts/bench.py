@@ -352,7 +352,7 @@ def bench_load(args):
 
 
 def bench_peers(args):
-    """Issue 4: the netns cluster benchmark (cluster-tests/src/bin/ossc-bench-peers.rs, needs root),
+    """The netns cluster benchmark (cluster-tests/src/bin/ossc-bench-peers.rs, needs root),
     then the Markdown table and the scaling model's check against the measured points."""
     out = TARGET / "bench"
     out.mkdir(parents=True, exist_ok=True)

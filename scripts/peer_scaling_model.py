@@ -1,4 +1,4 @@
-"""Scaling model of peer-assisted loading (issue 4): store egress and completion
+"""Scaling model of peer-assisted loading: store egress and completion
 time vs the number of nodes N, with and without the peer layer.
 
 A fluid (bandwidth-only) model of the design in peer/src/swarm/, with the

@@ -38,7 +38,7 @@ const UNCAPPED_SPEEDUP: f64 = 2.0;
 /// Connect timeout when a connection is expected to fail.
 const UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Model size for the 4-node load: issue 4's "model ≥ 1 GB" (gen-model's
+/// Model size for the 4-node load: the target's "model ≥ 1 GB" (gen-model's
 /// files come to 1.07 GB for 1024). Env [`MODEL_MB_ENV`] overrides it.
 const MODEL_MB: u64 = 1024;
 /// Env var overriding [`MODEL_MB`].
@@ -53,7 +53,7 @@ const LOAD_RATE: Rate = Rate::gbit(1);
 /// Without peers the store must serve at most this many times N models
 /// (every node needs every byte once; a little slack for retried parts).
 const NO_PEERS_MAX_FACTOR: f64 = 1.05;
-/// With peers the store may serve at most this many models (issue 4).
+/// With peers the store may serve at most this many models.
 const PEERS_MAX_FACTOR: f64 = 1.1;
 
 /// Sends `bytes` from `from` to `to` over TCP; returns (bytes received, time
@@ -418,7 +418,7 @@ fn four_nodes_with_peers_fetch_the_model_about_once() {
     let s = load_setup();
     assert!(
         s.model.total_bytes >= 1_000_000_000 || std::env::var_os(MODEL_MB_ENV).is_some(),
-        "issue 4 asks for a model of at least 1 GB"
+        "the peer test needs a model of at least 1 GB"
     );
     // Without peers (same cluster, same store, same test): every node pulls
     // the whole model.

@@ -1,4 +1,4 @@
-//! Issue 4, cluster tests 3 and 4: the peer layer under faults, on real hosts
+//! The peer layer under faults, on real hosts
 //! (network namespaces, see `ossc_cluster_tests::netns`). Four nodes load one
 //! model with peers; one node (the "victim", the last node) misbehaves:
 //!

@@ -1,4 +1,4 @@
-//! Issue 4, cluster test 5: standalone peer mode. `ossc peer` runs on every
+//! Standalone peer mode. `ossc peer` runs on every
 //! node as a long-lived daemon (as a DaemonSet would run it), prefetching the
 //! model and splitting it with its peers; applications attach to it with
 //! `ENABLE_CONNECTOR=2` through its socket, with no store credentials of
@@ -38,7 +38,7 @@ const MODEL_MB: u64 = 128;
 const MODEL_SHARDS: u32 = 4;
 /// ~80 chunks for this model, so every daemon owns several.
 const CHUNK_BYTES: u64 = 2 << 20;
-/// Issue 4: store egress with peers ≤ 1.1 × the model.
+/// Store egress with peers ≤ 1.1 × the model.
 const PEERS_MAX_FACTOR: f64 = 1.1;
 /// How long a consumer without a daemon may take to fail.
 const NO_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,4 +1,4 @@
-//! Issue 4, cluster test 2: with the store's uplink capped at B and every
+//! With the store's uplink capped at B and every
 //! node's link capped at B, N = 4 nodes load a model in at most half the time
 //! with peers than without.
 //!
@@ -49,9 +49,9 @@ const MODEL_SHARDS: u32 = 4;
 /// Peer chunk size (see the module note).
 const CHUNK_BYTES: u64 = 2 << 20;
 const NODES: usize = 4;
-/// Issue 4's target, asserted: time with peers ≤ 0.5 × time without.
+/// The target, asserted: time with peers ≤ 0.5 × time without.
 const MAX_TIME_RATIO: f64 = 0.5;
-/// Store egress bounds (issue 4, test 1), checked on the way.
+/// Store egress bounds, checked on the way.
 const NO_PEERS_MIN_FACTOR: f64 = 4.0;
 const PEERS_MAX_FACTOR: f64 = 1.1;
 

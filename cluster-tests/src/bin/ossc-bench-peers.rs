@@ -1,4 +1,4 @@
-//! Issue 4's benchmark: peer-assisted multi-node loading on a real netns
+//! The benchmark of peer-assisted multi-node loading on a real netns
 //! cluster (see `ossc_cluster_tests::netns`), peers disabled vs enabled, for
 //! several cluster sizes. Needs root; run through `bash scripts/bench.sh
 //! peers`, which builds the release binaries, runs this and prints the table.
