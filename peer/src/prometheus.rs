@@ -101,6 +101,14 @@ impl Builder {
         self.registry.register(base, help, counter);
     }
 
+    /// An unlabelled counter of seconds.
+    fn counter_seconds(&mut self, name: &str, help: &str, secs: f64) {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let counter = Counter::<f64, AtomicU64>::default();
+        counter.inc_by(secs.max(0.0));
+        self.registry.register(base, help, counter);
+    }
+
     fn gauge(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) {
         let family = Family::<Labels, U64Gauge>::default();
         for (labels, v) in samples {
@@ -307,6 +315,26 @@ pub fn render(status: &Value) -> Result<String> {
             "Spare upload bandwidth each peer last reported (pulls are weighted by it)",
             idle,
         );
+        let upload = &status["peers"]["upload"];
+        if let Some(cap) = upload["limit_bytes_per_sec"].as_u64() {
+            b.gauge_value(
+                "ossc_peer_upload_limit_bytes_per_second",
+                "The cap on bytes this node sends to peers (peer.uploadBytesPerSec)",
+                cap,
+            );
+        }
+        if upload.is_object() {
+            b.counter_value(
+                "ossc_peer_upload_throttled_bytes_total",
+                "Chunk bytes sent to peers that waited for their turn under the upload cap",
+                num(&upload["throttled_bytes"]),
+            );
+            b.counter_seconds(
+                "ossc_peer_upload_throttle_wait_seconds_total",
+                "How long chunk frames waited for their turn under the upload cap, summed",
+                upload["throttle_wait_secs"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
     let pids = status["registered_pids"]
         .as_object()
@@ -562,7 +590,9 @@ mod tests {
             "peers": {"peers": [
                 {"id": "10.0.0.2:7468", "alive": true, "bytes_sent": 5, "bytes_received": 48, "failures": 0},
                 {"id": "10.0.0.3:7468", "alive": false, "bytes_sent": 0, "bytes_received": 0, "failures": 3}],
-                "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 1000000}},
+                "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 1000000},
+                "upload": {"limit_bytes_per_sec": 20000000, "throttled_bytes": 7340032,
+                           "throttle_wait_secs": 1.5, "streams_in_flight": 2}},
         });
         let text = render(&status).unwrap();
         for line in [
@@ -587,6 +617,9 @@ mod tests {
             "ossc_peer_received_bytes_total{peer=\"10.0.0.2:7468\"} 48",
             "ossc_peer_failures_total{peer=\"10.0.0.3:7468\"} 3",
             "ossc_peer_idle_upload_bytes_per_second{peer=\"10.0.0.2:7468\"} 1000000",
+            "ossc_peer_upload_limit_bytes_per_second 20000000",
+            "ossc_peer_upload_throttled_bytes_total 7340032",
+            "ossc_peer_upload_throttle_wait_seconds_total 1.5",
             "# TYPE ossc_bytes counter",
             "# EOF",
         ] {

@@ -41,6 +41,7 @@ fn peer_layer(peers: &[String], port: u16) -> SwarmConfig {
         limits: Default::default(),
         transport: Default::default(),
         upload_capacity: None,
+        leave_grace: Duration::from_secs(2),
         require_verified: false,
         membership: Default::default(),
     }

@@ -78,6 +78,7 @@ async fn two_nodes(tls: bool) -> (Vec<Swarm>, Arc<MockObjectClient>, Vec<u8>) {
             corrupt_served_chunks: false,
             transport: PeerTransport::Grpc,
             upload_capacity: None,
+            leave_grace: Duration::from_secs(2),
             require_verified: false,
             membership: Default::default(),
             limits: limits(),

@@ -114,10 +114,14 @@ pub struct PeerConfig {
     /// `peer.transport`: `quic` or `grpc` (`OSS_CONNECTOR_PEER_TRANSPORT`);
     /// validated by the peer layer.
     pub transport: Option<String>,
-    /// `peer.uploadBytesPerSec`: this node's upload capacity to peers, used
-    /// to compute the idle upload bandwidth it reports (unset: the peak rate
-    /// observed).
+    /// `peer.uploadBytesPerSec`: the most bytes per second this node sends
+    /// to peers (all transports, all pulls together), also the capacity its
+    /// reported idle upload bandwidth is computed from (unset: no cap, and
+    /// the peak rate observed).
     pub upload_bytes_per_sec: Option<u64>,
+    /// `peer.leaveGraceSec`: how long a node leaving the swarm keeps serving
+    /// the pulls in flight (unset: the peer layer's default).
+    pub leave_grace_sec: Option<u64>,
     /// `peer.requireVerifiedObjects` (default false): accept peer bytes only
     /// for objects whose store declares a cryptographic digest (SHA-256,
     /// SHA-1, Content-MD5 or an MD5 ETag); everything else comes from the

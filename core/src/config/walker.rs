@@ -55,6 +55,7 @@ const PEER_KEYS: &[&str] = &[
     "chunkSizeBytes",
     "transport",
     "uploadBytesPerSec",
+    "leaveGraceSec",
     "requireVerifiedObjects",
     "membership",
     "gossipListen",
@@ -266,6 +267,15 @@ impl Walker<'_> {
                     "a positive integer number of bytes per second",
                 )?);
             }
+            if let Some(v) = peer.get("leaveGraceSec") {
+                config.peer.leave_grace_sec = Some(self.integer(
+                    v,
+                    "peer.leaveGraceSec",
+                    0,
+                    3600,
+                    "an integer number of seconds from 0 to 3600",
+                )?);
+            }
             if let Some(v) = peer.get("requireVerifiedObjects") {
                 config.peer.require_verified_objects = v.as_bool().ok_or_else(|| {
                     self.wrong_type(v, "peer.requireVerifiedObjects", "true or false")
@@ -409,7 +419,7 @@ mod tests {
         let c = parse(
             r#"{"peer": {"peers": ["10.0.0.1:7468", "peers.ns.svc:7468"], "listen": "0.0.0.0:7000",
                  "advertise": "10.0.0.1:7000", "secretFile": "/etc/ossc/secret", "chunkSizeBytes": 8388608,
-                 "transport": "quic", "uploadBytesPerSec": 1250000000}}"#,
+                 "transport": "quic", "uploadBytesPerSec": 1250000000, "leaveGraceSec": 45}}"#,
         )
         .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -421,11 +431,14 @@ mod tests {
         assert_eq!(p.chunk_size_bytes, Some(8 << 20));
         assert_eq!(p.transport.as_deref(), Some("quic"));
         assert_eq!(p.upload_bytes_per_sec, Some(1_250_000_000));
+        assert_eq!(p.leave_grace_sec, Some(45));
         assert_eq!(parse("{}").unwrap().config.peer, PeerConfig::default());
         assert!(err(r#"{"peer": {"uploadBytesPerSec": 0}}"#).contains("peer.uploadBytesPerSec"));
         assert!(err(r#"{"peer": {"peers": "a:1"}}"#).contains("peer.peers"));
         assert!(err(r#"{"peer": {"chunkSizeBytes": 5}}"#).contains("peer.chunkSizeBytes"));
         assert!(err(r#"{"peer": {"transport": 4}}"#).contains("peer.transport"));
+        assert!(err(r#"{"peer": {"leaveGraceSec": -1}}"#).contains("peer.leaveGraceSec"));
+        assert!(err(r#"{"peer": {"leaveGraceSec": 3601}}"#).contains("peer.leaveGraceSec"));
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl ObjectFetcher for RunningSwarm {
     }
 
     fn status(&self) -> Option<serde_json::Value> {
-        self.fetcher.status()
+        match &*self.swarm.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(swarm) => swarm.status(),
+            None => self.fetcher.status(),
+        }
     }
 
     async fn shutdown(&self) {

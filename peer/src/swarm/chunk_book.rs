@@ -265,6 +265,11 @@ impl ChunkBook {
         }
     }
 
+    /// The target, unless the cache released it.
+    pub fn target(&self) -> Option<Arc<dyn ChunkTarget>> {
+        self.target.upgrade()
+    }
+
     /// `pread` from the target; an error once the cache released it.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let target = self

@@ -17,6 +17,10 @@
 //!   mistaken for a dead one.
 //! - `Have` answers which chunks of the asked versions this node holds
 //!   completely, and its idle upload bandwidth ([`super::upload`]).
+//! - Each data segment waits for its turn under the node's upload cap
+//!   ([`super::upload_limit`]); a node leaving the swarm answers new chunk
+//!   requests NOT_FOUND and finishes the streams in flight
+//!   ([`super::leaving`]).
 //! - **One answer, every transport.** Admission
 //!   ([`ChunkServer::admit_metadata`]), chunk lookup ([`ChunkServer::locate`])
 //!   and streaming ([`Serving`]) are shared by every transport
@@ -41,6 +45,7 @@ use super::auth::NonceCache;
 use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion, SlotState};
 use super::peer_set::{Peer, PeerSet};
 use super::upload::UploadMeter;
+use super::upload_limit::{ServedStream, UploadLimit};
 
 /// Largest data frame: 1 MiB, well under tonic's 4 MiB message limit, small
 /// enough that a frame is one cheap `pread` and the receiver's stall
@@ -64,6 +69,8 @@ pub struct ChunkServer {
     books: Arc<BookRegistry>,
     peers: Arc<PeerSet>,
     upload: Arc<UploadMeter>,
+    /// The cap on bytes sent, and the streams in flight.
+    limit: Arc<UploadLimit>,
     corrupt: AtomicBool,
     stopped: AtomicBool,
     /// Nonces of accepted requests (replay protection, every transport).
@@ -81,10 +88,16 @@ impl ChunkServer {
             books,
             peers,
             upload,
+            limit: Arc::new(UploadLimit::new(None)),
             corrupt: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             nonces: NonceCache::default(),
         }
+    }
+
+    /// Sends through `limit` (default: no cap).
+    pub fn with_upload_limit(self, limit: Arc<UploadLimit>) -> ChunkServer {
+        ChunkServer { limit, ..self }
     }
 
     /// Bytes served to peers, and the rates `Have` reports.
@@ -173,6 +186,11 @@ impl ChunkServer {
     /// object's book to appear) and returns a [`Serving`] that streams it.
     /// Shared by every transport, so they answer identically.
     pub(crate) async fn locate(&self, node: &str, req: ChunkRequest) -> Result<Serving, Status> {
+        // In flight before the check, so a node that starts leaving waits for it.
+        let stream = self.limit.stream();
+        if self.peers.is_leaving() {
+            return Err(Status::not_found("this node is leaving the swarm"));
+        }
         let id = req
             .chunk
             .ok_or_else(|| Status::invalid_argument("no chunk"))?;
@@ -198,7 +216,9 @@ impl ChunkServer {
         }
         Ok(Serving {
             range: book.range(id.index),
+            _pinned: book.target(),
             book,
+            stream,
             id,
             corrupt: self.corrupt.load(Ordering::Relaxed),
             peer: self.peers.peer(node),
@@ -214,6 +234,11 @@ impl ChunkServer {
 /// A chunk found for a request, streamed by [`Serving::next_segment`].
 pub(crate) struct Serving {
     book: Arc<ChunkBook>,
+    /// The object's memory, kept while the stream lasts (the cache does not
+    /// release an object a peer is being sent).
+    _pinned: Option<Arc<dyn crate::object_source::ChunkTarget>>,
+    /// In flight, and its turn under the upload cap.
+    stream: ServedStream,
     /// The chunk's bytes within the object.
     range: Range<u64>,
     pub id: ossc_proto::v1::ChunkId,
@@ -266,7 +291,15 @@ impl Serving {
                 return Err(Status::unavailable("object no longer held by this node"));
             }
             if state.prefix > self.pos {
-                let n = (state.prefix - self.pos).min(FRAME_BYTES as u64);
+                let ready = (state.prefix - self.pos).min(FRAME_BYTES as u64);
+                let Some(n) = self
+                    .stream
+                    .clear(ready, self.sent_at + KEEPALIVE_EVERY)
+                    .await?
+                else {
+                    self.sent_at = Instant::now();
+                    return Ok(Segment::KeepAlive);
+                };
                 let mut bytes = vec![0u8; n as usize];
                 self.book
                     .read(self.range.start + self.pos, &mut bytes)
@@ -325,7 +358,9 @@ mod tests {
     fn serving(book: &Arc<ChunkBook>, index: u64, patience: Duration) -> Serving {
         Serving {
             range: book.range(index),
+            _pinned: None,
             book: book.clone(),
+            stream: Arc::new(UploadLimit::new(None)).stream(),
             id: ossc_proto::v1::ChunkId {
                 object: None,
                 chunk_size: CHUNK,

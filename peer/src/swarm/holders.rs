@@ -12,8 +12,9 @@
 //! - A chunk's sources are its owner (which streams the chunk while it
 //!   arrives) and every alive peer whose map shows it complete; one is
 //!   picked with probability proportional to the idle upload bandwidth each
-//!   last reported ([`super::upload`]). A holder that has not reported yet
-//!   counts as [`super::upload::ASSUMED_MIN_CAPACITY`].
+//!   last reported ([`super::upload`]), believed up to
+//!   [`super::upload_limit::MAX_IDLE_UPLOAD`]. A holder that has not
+//!   reported yet counts as [`super::upload::ASSUMED_MIN_CAPACITY`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,7 @@ use super::chunk_book::ObjectVersion;
 use super::chunk_server::HAVE_METHOD;
 use super::peer_set::PeerSet;
 use super::upload::ASSUMED_MIN_CAPACITY;
+use super::upload_limit::believed_idle_upload;
 
 /// How often have-maps are refreshed while an object is being fetched:
 /// about the time one 16 MiB chunk takes on a 1 Gbit/s share, so a freshly
@@ -87,8 +89,8 @@ impl Holders {
     /// leaves out is no longer held by that peer).
     pub fn update(&self, peer: &str, asked: &[ObjectVersion], answer: &HaveResponse) {
         let mut s = self.lock();
-        s.idle
-            .insert(peer.to_string(), answer.idle_upload_bytes_per_sec);
+        let idle = believed_idle_upload(answer.idle_upload_bytes_per_sec);
+        s.idle.insert(peer.to_string(), idle);
         for version in asked {
             let map = answer.maps.iter().find(|m| {
                 m.object

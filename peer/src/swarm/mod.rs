@@ -51,6 +51,13 @@
 //! - **Integrity** ([`swarm_fetcher`]): per-chunk CRC-64 recorded by the node
 //!   that fetched from the store, whole-object CRC-64 against the store; any
 //!   failure falls back to the store. A load never fails because a peer did.
+//! - **Upload cap** ([`upload_limit`]): `peer.uploadBytesPerSec`, when set,
+//!   bounds the bytes this node sends to peers, all transports and pulls
+//!   together (a token bucket served first come, first served); unset, no
+//!   cap.
+//! - **Leaving** ([`leaving`]): stopping first announces that the node
+//!   leaves, refuses new pulls and finishes those in flight for up to
+//!   `peer.leaveGraceSec`, so peers pulling from it are not dropped midway.
 //!
 //! Configuration (env wins over the config file's `peer` object):
 //! `OSS_CONNECTOR_PEERS` / `peer.peers`, `OSS_CONNECTOR_PEER_LISTEN` /
@@ -60,7 +67,7 @@
 //! (default `grpc`), `OSS_CONNECTOR_PEER_TLS` (default on),
 //! `OSS_CONNECTOR_PEER_MEMBERSHIP` / `peer.membership` (default `gossip`),
 //! `OSS_CONNECTOR_GOSSIP_LISTEN` / `peer.gossipListen` (default: the listen
-//! address, port + 1); fault
+//! address, port + 1), `peer.uploadBytesPerSec`, `peer.leaveGraceSec`; fault
 //! injection for tests, compiled in only with the `test-faults` cargo
 //! feature (the cluster tests enable it; release builds ignore it):
 //! `OSSC_FAULT_PEER_CORRUPT=1`.
@@ -73,6 +80,7 @@ pub mod chunk_server;
 mod end_to_end;
 pub mod holders;
 pub mod membership;
+pub mod leaving;
 pub mod peer_set;
 pub mod ring;
 pub mod swarm_fetcher;
@@ -83,6 +91,7 @@ pub mod transport;
 #[cfg(test)]
 mod transport_bench;
 pub mod upload;
+pub mod upload_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,7 +121,8 @@ pub const MAX_CHUNK_SIZE: u64 = 1 << 30;
 pub const DEFAULT_PORT: u16 = 7468;
 /// Default listen address: every interface, [`DEFAULT_PORT`].
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7468";
-/// How long shutdown waits for in-flight chunk streams.
+/// How long shutdown waits for in-flight chunk streams (a node that leaves
+/// waits for them first, see [`leaving`]).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Environment variable names of the peer layer.
@@ -152,9 +162,13 @@ pub struct SwarmConfig {
     pub corrupt_served_chunks: bool,
     /// How chunks are pulled (default gRPC).
     pub transport: PeerTransport,
-    /// `peer.uploadBytesPerSec`: upload capacity for the idle-bandwidth
-    /// figure peers weight their picks by (None: the peak observed).
+    /// `peer.uploadBytesPerSec`: the cap on bytes sent to peers
+    /// ([`upload_limit`]) and the capacity of the idle-bandwidth figure peers
+    /// weight their picks by (None: no cap, and the peak observed).
     pub upload_capacity: Option<u64>,
+    /// `peer.leaveGraceSec`: how long a leaving node finishes the pulls in
+    /// flight ([`leaving::DEFAULT_LEAVE_GRACE`]).
+    pub leave_grace: Duration,
     /// Connection caps and timeouts of the peer port.
     pub limits: admission::ServeLimits,
     /// `peer.requireVerifiedObjects`: peer bytes only for objects with a
@@ -274,6 +288,9 @@ impl SwarmConfig {
         }
         Ok(Some(SwarmConfig {
             upload_capacity: file.upload_bytes_per_sec,
+            leave_grace: file
+                .leave_grace_sec
+                .map_or(leaving::DEFAULT_LEAVE_GRACE, Duration::from_secs),
             require_verified: file.require_verified_objects,
             membership,
             transport,
@@ -316,6 +333,8 @@ pub struct Swarm {
     heartbeat_task: JoinHandle<()>,
     gossip: Option<membership::GossipMembership>,
     gate: Arc<admission::ConnectionGate>,
+    upload_limit: Arc<upload_limit::UploadLimit>,
+    leave_grace: Duration,
 }
 
 impl Swarm {
@@ -370,11 +389,15 @@ impl Swarm {
             MembershipMode::Heartbeat => None,
         };
         let books = Arc::new(BookRegistry::default());
-        let server = Arc::new(ChunkServer::new(
-            books.clone(),
-            peers.clone(),
-            Arc::new(upload::UploadMeter::new(config.upload_capacity)),
-        ));
+        let upload_limit = Arc::new(upload_limit::UploadLimit::new(config.upload_capacity));
+        let server = Arc::new(
+            ChunkServer::new(
+                books.clone(),
+                peers.clone(),
+                Arc::new(upload::UploadMeter::new(config.upload_capacity)),
+            )
+            .with_upload_limit(upload_limit.clone()),
+        );
         server.inject_corruption(config.corrupt_served_chunks);
         if config.corrupt_served_chunks {
             tracing::warn!("fault injection: this node serves corrupted chunks to peers");
@@ -438,6 +461,7 @@ impl Swarm {
             transport = config.transport.as_str(),
             membership = config.membership.mode.as_str(),
             gossip = ?gossip.as_ref().map(|g| g.local_addr()),
+            upload_limit = ?config.upload_capacity,
             quic_serving = transports.quic.is_some(),
             serving = ?transports.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "peer layer started"
@@ -451,7 +475,24 @@ impl Swarm {
             heartbeat_task,
             gossip,
             gate,
+            upload_limit,
+            leave_grace: config.leave_grace,
         })
+    }
+
+    /// The cap on bytes sent to peers, and the streams in flight.
+    pub fn upload_limit(&self) -> &Arc<upload_limit::UploadLimit> {
+        &self.upload_limit
+    }
+
+    /// The fetcher's STATUS section (`peers`) with this node's upload cap
+    /// and throttling (`upload`).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let mut v = self.fetcher.status()?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("upload".into(), self.upload_limit.status_json());
+        }
+        Some(v)
     }
 
     /// The peer port's connection gate (open connections, refusals).
@@ -484,24 +525,22 @@ impl Swarm {
         self.transports.quic.as_ref()
     }
 
-    /// Tells the cluster this node leaves (gossip: peers drop it at once,
-    /// not after the detection delay), then shuts down.
-    pub async fn leave(mut self) {
-        if let Some(g) = self.gossip.take() {
-            g.leave().await;
-        }
-        self.shutdown().await;
-    }
-
     /// Stops serving (refusing new requests at once), then membership,
     /// without a word to the peers: they detect it as they detect a crash
     /// (use [`Swarm::leave`] to tell them). Streams in flight get
     /// [`SHUTDOWN_GRACE`].
     pub async fn shutdown(self) {
+        self.stop(SHUTDOWN_GRACE).await;
+    }
+
+    /// Stops serving, heartbeats and gossip; streams in flight get `grace`,
+    /// then whatever a transport still holds open ends at its next segment.
+    async fn stop(&self, grace: Duration) {
         self.server.stop();
         self.heartbeat_task.abort();
         let stopping = self.transports.services.iter();
-        futures::future::join_all(stopping.map(|s| s.shutdown(SHUTDOWN_GRACE))).await;
+        futures::future::join_all(stopping.map(|s| s.shutdown(grace))).await;
+        self.upload_limit.close();
         if let Some(g) = &self.gossip {
             g.stop();
         }
@@ -530,6 +569,7 @@ async fn start_gossip(
 impl Drop for Swarm {
     fn drop(&mut self) {
         self.server.stop();
+        self.upload_limit.close();
         self.heartbeat_task.abort();
         for service in &self.transports.services {
             service.abort();

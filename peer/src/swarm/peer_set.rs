@@ -19,6 +19,10 @@
 //! - There is no agreement protocol: views may differ for up to the
 //!   detection delay, which costs at most a timed-out pull and a store
 //!   fallback, never wrong bytes.
+//! - A node that stops first *leaves* ([`PeerSet::leave`], see
+//!   [`super::leaving`]): its Hellos and Hello answers say so from then on, and
+//!   a leaving peer drops out of [`PeerSet::alive_ids`] (no new pulls, no
+//!   chunks owned) while it stays alive for the pulls already running from it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -81,6 +85,8 @@ pub struct Peer {
     /// Failed heartbeats and pulls.
     pub failures: AtomicU64,
     was_alive: AtomicBool,
+    /// It said it is leaving the swarm (see the module docs).
+    leaving: AtomicBool,
 }
 
 impl Peer {
@@ -95,6 +101,24 @@ impl Peer {
             bytes_received: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             was_alive: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the peer said it is leaving the swarm.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
+    }
+
+    /// What the peer's last Hello or Hello answer said about leaving (a
+    /// restarted node says it no longer is).
+    fn note_leaving(&self, leaving: bool) {
+        if self.leaving.swap(leaving, Ordering::Relaxed) != leaving {
+            if leaving {
+                tracing::info!(peer = %self.id, "peer is leaving the swarm; new pulls and its chunks go elsewhere");
+            } else {
+                tracing::info!(peer = %self.id, "peer is back in the swarm");
+            }
         }
     }
 
@@ -265,6 +289,8 @@ pub struct PeerSet {
     /// that have a [`Peer`]).
     gossip_view: RwLock<HashMap<String, MemberState>>,
     gossip_counters: Arc<GossipCounters>,
+    /// This node is leaving the swarm ([`PeerSet::leave`]).
+    leaving: AtomicBool,
 }
 
 impl PeerSet {
@@ -290,6 +316,7 @@ impl PeerSet {
             mode,
             gossip_view: RwLock::default(),
             gossip_counters: Arc::default(),
+            leaving: AtomicBool::new(false),
         };
         set.add_listed(listed);
         set
@@ -386,6 +413,11 @@ impl PeerSet {
         }
         for p in self.all() {
             let state = view.get(&p.id).copied();
+            if state == Some(MemberState::Down) {
+                // Gone: a node that starts again at its address is a new
+                // member, not a leaving one.
+                p.leaving.store(false, Ordering::Relaxed);
+            }
             let alive = state == Some(MemberState::Alive);
             if alive != p.was_alive.swap(alive, Ordering::Relaxed) {
                 if alive {
@@ -454,7 +486,8 @@ impl PeerSet {
             .collect()
     }
 
-    /// This node plus every alive peer, sorted.
+    /// This node plus every alive peer that is not leaving, sorted: the
+    /// nodes that own chunks and take new pulls.
     pub fn alive_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = match self.mode {
             MembershipMode::Heartbeat => self
@@ -472,6 +505,7 @@ impl PeerSet {
                 .map(|(id, _)| id.clone())
                 .collect(),
         };
+        ids.retain(|id| !self.peer(id).is_some_and(|p| p.is_leaving()));
         ids.push(self.self_id.clone());
         ids.sort();
         ids
@@ -486,6 +520,40 @@ impl PeerSet {
         if let Some(p) = self.peer(id) {
             p.mark_ok();
         }
+    }
+
+    /// A listed peer's Hello said whether it is leaving.
+    pub fn note_leaving(&self, id: &str, leaving: bool) {
+        if let Some(p) = self.peer(id) {
+            p.note_leaving(leaving);
+        }
+    }
+
+    /// Whether this node is leaving the swarm.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    /// This node leaves the swarm: from now on its Hellos and Hello answers
+    /// say so, and every alive peer is told at once (one Hello each, all
+    /// together, bounded by the Hello timeout; heartbeats repeat it). A peer
+    /// that does not hear it learns it from the NOT_FOUND of its next pull.
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        let alive: Vec<Arc<Peer>> = self
+            .all()
+            .into_iter()
+            .filter(|p| self.peer_alive(p))
+            .collect();
+        let told = alive.iter().map(|p| async move {
+            let mut client = p.client();
+            let hello = client.hello(self.hello_request());
+            let answer = tokio::time::timeout(self.timing.hello_timeout, hello).await;
+            if !matches!(answer, Ok(Ok(_))) {
+                tracing::debug!(peer = %p.id, "a peer did not hear that this node leaves");
+            }
+        });
+        futures::future::join_all(told).await;
     }
 
     /// Start-up grace: until `startup_wait` after this set was created,
@@ -528,19 +596,27 @@ impl PeerSet {
         }
     }
 
-    async fn hello(&self, peer: &Peer) {
+    /// A signed Hello from this node (saying whether it is leaving).
+    fn hello_request(&self) -> tonic::Request<HelloRequest> {
         let mut req = tonic::Request::new(HelloRequest {
             node_id: self.self_id.clone(),
             control_addr: self.self_id.clone(),
+            leaving: self.is_leaving(),
             ..Default::default()
         });
         self.secret
             .sign_request(&mut req, &self.self_id, HELLO_METHOD);
+        req
+    }
+
+    async fn hello(&self, peer: &Peer) {
+        let req = self.hello_request();
         let mut client = peer.client();
         let result = tokio::time::timeout(self.timing.hello_timeout, client.hello(req)).await;
         match result {
-            Ok(Ok(_)) => {
+            Ok(Ok(answer)) => {
                 peer.mark_ok();
+                peer.note_leaving(answer.get_ref().leaving);
                 if !peer.was_alive.swap(true, Ordering::Relaxed) {
                     tracing::info!(peer = %peer.id, "peer alive");
                 }
@@ -569,6 +645,7 @@ impl PeerSet {
                 let mut v = serde_json::json!({
                     "id": p.id,
                     "alive": self.peer_alive(p),
+                    "leaving": p.is_leaving(),
                     "last_seen_ms": p.last_ok().map(|t| t.elapsed().as_millis() as u64),
                     "bytes_sent": p.bytes_sent.load(Ordering::Relaxed),
                     "bytes_received": p.bytes_received.load(Ordering::Relaxed),
@@ -585,6 +662,7 @@ impl PeerSet {
             "self": self.self_id,
             "tls": self.tls.is_some(),
             "membership": self.mode.as_str(),
+            "leaving": self.is_leaving(),
             "alive": self.alive_ids(),
             "peers": peers,
         });

@@ -10,7 +10,8 @@ use ossc_core::fetch::{FetchConfig, FetchEngine};
 use ossc_core::object_client::ObjectClient;
 use tokio::net::TcpListener;
 
-use super::{ClusterSecret, MembershipTiming, PeerTransport, Swarm, SwarmConfig};
+use super::{ClusterSecret, MembershipTiming, ObjectVersion, PeerTransport, Swarm, SwarmConfig};
+use crate::object_source::{ChunkTarget, VecTarget};
 
 /// Chunk size of test clusters (small: objects of a few MiB have dozens).
 pub(crate) const CHUNK: u64 = 64 * 1024;
@@ -44,6 +45,7 @@ pub(crate) fn config(
         limits: Default::default(),
         transport,
         upload_capacity: None,
+        leave_grace: Duration::from_secs(2),
         require_verified: false,
         membership: Default::default(),
     }
@@ -136,4 +138,26 @@ pub(crate) async fn wait_alive(nodes: &[Swarm], n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `node` holds `d` as `version` in chunks of `chunk_size`, every chunk
+/// recorded, while the returned target lives.
+pub(crate) fn hold(
+    node: &Swarm,
+    version: &ObjectVersion,
+    d: &[u8],
+    chunk_size: u64,
+) -> Arc<dyn ChunkTarget> {
+    let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(d.len()));
+    target.write_at(0, d).unwrap();
+    let book = node
+        .swarm_fetcher()
+        .books()
+        .open(version.clone(), chunk_size, &target);
+    for i in 0..book.n_chunks() {
+        let r = book.range(i);
+        let crc = ossc_core::crc64::crc64(&d[r.start as usize..r.end as usize]);
+        book.record(i, crc);
+    }
+    target
 }

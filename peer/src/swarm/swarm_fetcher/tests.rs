@@ -627,7 +627,8 @@ async fn pulls_avoid_a_holder_without_idle_upload_bandwidth(t: PeerTransport) {
     let meta = mock.head("model/shard-1.safetensors").await.unwrap();
     let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
     // Node 0's upload is "saturated" (capacity 1 byte/s: it reports the
-    // floor, 1 MB/s); node 1 has bandwidth to spare (10^15 bytes/s).
+    // floor, 1 MB/s); node 1 has bandwidth to spare (it reports 10^15
+    // bytes/s, believed up to 100 Gbit/s).
     let nodes = cluster_with(clients, &[SECRET, SECRET, SECRET], true, t, |i, c| {
         c.upload_capacity = match i {
             0 => Some(1),
@@ -656,7 +657,7 @@ async fn pulls_avoid_a_holder_without_idle_upload_bandwidth(t: PeerTransport) {
     assert_eq!(*out, d);
     assert_eq!(o.bytes_store, 0);
     // Even the chunks node 0 owns came from node 1 (picked with odds of
-    // 10^9 to 1).
+    // 12 500 to 1).
     assert_eq!(
         o.by_peer.get(nodes[1].peers().self_id()).copied(),
         Some(size),

@@ -135,6 +135,7 @@ impl PeerControl for ChunkServer {
         let node = admit(self, &request)?;
         let peers = self.peers();
         peers.note_seen(&node);
+        peers.note_leaving(&node, request.get_ref().leaving);
         let alive = peers
             .alive_ids()
             .into_iter()
@@ -147,6 +148,7 @@ impl PeerControl for ChunkServer {
         Ok(Response::new(HelloResponse {
             node_id: peers.self_id().to_string(),
             peers: alive,
+            leaving: peers.is_leaving(),
         }))
     }
 
