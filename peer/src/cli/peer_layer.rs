@@ -71,8 +71,9 @@ impl ObjectFetcher for RunningSwarm {
     async fn shutdown(&self) {
         let swarm = self.swarm.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(swarm) = swarm {
-            // Announced, so peers drop this node at once instead of after
-            // the detection delay.
+            // Announced: peers stop choosing this node at once, the pulls
+            // they have in flight finish (up to `peer.leaveGraceSec`), then
+            // gossip drops it instead of after the detection delay.
             swarm.leave().await;
         }
     }

@@ -61,8 +61,12 @@ impl Swarm {
         if let Some(g) = self.gossip.take() {
             g.leave().await;
         }
-        self.stop(if drained { SHUTDOWN_GRACE } else { Duration::ZERO })
-            .await;
+        let grace = if drained {
+            SHUTDOWN_GRACE
+        } else {
+            Duration::ZERO
+        };
+        self.stop(grace).await;
     }
 }
 

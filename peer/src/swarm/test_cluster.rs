@@ -140,6 +140,16 @@ pub(crate) async fn wait_alive(nodes: &[Swarm], n: usize) {
     }
 }
 
+/// The version of `meta` in bucket `b` (the test clusters' bucket).
+pub(crate) fn version_of(meta: &ossc_core::object_client::ObjectMeta) -> ObjectVersion {
+    ObjectVersion {
+        bucket: "b".into(),
+        key: meta.key.clone(),
+        etag: meta.etag.clone(),
+        size: meta.size,
+    }
+}
+
 /// `node` holds `d` as `version` in chunks of `chunk_size`, every chunk
 /// recorded, while the returned target lives.
 pub(crate) fn hold(

@@ -13,21 +13,12 @@ use tokio::time::Instant;
 use crate::object_source::{ChunkTarget, VecTarget};
 use crate::swarm::chunk_book::{ChunkId, ObjectVersion};
 use crate::swarm::ring;
-use crate::swarm::test_cluster::{cluster_with, hold, wait_alive, SECRET};
-use crate::swarm::PeerTransport;
+use crate::swarm::test_cluster::{cluster_with, hold, version_of, wait_alive, SECRET};
+use crate::swarm::{MembershipMode, PeerTransport};
 
 const MIB: u64 = 1 << 20;
 /// One chunk of the objects below is all of them.
 const CHUNK_SIZE: u64 = 16 * MIB;
-
-fn version_of(meta: &ObjectMeta) -> ObjectVersion {
-    ObjectVersion {
-        bucket: "b".into(),
-        key: meta.key.clone(),
-        etag: meta.etag.clone(),
-        size: meta.size,
-    }
-}
 
 /// Stores `size` pseudo-random bytes (from `seed`) under fresh keys until
 /// the object's first chunk is one `wanted` accepts.
@@ -66,20 +57,23 @@ async fn until(done: impl Fn() -> bool, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leaving_node_finishes_pulls_in_flight_takes_no_new_ones_and_stops_within_its_grace() {
     for t in PeerTransport::ALL {
-        leave_mid_pull(t).await;
+        for m in [MembershipMode::Gossip, MembershipMode::Heartbeat] {
+            leave_mid_pull(t, m).await;
+        }
     }
 }
 
 /// Nodes A, B, C; C sends at most 4 MB/s and leaves with a 2 s grace while
 /// A pulls a 16 MiB chunk from it (4 s at that rate) and B loads a 2 MiB
 /// object whose only source is C.
-async fn leave_mid_pull(t: PeerTransport) {
+async fn leave_mid_pull(t: PeerTransport, m: MembershipMode) {
     let mock = Arc::new(MockObjectClient::new("b"));
     let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
     let grace = Duration::from_secs(2);
     let mut nodes = cluster_with(clients, &[SECRET; 3], true, t, |i, c| {
         c.chunk_size = CHUNK_SIZE;
         c.leave_grace = grace;
+        c.membership.mode = m;
         if i == 2 {
             c.upload_capacity = Some(4_000_000);
         }
@@ -163,7 +157,7 @@ async fn leave_mid_pull(t: PeerTransport) {
     // B's load completed from C within the grace: not a byte from the store.
     let (outcome, got) = b_load.await.unwrap();
     let o = outcome.unwrap();
-    assert!(got == d1, "{t:?}");
+    assert!(got == d1, "{t:?} {m:?}");
     assert_eq!(o.bytes_store, 0, "{o:?}");
     assert_eq!(o.by_peer.get(c), Some(&meta1.size), "{o:?}");
     assert_eq!(mock.bytes_served(), 0);
@@ -198,6 +192,6 @@ async fn leave_mid_pull(t: PeerTransport) {
     let took = leaving.await.unwrap();
     assert!(took >= grace - Duration::from_millis(100), "{took:?}");
     assert!(took < grace + Duration::from_secs(1), "{took:?}");
-    assert!(a_pull.await.unwrap().is_err(), "{t:?}");
+    assert!(a_pull.await.unwrap().is_err(), "{t:?} {m:?}");
     until(|| c_limit.in_flight() == 0, "C's streams end").await;
 }

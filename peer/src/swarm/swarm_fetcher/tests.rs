@@ -7,7 +7,7 @@ use super::*;
 use crate::object_source::memfd::Memfd;
 use crate::object_source::{StoreFetcher, VecTarget};
 use crate::swarm::test_cluster::{
-    addrs, cluster_with, engine, listeners, start_nodes, wait_alive, CHUNK, SECRET,
+    addrs, cluster_with, engine, listeners, start_nodes, version_of, wait_alive, CHUNK, SECRET,
 };
 use crate::swarm::transport::grpc::FETCH_CHUNK_METHOD;
 use crate::swarm::{PeerTransport, Swarm};
@@ -334,20 +334,7 @@ async fn a_dead_peer_falls_back_to_the_store_and_leaves_the_ring(t: PeerTranspor
 /// Node 0 holds `d` (all chunks recorded) as object `version`, kept alive
 /// by the returned target.
 fn hold(node: &Swarm, version: &ObjectVersion, d: &[u8]) -> Arc<dyn ChunkTarget> {
-    let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(d.len()));
-    target.write_at(0, d).unwrap();
-    let book = node
-        .swarm_fetcher()
-        .books()
-        .open(version.clone(), CHUNK, &target);
-    for i in 0..book.n_chunks() {
-        let r = book.range(i);
-        book.record(
-            i,
-            ossc_core::crc64::crc64(&d[r.start as usize..r.end as usize]),
-        );
-    }
-    target
+    crate::swarm::test_cluster::hold(node, version, d, CHUNK)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -493,15 +480,6 @@ fn test_version(size: u64) -> ObjectVersion {
         key: "k".into(),
         etag: "\"e\"".into(),
         size,
-    }
-}
-
-fn version_of(meta: &ObjectMeta) -> ObjectVersion {
-    ObjectVersion {
-        bucket: "b".into(),
-        key: meta.key.clone(),
-        etag: meta.etag.clone(),
-        size: meta.size,
     }
 }
 

@@ -8,7 +8,7 @@ use super::*;
 use crate::object_source::{ChunkTarget, ObjectFetcher, VecTarget};
 use crate::swarm::chunk_book::{chunk_range, ChunkId, ObjectVersion};
 use crate::swarm::swarm_fetcher::RESPONSE_MARGIN;
-use crate::swarm::test_cluster::{cluster_with, hold, wait_alive, CHUNK, SECRET};
+use crate::swarm::test_cluster::{cluster_with, hold, version_of, wait_alive, CHUNK, SECRET};
 use crate::swarm::{PeerTransport, Swarm};
 use ossc_core::object_client::mock::{pseudo_random_bytes, MockObjectClient};
 use ossc_core::object_client::ObjectClient;
@@ -261,12 +261,7 @@ async fn a_peer_claiming_everything_that_stalls_does_not_capture_a_load() {
     )
     .await;
     wait_alive(&nodes, 3).await;
-    let v = ObjectVersion {
-        bucket: "b".into(),
-        key: key.into(),
-        etag: meta.etag.clone(),
-        size,
-    };
+    let v = version_of(&meta);
     let _h0 = hold(&nodes[0], &v, &d, CHUNK);
     let _h2 = hold(&nodes[2], &v, &d, CHUNK);
     nodes[2].upload_limit().stall();
