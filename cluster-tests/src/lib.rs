@@ -12,3 +12,4 @@
 pub mod launch;
 pub mod netns;
 pub mod ossc_cluster;
+pub mod swarm_sim;

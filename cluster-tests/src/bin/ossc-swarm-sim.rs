@@ -1,0 +1,193 @@
+//! Event-level scaling simulator of the peer layer (see
+//! `ossc_cluster_tests::swarm_sim` and docs/benchmarks.md).
+//!
+//! ```text
+//! ossc-swarm-sim run [--preset bench266|prod140|lab134|lab61] [--nodes 1,32,256] [--relay]
+//!                    [--policy owner-only|relay] [--membership all-to-all|gossip]
+//!                    [--have rounds|piggyback] [--start eager|lazy] [--open-on-request]
+//!                    [--mbit 300] [--skew 0] [--t0 0.3] [--piece-mib 1] [--fanout 2]
+//!                    [--window-mib 512] [--window-min-files 1] [--store-conc 32] [--pull-conc 16]
+//!                    [--store-latency 0.002] [--unfairness 1]
+//!                    [--seeds 1] [--seed 1] [--per-node] [--json FILE]
+//! ossc-swarm-sim calibrate [--seeds 10] [--json FILE]
+//! ossc-swarm-sim predict [--seeds 1] [--nodes 32,256,1024] [--only a|b|b-skew|a-lazy] [--json FILE]
+//! ```
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ossc_cluster_tests::swarm_sim::campaign;
+use ossc_cluster_tests::swarm_sim::report::Outcome;
+use ossc_cluster_tests::swarm_sim::scenario::{HaveMode, Membership, Policy, Scenario, Start, MIB};
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: ossc-swarm-sim run|calibrate|predict [options] (see the file's docs)";
+
+/// Flags as (name, value) pairs; a flag without a value gets "".
+fn flags(args: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let Some(name) = args[i].strip_prefix("--") else {
+            bail!("unexpected argument {:?}\n{USAGE}", args[i]);
+        };
+        let takes_value = !matches!(name, "relay" | "open-on-request" | "per-node");
+        let value = if takes_value {
+            i += 1;
+            args.get(i)
+                .with_context(|| format!("--{name} needs a value"))?
+                .clone()
+        } else {
+            String::new()
+        };
+        out.push((name.to_string(), value));
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn list(v: &str) -> Result<Vec<usize>> {
+    v.split(',')
+        .map(|x| x.trim().parse().context("a node count"))
+        .collect()
+}
+
+fn write_json(path: Option<&String>, v: &Value) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {p}"))?;
+        eprintln!("wrote {p}");
+    }
+    Ok(())
+}
+
+fn run_cmd(args: &[(String, String)]) -> Result<()> {
+    let get = |k: &str| {
+        args.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let mbit: f64 = get("mbit").map_or(Ok(300.0), |v| v.parse())?;
+    let mut sc = match get("preset").as_deref().unwrap_or("bench266") {
+        "bench266" => Scenario::bench266(1, mbit),
+        "prod140" => Scenario::prod140(1),
+        "lab134" => Scenario::lab(1, 134_000_000, 4, mbit),
+        "lab61" => Scenario::lab(1, 61_000_000, 3, mbit),
+        p => bail!("unknown preset {p}"),
+    };
+    let nodes = list(&get("nodes").unwrap_or_else(|| "1".into()))?;
+    let seeds: u64 = get("seeds").map_or(Ok(1), |v| v.parse())?;
+    for (name, v) in args {
+        match name.as_str() {
+            "relay" => sc = sc.with_relay(),
+            "policy" => {
+                sc.policy = match v.as_str() {
+                    "owner-only" => Policy::OwnerOnly,
+                    "relay" => Policy::Relay,
+                    _ => bail!("--policy owner-only|relay"),
+                }
+            }
+            "membership" => {
+                sc.membership = match v.as_str() {
+                    "all-to-all" => Membership::AllToAll,
+                    "gossip" => Membership::Gossip,
+                    _ => bail!("--membership all-to-all|gossip"),
+                }
+            }
+            "have" => {
+                sc.have = match v.as_str() {
+                    "rounds" => HaveMode::Rounds,
+                    "piggyback" => HaveMode::Piggyback,
+                    _ => bail!("--have rounds|piggyback"),
+                }
+            }
+            "start" => {
+                sc.start = match v.as_str() {
+                    "eager" => Start::Eager,
+                    "lazy" => Start::Lazy,
+                    _ => bail!("--start eager|lazy"),
+                }
+            }
+            "open-on-request" => sc.open_on_request = true,
+            "skew" => sc.skew = v.parse()?,
+            "t0" => sc.t0 = v.parse()?,
+            "piece-mib" => sc.piece = (v.parse::<f64>()? * MIB as f64) as u64,
+            "fanout" => sc.fanout = v.parse()?,
+            "seed" => sc.seed = v.parse()?,
+            "shared-cores" => sc.cpu.shared_cores = v.parse()?,
+            "window-mib" => sc.window = (v.parse::<f64>()? * MIB as f64) as u64,
+            "store-conc" => sc.store_conc = v.parse()?,
+            "pull-conc" => sc.pull_conc = v.parse()?,
+            "store-latency" => sc.store_latency = v.parse()?,
+            "window-min-files" => sc.window_min_files = v.parse()?,
+            "unfairness" => sc.timers.unfairness = v.parse()?,
+            "preset" | "mbit" | "nodes" | "seeds" | "json" | "per-node" => {}
+            _ => bail!("unknown flag --{name}\n{USAGE}"),
+        }
+    }
+    let per_node = get("per-node").is_some();
+    println!("{}", Outcome::header());
+    let mut out = Vec::new();
+    for n in nodes {
+        let sc = Scenario {
+            nodes: n,
+            ..sc.clone()
+        };
+        let started = Instant::now();
+        let (o, lo, hi) = campaign::over_seeds(&sc, seeds);
+        let wall = started.elapsed().as_secs_f64();
+        println!(
+            "{} ({:.1} s to simulate, range {lo:.2}–{hi:.2} s)",
+            o.row(),
+            wall
+        );
+        let mut j = o.to_json(per_node);
+        j["simulation_wall_s"] = json!(wall);
+        out.push(j);
+    }
+    write_json(get("json").as_ref(), &json!({"runs": out}))
+}
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = argv.first() else {
+        bail!("{USAGE}");
+    };
+    let args = flags(&argv[1..])?;
+    let get = |k: &str| {
+        args.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    match cmd.as_str() {
+        "run" => run_cmd(&args),
+        "calibrate" => {
+            let seeds = get("seeds").map_or(Ok(10), |v| v.parse())?;
+            let (md, j) = campaign::calibration(seeds);
+            println!("{md}");
+            write_json(get("json").as_ref(), &j)
+        }
+        "predict" => {
+            let seeds = get("seeds").map_or(Ok(1), |v| v.parse())?;
+            let ns = list(&get("nodes").unwrap_or_else(|| "32,256,1024".into()))?;
+            let only = get("only");
+            let points = campaign::measured();
+            let t0 = campaign::calibrate_t0(&points[0].1, points[0].0.time);
+            let keys = ["a", "b", "b-skew", "a-lazy"];
+            let mut all = Vec::new();
+            for (key, (title, base)) in keys.iter().zip(campaign::prediction_setups(t0)) {
+                if only.as_deref().is_some_and(|o| o != *key) {
+                    continue;
+                }
+                println!("### {title} (t0 = {t0:.2} s)\n");
+                let (md, j) = campaign::predictions(&base, &ns, seeds);
+                println!("{md}");
+                all.push(json!({"setup": title, "table": j}));
+            }
+            write_json(get("json").as_ref(), &json!({"t0": t0, "setups": all}))
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
