@@ -7,10 +7,12 @@
 //!                    [--have rounds|piggyback] [--start eager|lazy] [--open-on-request]
 //!                    [--mbit 300] [--skew 0] [--t0 0.3] [--piece-mib 1] [--fanout 2]
 //!                    [--window-mib 512] [--window-min-files 1] [--store-conc 32] [--pull-conc 16]
-//!                    [--store-latency 0.002] [--unfairness 1]
+//!                    [--store-latency 0.002] [--unfairness 1] [--shared-cores 2]
+//!                    [--verify-gbps 0.64] [--consume-gbps 0.64]
 //!                    [--seeds 1] [--seed 1] [--per-node] [--json FILE]
 //! ossc-swarm-sim calibrate [--seeds 10] [--json FILE]
-//! ossc-swarm-sim predict [--seeds 1] [--nodes 32,256,1024] [--only a|b|b-skew|a-lazy] [--json FILE]
+//! ossc-swarm-sim predict [--seeds 1] [--nodes 32,256,1024] [--only a|b|b-skew|a-lazy|a-membership]
+//!                        [--json FILE]
 //! ```
 
 use std::time::Instant;
@@ -116,6 +118,8 @@ fn run_cmd(args: &[(String, String)]) -> Result<()> {
             "fanout" => sc.fanout = v.parse()?,
             "seed" => sc.seed = v.parse()?,
             "shared-cores" => sc.cpu.shared_cores = v.parse()?,
+            "verify-gbps" => sc.cpu.verify = v.parse::<f64>()? * 1e9,
+            "consume-gbps" => sc.cpu.consume = v.parse::<f64>()? * 1e9,
             "window-mib" => sc.window = (v.parse::<f64>()? * MIB as f64) as u64,
             "store-conc" => sc.store_conc = v.parse()?,
             "pull-conc" => sc.pull_conc = v.parse()?,
@@ -171,20 +175,21 @@ fn main() -> Result<()> {
         }
         "predict" => {
             let seeds = get("seeds").map_or(Ok(1), |v| v.parse())?;
-            let ns = list(&get("nodes").unwrap_or_else(|| "32,256,1024".into()))?;
             let only = get("only");
             let points = campaign::measured();
             let t0 = campaign::calibrate_t0(&points[0].1, points[0].0.time);
-            let keys = ["a", "b", "b-skew", "a-lazy"];
             let mut all = Vec::new();
-            for (key, (title, base)) in keys.iter().zip(campaign::prediction_setups(t0)) {
-                if only.as_deref().is_some_and(|o| o != *key) {
+            for mut setup in campaign::prediction_setups(t0) {
+                if only.as_deref().is_some_and(|o| o != setup.key) {
                     continue;
                 }
-                println!("### {title} (t0 = {t0:.2} s)\n");
-                let (md, j) = campaign::predictions(&base, &ns, seeds);
+                if let Some(ns) = get("nodes") {
+                    setup.nodes = list(&ns)?;
+                }
+                println!("### {} (t0 = {t0:.2} s)\n", setup.title);
+                let (md, j) = campaign::predictions(&setup, seeds);
                 println!("{md}");
-                all.push(json!({"setup": title, "table": j}));
+                all.push(json!({"setup": setup.title, "table": j}));
             }
             write_json(get("json").as_ref(), &json!({"t0": t0, "setups": all}))
         }

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::report::{secs, Outcome};
 use super::run;
-use super::scenario::{Scenario, Start};
+use super::scenario::{HaveMode, Membership, Scenario, Start};
 
 /// One measured point.
 #[derive(Debug, Clone)]
@@ -206,71 +206,128 @@ pub fn calibration(seeds: u64) -> (String, Value) {
     (md, json!({"t0": t0, "points": rows}))
 }
 
-/// One prediction table: today and the relay design for each N.
-pub fn predictions(base: &Scenario, ns: &[usize], seeds: u64) -> (String, Value) {
+/// A policy set compared in the predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Design {
+    /// Today's code: owner-only pulls, all-to-all heartbeats, Have rounds.
+    Today,
+    /// Today's, except that a request opens the object at its source.
+    TodayOpenOnRequest,
+    /// The relay design (`Scenario::with_relay`).
+    Relay,
+    /// The relay design with today's membership and Have rounds.
+    RelayAllToAll,
+}
+
+impl Design {
+    pub fn apply(self, sc: &Scenario) -> Scenario {
+        match self {
+            Design::Today => sc.clone(),
+            Design::TodayOpenOnRequest => Scenario {
+                open_on_request: true,
+                ..sc.clone()
+            },
+            Design::Relay => sc.clone().with_relay(),
+            Design::RelayAllToAll => Scenario {
+                membership: Membership::AllToAll,
+                have: HaveMode::Rounds,
+                ..sc.clone().with_relay()
+            },
+        }
+    }
+}
+
+/// One published prediction table.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub key: &'static str,
+    pub title: &'static str,
+    pub base: Scenario,
+    pub nodes: Vec<usize>,
+    pub designs: Vec<Design>,
+}
+
+/// One prediction table: each design at each N, against one node.
+pub fn predictions(setup: &Setup, seeds: u64) -> (String, Value) {
     let mut md = format!("{}\n", Outcome::header());
     let mut rows = Vec::new();
     let one = run(&Scenario {
         nodes: 1,
-        ..base.clone()
+        ..setup.base.clone()
     });
-    md += &format!("{} (one node, {} s)\n", one.row(), secs(one.time_all));
-    for &n in ns {
-        for sc in [
-            Scenario {
+    md += &format!("{} one node\n", one.row());
+    for &n in &setup.nodes {
+        for design in &setup.designs {
+            let sc = design.apply(&Scenario {
                 nodes: n,
-                ..base.clone()
-            },
-            Scenario {
-                nodes: n,
-                ..base.clone()
-            }
-            .with_relay(),
-        ] {
+                ..setup.base.clone()
+            });
             let started = Instant::now();
             let (o, _, _) = over_seeds(&sc, seeds);
-            let wall = started.elapsed().as_secs_f64();
+            let wall = started.elapsed().as_secs_f64() / seeds.max(1) as f64;
             md += &format!(
                 "{} {:.2}× one node ({} s to simulate)\n",
                 o.row(),
                 o.time_all / one.time_all,
-                secs(wall / seeds.max(1) as f64)
+                secs(wall)
             );
             let mut j = o.to_json(false);
             j["over_one_node"] = json!(o.time_all / one.time_all);
-            j["simulation_wall_s"] = json!(wall / seeds.max(1) as f64);
+            j["simulation_wall_s"] = json!(wall);
             rows.push(j);
         }
     }
     (md, json!({"one_node": one.to_json(false), "runs": rows}))
 }
 
-/// The scenarios of the published predictions: (title, base scenario).
-pub fn prediction_setups(t0: f64) -> Vec<(&'static str, Scenario)> {
+/// The published predictions.
+pub fn prediction_setups(t0: f64) -> Vec<Setup> {
     let mut bench = Scenario::bench266(1, 300.0);
     bench.t0 = t0;
     // Real nodes: each its own cores.
     bench.cpu.shared_cores = 0.0;
     let mut prod = Scenario::prod140(1);
     prod.t0 = t0;
-    let mut skewed = prod.clone();
-    skewed.skew = 5.0;
-    let mut lazy = bench.clone();
-    lazy.start = Start::Lazy;
-    lazy.skew = 5.0;
+    let both = vec![Design::Today, Design::Relay];
     vec![
-        (
-            "(a) 266 MB benchmark model, 300 Mbit/s links and store",
-            bench,
-        ),
-        (
-            "(b) 140 GB in 30 files, 25 Gbit/s links and store account",
-            prod,
-        ),
-        ("(b) with nodes starting 0–5 s apart", skewed),
-        (
-            "(a) bucket-root (lazy) owners, nodes starting 0–5 s apart",
-            lazy,
-        ),
+        Setup {
+            key: "a",
+            title: "(a) 266 MB benchmark model, 300 Mbit/s links and store uplink",
+            base: bench.clone(),
+            nodes: vec![32, 256, 1024],
+            designs: both.clone(),
+        },
+        Setup {
+            key: "b",
+            title: "(b) 140 GB in 30 files, 25 Gbit/s links and store account",
+            base: prod.clone(),
+            nodes: vec![32, 256, 1024],
+            designs: both.clone(),
+        },
+        Setup {
+            key: "b-skew",
+            title: "(b) with nodes starting 0–5 s apart",
+            base: Scenario { skew: 5.0, ..prod },
+            nodes: vec![256],
+            designs: both,
+        },
+        Setup {
+            key: "a-lazy",
+            title: "(a) with lazy owners (bucket-root OSS_PATH, agents up before the job), jobs starting 0–5 s apart",
+            base: Scenario {
+                start: Start::Lazy,
+                skew: 5.0,
+                ..bench.clone()
+            },
+            nodes: vec![32, 256],
+            designs: vec![Design::Today, Design::TodayOpenOnRequest, Design::Relay],
+        },
+        Setup {
+            key: "a-membership",
+            title: "(a) relay at 1024 nodes: gossip and piggybacked have-maps vs all-to-all heartbeats and Have rounds",
+            base: bench,
+            nodes: vec![1024],
+            designs: vec![Design::Relay, Design::RelayAllToAll],
+        },
     ]
 }

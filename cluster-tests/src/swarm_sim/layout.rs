@@ -62,7 +62,7 @@ impl Layout {
     /// `piece_size` must divide `part_size`, which must divide `chunk_size`.
     pub fn new(file_sizes: &[u64], chunk_size: u64, part_size: u64, piece_size: u64) -> Layout {
         assert!(
-            chunk_size % part_size == 0 && part_size % piece_size == 0,
+            chunk_size.is_multiple_of(part_size) && part_size.is_multiple_of(piece_size),
             "pieces divide store parts, parts divide chunks"
         );
         let mut files = Vec::new();

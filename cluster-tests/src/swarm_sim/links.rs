@@ -590,7 +590,7 @@ mod tests {
                 l.settle(i as f64 * 0.01);
             }
             let mut now = 0.99;
-            let mut extended = vec![false; 100];
+            let mut extended = [false; 100];
             let mut ends = Vec::new();
             loop {
                 if l.has_dirty() {
