@@ -131,7 +131,10 @@ fn run_cmd(args: &[(String, String)]) -> Result<()> {
         }
     }
     let per_node = get("per-node").is_some();
-    println!("{}", Outcome::header());
+    println!(
+        "{}",
+        Outcome::header(&["range over seeds", "CPU s to simulate"])
+    );
     let mut out = Vec::new();
     for n in nodes {
         let sc = Scenario {
@@ -139,15 +142,12 @@ fn run_cmd(args: &[(String, String)]) -> Result<()> {
             ..sc.clone()
         };
         let started = Instant::now();
+        let cpu = campaign::cpu_seconds(started);
         let (o, lo, hi) = campaign::over_seeds(&sc, seeds);
-        let wall = started.elapsed().as_secs_f64();
-        println!(
-            "{} ({:.1} s to simulate, range {lo:.2}–{hi:.2} s)",
-            o.row(),
-            wall
-        );
+        let wall = campaign::cpu_seconds(started) - cpu;
+        println!("{} {lo:.2}–{hi:.2} s | {wall:.1} s |", o.row());
         let mut j = o.to_json(per_node);
-        j["simulation_wall_s"] = json!(wall);
+        j["simulation_cpu_s"] = json!(wall);
         out.push(j);
     }
     write_json(get("json").as_ref(), &json!({"runs": out}))

@@ -75,24 +75,26 @@ mod tests {
         sc
     }
 
-    /// One node, one 64 MiB file in eight 8 MiB parts, 100 MiB/s.
-    fn single(store_conc: usize) -> Scenario {
-        let mut sc = quiet(Scenario::bench266(1, 0.0));
-        sc.files = vec![64 * MIB];
-        sc.piece = 4 * MIB;
+    /// `nodes` on 100 MiB/s links, one file of `size` in pieces of `piece`,
+    /// a store without a cap and 10 ms to first byte.
+    fn small(nodes: usize, size: u64, piece: u64, store_conc: usize, t0: f64) -> Scenario {
+        let mut sc = quiet(Scenario::bench266(nodes, 0.0));
+        sc.files = vec![size];
+        sc.piece = piece;
         sc.node_up = 100.0 * MIB as f64;
         sc.node_down = 100.0 * MIB as f64;
         sc.store_cap = 1e15;
         sc.store_latency = 0.01;
         sc.store_conc = store_conc;
-        sc.t0 = 0.25;
+        sc.t0 = t0;
         sc
     }
 
     #[test]
     fn one_node_takes_the_analytic_time() {
-        // All eight parts in flight: t0 + latency + M / B.
-        let o = run(&single(32));
+        // One 64 MiB file in eight 8 MiB parts, all in flight: t0 +
+        // latency + M / B.
+        let o = run(&small(1, 64 * MIB, 4 * MIB, 32, 0.25));
         assert!(
             (o.time_all - (0.25 + 0.01 + 0.64)).abs() < 1e-9,
             "{}",
@@ -100,7 +102,7 @@ mod tests {
         );
         assert_eq!(o.egress_over_model, 1.0);
         // Four in flight: two waves, each paying the first-byte latency.
-        let o = run(&single(4));
+        let o = run(&small(1, 64 * MIB, 4 * MIB, 4, 0.25));
         assert!(
             (o.time_all - (0.25 + 0.02 + 0.64)).abs() < 1e-9,
             "{}",
@@ -111,18 +113,14 @@ mod tests {
 
     #[test]
     fn two_nodes_two_chunks_by_hand() {
-        // Node 0 owns chunk 0, node 1 chunk 1; pieces are whole parts. Each
-        // owner's two parts share its downlink (B/2 each) and land together
-        // at L + 16 MiB / B; only then can the other node stream them, at B
-        // (nothing else on either link): L + 2 × 16 MiB / B in all.
-        let mut sc = quiet(Scenario::bench266(2, 0.0));
-        sc.files = vec![32 * MIB];
-        sc.piece = 8 * MIB;
-        sc.node_up = 100.0 * MIB as f64;
-        sc.node_down = 100.0 * MIB as f64;
-        sc.store_cap = 1e15;
-        sc.store_latency = 0.01;
-        sc.t0 = 0.0;
+        // Node 0 owns chunk 0, node 1 chunk 1, pieces are whole 8 MiB parts,
+        // latency L = 10 ms, links B = 100 MiB/s. From L each downlink
+        // carries three flows at B/3: its owner's two parts and the other
+        // owner's first piece, streamed while it arrives; all three land at
+        // L + 24 MiB / B (the streamed piece completes with the source's
+        // copy). The other owner's second piece, landed by then, follows
+        // alone at B: L + 32 MiB / B = 0.33 s, each downlink busy throughout.
+        let mut sc = small(2, 32 * MIB, 8 * MIB, 32, 0.0);
         for policy in [Policy::OwnerOnly, Policy::Relay] {
             sc.policy = policy;
             let ring = Ranking::fixed(vec![vec![0, 1], vec![1, 0]]);

@@ -36,6 +36,9 @@ pub struct Outcome {
     pub time_p50: f64,
     pub time_p90: f64,
     pub egress_over_model: f64,
+    /// Store egress for the large files over their size (every node also
+    /// downloads the small files itself).
+    pub large_egress_over_large: f64,
     /// Busiest uploader's bytes over the mean upload.
     pub upload_max_over_mean: f64,
     pub fallbacks: u32,
@@ -101,6 +104,8 @@ impl Outcome {
             time_p50: quantile(&times, 0.5),
             time_p90: quantile(&times, 0.9),
             egress_over_model: egress / sc.model_bytes() as f64,
+            large_egress_over_large: (egress - (sc.nodes as u64 * sc.small_bytes) as f64)
+                / large_bytes as f64,
             upload_max_over_mean: if mean > 0.0 { max / mean } else { 0.0 },
             fallbacks: sum(|n| n.fallbacks),
             stalls: sum(|n| n.stalls),
@@ -122,6 +127,7 @@ impl Outcome {
             "time_p50_s": self.time_p50,
             "time_p90_s": self.time_p90,
             "egress_over_model": self.egress_over_model,
+            "large_egress_over_large": self.large_egress_over_large,
             "upload_max_over_mean": self.upload_max_over_mean,
             "store_fallbacks": self.fallbacks,
             "stalls": self.stalls,
@@ -149,15 +155,25 @@ impl Outcome {
         v
     }
 
-    /// Table header matching [`Outcome::row`].
-    pub fn header() -> &'static str {
-        "| N | policy | all loaded s | per node min / p50 / p90 s | egress / model | busiest upload / mean | fallbacks (stalls, NOT_FOUND, waits) | control share |\n\
-         |---|---|---|---|---|---|---|---|"
+    /// Table header matching [`Outcome::row`], with `extra` columns after.
+    pub fn header(extra: &[&str]) -> String {
+        let mut names = vec![
+            "N",
+            "policy",
+            "all loaded s",
+            "per node min / p50 / p90 s",
+            "egress / model (large files)",
+            "busiest upload / mean",
+            "fallbacks (stalls, NOT_FOUND, waits)",
+            "control share",
+        ];
+        names.extend_from_slice(extra);
+        format!("| {} |\n|{}", names.join(" | "), "---|".repeat(names.len()))
     }
 
     pub fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} / {} / {} | {:.3} | {:.2} | {} ({}, {}, {}) | {:.1} % |",
+            "| {} | {} | {} | {} / {} / {} | {:.3} ({:.3}) | {:.2} | {} ({}, {}, {}) | {:.1} % |",
             self.nodes,
             self.label,
             secs(self.time_all),
@@ -165,6 +181,7 @@ impl Outcome {
             secs(self.time_p50),
             secs(self.time_p90),
             self.egress_over_model,
+            self.large_egress_over_large,
             self.upload_max_over_mean,
             self.fallbacks,
             self.stalls,

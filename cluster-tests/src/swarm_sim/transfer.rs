@@ -82,6 +82,20 @@ pub struct Part {
     pub flow: Option<FlowId>,
 }
 
+/// Puts `item` into the last free slot of `slots` (or a new one); its index.
+fn place<T>(slots: &mut Vec<T>, free: &mut Vec<usize>, item: T) -> usize {
+    match free.pop() {
+        Some(i) => {
+            slots[i] = item;
+            i
+        }
+        None => {
+            slots.push(item);
+            slots.len() - 1
+        }
+    }
+}
+
 impl Sim {
     pub(super) fn new_task(&mut self, v: usize, c: usize) -> usize {
         let task = Task {
@@ -91,16 +105,7 @@ impl Sim {
             permit: false,
             left: 0,
         };
-        match self.free_tasks.pop() {
-            Some(t) => {
-                self.tasks[t] = task;
-                t
-            }
-            None => {
-                self.tasks.push(task);
-                self.tasks.len() - 1
-            }
-        }
+        place(&mut self.tasks, &mut self.free_tasks, task)
     }
 
     /// Task t's chunk is held: its slot may serve another task.
@@ -110,8 +115,7 @@ impl Sim {
         self.chunk_done(v, c, via_peer);
     }
 
-    /// Pull p is over; its slot may serve another pull (its epoch keeps
-    /// counting, so timers of the old pull stay stale).
+    /// Pull p is over; its slot may serve another pull.
     pub(super) fn pull_over(&mut self, p: usize) {
         self.pulls[p].state = PullState::Over;
         self.pulls[p].epoch += 1;
@@ -163,7 +167,7 @@ impl Sim {
         let pieces = self.lay.chunks[c].pieces.clone();
         assert!(pieces.len() <= 64, "at most 64 pieces per chunk");
         self.tasks[t].left = pieces.len() as u32;
-        let mut pull = Pull {
+        let pull = Pull {
             task: t,
             src: s,
             first: pieces.start,
@@ -172,21 +176,16 @@ impl Sim {
             flows: Vec::new(),
             listed: false,
             state: PullState::Asking,
-            epoch: 0,
+            // A reused slot's epoch keeps counting: the old pull's timers
+            // stay stale.
+            epoch: self
+                .free_pulls
+                .last()
+                .map_or(0, |&p| self.pulls[p].epoch + 1),
             moved: 0.0,
             mark: 0.0,
         };
-        let p = match self.free_pulls.pop() {
-            Some(p) => {
-                pull.epoch = self.pulls[p].epoch + 1;
-                self.pulls[p] = pull;
-                p
-            }
-            None => {
-                self.pulls.push(pull);
-                self.pulls.len() - 1
-            }
-        };
+        let p = place(&mut self.pulls, &mut self.free_pulls, pull);
         let e = self.pulls[p].epoch;
         self.after(self.sc.rtt / 2.0, Ev::PullArrive(p, e));
     }
@@ -341,16 +340,7 @@ impl Sim {
                 end,
                 flow: None,
             };
-            let i = match self.free_parts.pop() {
-                Some(i) => {
-                    self.parts[i] = part;
-                    i
-                }
-                None => {
-                    self.parts.push(part);
-                    self.parts.len() - 1
-                }
-            };
+            let i = place(&mut self.parts, &mut self.free_parts, part);
             self.nodes[v].store_queue.push_back(i);
             g = end;
         }
