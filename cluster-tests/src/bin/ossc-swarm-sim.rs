@@ -7,7 +7,7 @@
 //!                    [--have rounds|piggyback] [--start eager|lazy] [--open-on-request]
 //!                    [--mbit 300] [--skew 0] [--t0 0.3] [--piece-mib 1] [--fanout 2]
 //!                    [--window-mib 512] [--window-min-files 1] [--store-conc 32] [--pull-conc 16]
-//!                    [--store-latency 0.002] [--unfairness 1] [--shared-cores 2]
+//!                    [--store-latency 0.002] [--unfairness 1] [--startup-wait 5] [--shared-cores 2]
 //!                    [--verify-gbps 0.64] [--consume-gbps 0.64]
 //!                    [--seeds 1] [--seed 1] [--per-node] [--json FILE]
 //! ossc-swarm-sim calibrate [--seeds 10] [--json FILE]
@@ -126,6 +126,7 @@ fn run_cmd(args: &[(String, String)]) -> Result<()> {
             "store-latency" => sc.store_latency = v.parse()?,
             "window-min-files" => sc.window_min_files = v.parse()?,
             "unfairness" => sc.timers.unfairness = v.parse()?,
+            "startup-wait" => sc.timers.startup_wait = v.parse()?,
             "preset" | "mbit" | "nodes" | "seeds" | "json" | "per-node" => {}
             _ => bail!("unknown flag --{name}\n{USAGE}"),
         }

@@ -225,7 +225,10 @@ pub enum Design {
     TodayOpenOnRequest,
     /// The relay design (`Scenario::with_relay`).
     Relay,
-    /// The relay design with today's membership and Have rounds.
+    /// The relay design with today's all-to-all heartbeats (have-maps on
+    /// them).
+    RelayHeartbeats,
+    /// The relay design with today's heartbeats and Have rounds.
     RelayAllToAll,
 }
 
@@ -238,6 +241,10 @@ impl Design {
                 ..sc.clone()
             },
             Design::Relay => sc.clone().with_relay(),
+            Design::RelayHeartbeats => Scenario {
+                membership: Membership::AllToAll,
+                ..sc.clone().with_relay()
+            },
             Design::RelayAllToAll => Scenario {
                 membership: Membership::AllToAll,
                 have: HaveMode::Rounds,
@@ -338,10 +345,10 @@ pub fn prediction_setups(t0: f64) -> Vec<Setup> {
         },
         Setup {
             key: "a-membership",
-            title: "(a) relay at 1024 nodes: gossip and piggybacked have-maps vs all-to-all heartbeats and Have rounds",
+            title: "(a) relay at 256 and 1024 nodes: gossip, all-to-all heartbeats, heartbeats and Have rounds",
             base: bench,
-            nodes: vec![1024],
-            designs: vec![Design::Relay, Design::RelayAllToAll],
+            nodes: vec![256, 1024],
+            designs: vec![Design::Relay, Design::RelayHeartbeats, Design::RelayAllToAll],
         },
     ]
 }

@@ -41,8 +41,8 @@ pub type SideId = usize;
 /// Index of a flow (reused after removal).
 pub type FlowId = usize;
 
-/// A side pools its flows from this many flows on (when its offer allows),
-/// and stops below [`POOL_LEAVE`].
+/// A side pools its flows from this many flows on (when its equal share
+/// allows), and stops below [`POOL_LEAVE`].
 const POOL_ENTER: usize = 24;
 const POOL_LEAVE: usize = 8;
 /// A flow keeps its rate (and its scheduled end) when the new one differs
@@ -454,7 +454,7 @@ impl Links {
         }
     }
 
-    /// New rate for an individual flow from its two ends' offers.
+    /// New rate for an individual flow from its two ends' levels.
     fn rerate(&mut self, now: f64, id: FlowId) {
         let f = &self.flows[id];
         if f.pooled || f.ended {

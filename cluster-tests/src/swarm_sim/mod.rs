@@ -4,24 +4,27 @@
 //! docs/benchmarks.md "Event-level scaling simulator").
 //!
 //! Design decisions:
-//! - **Events, not fluids.** Agent start-ups, membership messages, Have
+//! - **Events, not fluids.** Agent start-ups, membership rounds, Have
 //!   rounds, every store GET (with its first-byte latency), every pull
 //!   (request, book check, pieces, stall and wait timers, fallbacks) and
 //!   every piece that lands are explicit events; only the sharing of a
 //!   link's bandwidth between the transfers on it at one moment is
-//!   computed ([`links`]: equal shares, recomputed at events). A piece
-//!   (1–8 MiB) is the unit a receiver can forward, so cut-through is
-//!   resolved to one piece.
+//!   computed ([`links`]: max-min fair shares, recomputed at the links an
+//!   event touches). A piece (1–8 MiB) is the unit of events; a piece a
+//!   source is still receiving can be forwarded, completing with the
+//!   source's copy, so cut-through costs no store-and-forward per hop
+//!   (`stream.rs`).
 //! - **Today's code is the baseline**, constant for constant: 16 MiB chunks
 //!   owned by rendezvous hashing with the peer layer's SHA-256 weights,
 //!   8 MiB store parts FIFO with `vcpus × workers` in flight, 16 pulls in
 //!   flight, the prefetch window, Have rounds every 500 ms, 1 MiB frames
 //!   with a 5 s stall timer, 60 s peer wait, 3 s book wait, three sources
-//!   before the store ([`transfer`], [`sources`], [`scenario`]).
+//!   before the store (`transfer.rs`, [`sources`], [`scenario`]).
+//!   [`campaign`] holds the measured points and the published runs.
 //! - **The relay design** is one switch away (`Scenario::with_relay`):
 //!   per-chunk pipelined trees that serve what they are still receiving,
 //!   gossip membership, have-maps on membership messages, objects opened on
-//!   request.
+//!   request, two objects in flight at least.
 //! - **Deterministic**: one seed fixes the ring (cluster address, ETags),
 //!   start offsets, source picks and gossip targets, and ties between
 //!   simultaneous events resolve by a fixed order.
