@@ -5,7 +5,7 @@
 //! ossc-swarm-sim run [--preset bench266|prod140|lab134|lab61] [--nodes 1,32,256] [--relay]
 //!                    [--policy owner-only|relay] [--membership all-to-all|gossip]
 //!                    [--have rounds|piggyback] [--start eager|lazy] [--open-on-request]
-//!                    [--mbit 300] [--skew 0] [--t0 0.3] [--piece-mib 1] [--fanout 2]
+//!                    [--mbit 300 (labs: 100)] [--skew 0] [--t0 0.3] [--piece-mib 1] [--fanout 2]
 //!                    [--window-mib 512] [--window-min-files 1] [--store-conc 32] [--pull-conc 16]
 //!                    [--store-latency 0.002] [--unfairness 1] [--startup-wait 5] [--shared-cores 2]
 //!                    [--verify-gbps 0.64] [--consume-gbps 0.64]
@@ -70,8 +70,15 @@ fn run_cmd(args: &[(String, String)]) -> Result<()> {
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.clone())
     };
-    let mbit: f64 = get("mbit").map_or(Ok(300.0), |v| v.parse())?;
-    let mut sc = match get("preset").as_deref().unwrap_or("bench266") {
+    let preset = get("preset").unwrap_or_else(|| "bench266".into());
+    // The labs' links ran at 100 Mbit/s, the benchmark's at 300.
+    let default_mbit = if preset.starts_with("lab") {
+        100.0
+    } else {
+        300.0
+    };
+    let mbit: f64 = get("mbit").map_or(Ok(default_mbit), |v| v.parse())?;
+    let mut sc = match preset.as_str() {
         "bench266" => Scenario::bench266(1, mbit),
         "prod140" => Scenario::prod140(1),
         "lab134" => Scenario::lab(1, 134_000_000, 4, mbit),
