@@ -8,6 +8,7 @@
 //! - [`launch`]: the vendor's launch scenarios (Ray, SGLang-style multi-node)
 //!   run through `deploy/examples/`, and checks of which processes carry the
 //!   hook and which agent served them.
+//! - [`swarm_sim`]: an event-level simulator of the peer layer at any N.
 //! - [`testbed`]: what every cluster test shares (the serial lock, [`note!`],
 //!   a model served on a fresh cluster).
 
@@ -20,4 +21,5 @@ pub mod launch;
 pub mod netns;
 #[allow(unsafe_code)]
 pub mod ossc_cluster;
+pub mod swarm_sim;
 pub mod testbed;
