@@ -24,20 +24,15 @@
 //!   upload. Time is reported against N = 1, not asserted (2 shared cores
 //!   make it noisy; `docs/benchmarks.md` §3 has the measurement).
 
-use std::sync::{Mutex, MutexGuard};
+use std::io::Write as _;
 
 use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};
 use ossc_cluster_tests::ossc_cluster::{self, Binaries, ConsumerOutcome, Model, Store};
 
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
+/// A line of the test's report, straight to stderr (not captured).
+fn note(line: String) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
-
-/// One cluster at a time on 2 cores.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// B in Mbit/s (see the module note).
 const RATE_MBIT: u64 = 100;
@@ -51,10 +46,6 @@ const MAX_EGRESS: f64 = 1.05;
 const MAX_UPLOAD_OVER_MEAN: f64 = 2.0;
 /// The fetcher's log line of a pull that fell back to the store.
 const STORE_FALLBACK_LOG: &str = "pull from peer failed";
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Bytes this node's agent sent to peers (its STATUS, per peer).
 fn bytes_sent(c: &ConsumerOutcome) -> u64 {
@@ -91,7 +82,6 @@ fn eight_nodes_relay_chunks_so_the_model_leaves_the_store_once_and_uploads_stay_
     if !netns::available_or_skip(name) {
         return;
     }
-    let _serial = serial();
     let rate_mbit = std::env::var(RATE_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -147,17 +137,17 @@ fn eight_nodes_relay_chunks_so_the_model_leaves_the_store_once_and_uploads_stay_
     let busiest = sent.iter().copied().max().unwrap_or(0) as f64;
     let fallbacks: usize = with.consumers.iter().map(store_fallbacks).sum();
     for (c, s) in with.consumers.iter().zip(&sent) {
-        note!(
-            "  {}: {:.2} s; MB received store {:.1} / peer {:.1}; MB sent {:.1} (from relays {:.1})",
+        note(format!(
+            "  {}: {:.2} s; MB received store {:.1} / peer {:.1} (from relays {:.1}); MB sent {:.1}",
             c.node,
             c.wall.as_secs_f64(),
             c.bytes_from("store") as f64 / 1e6,
             c.bytes_from("peer") as f64 / 1e6,
+            bytes_from_relays(c) as f64 / 1e6,
             *s as f64 / 1e6,
-            bytes_from_relays(c) as f64 / 1e6
-        );
+        ));
     }
-    note!(
+    note(format!(
         "B = {rate_mbit} Mbit/s, model {} bytes ({} chunks of {CHUNK_BYTES}): N = 1 {:.2} s \
          (wire time {:.2} s); N = {NODES} {:.2} s: {:.2} x N = 1; store egress {egress:.3} x \
          model; busiest uploader {:.2} x the mean; {fallbacks} store fallbacks",
@@ -168,7 +158,7 @@ fn eight_nodes_relay_chunks_so_the_model_leaves_the_store_once_and_uploads_stay_
         with.wall.as_secs_f64(),
         with.wall.as_secs_f64() / alone.wall.as_secs_f64(),
         busiest / mean.max(1.0)
-    );
+    ));
     assert!(
         egress <= MAX_EGRESS,
         "the store served {egress:.3} x the model (> {MAX_EGRESS})"
