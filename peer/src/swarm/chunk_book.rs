@@ -21,7 +21,7 @@
 //!   verify.
 //! - **Generations.** A chunk whose download failed (or that is refetched
 //!   after an end-to-end mismatch) is *forgotten*: its prefix drops to 0 and
-//!   its `generation` grows. A stream of that chunk sees the new generation
+//!   its `generation` grows. A stream of that chunk sees the generation change
 //!   and fails instead of going on with bytes from another download, so a
 //!   relay's failed pull costs its downstream a re-pull, never a wrong byte.
 //! - `receiving` marks a chunk whose download has begun (before its first
@@ -494,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn arriving_chunks_show_with_their_prefix_and_a_forgotten_one_starts_a_new_generation() {
+    fn arriving_chunks_show_with_their_prefix_and_a_forgotten_one_changes_generation() {
         let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(12));
         let book = ChunkBook::new(version(12), 4, &target);
         // Chunk 0 begins (no byte yet), chunk 1 has 2 bytes, chunk 2 is held.
@@ -506,7 +506,7 @@ mod tests {
         assert_eq!(book.arrival_map(), (vec![0b011], vec![0, 2, 4]));
         assert_eq!(book.have_map(), (vec![0b100], vec![0, 0, 5]));
         // Its pull failed: chunk 1 is neither arriving nor served any more,
-        // and readers of the old download see a new generation.
+        // and readers of the failed download see the generation change.
         book.forget(1);
         assert_eq!(book.state(1).generation, 1);
         assert_eq!(book.arrival_map(), (vec![0b001], vec![0, 0, 4]));

@@ -22,8 +22,8 @@
 //!   and ends with the chunk's CRC-64 once this node recorded it, which it
 //!   does only after its own copy verified. A chunk that restarts here (its
 //!   download failed, see the book's generations) ends every stream of it
-//!   with ABORTED, before a byte of the new download goes out under the old
-//!   stream. The request's `wait_ms` (at most [`MAX_SERVE_WAIT`]) bounds how
+//!   with ABORTED, before a byte of the next download goes out in a stream
+//!   that began under the failed one. The request's `wait_ms` (at most [`MAX_SERVE_WAIT`]) bounds how
 //!   long the chunk may go *without progress*, not the whole transfer, so a
 //!   big share on a slow link is not mistaken for a dead one.
 //! - `Have` answers which chunks of the asked versions this node holds
@@ -510,7 +510,7 @@ mod tests {
         assert_eq!(s.next_segment().await.unwrap(), Segment::KeepAlive);
         // The pull failed its CRC check: the chunk restarts, the stream
         // fails (ABORTED, a lost stream for the receiver), and a stream
-        // started after the restart gets the new download's bytes.
+        // started after the restart gets the next download's bytes.
         book.forget(0);
         let err = s.next_segment().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Aborted, "{err}");
