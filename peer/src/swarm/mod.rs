@@ -16,10 +16,11 @@
 //!   not started asks its agent to start it (a hook the `ossc` commands
 //!   wire, [`Swarm::on_unheld_object`]); pullers wait for an owner that has
 //!   not started instead of going to the store.
-//! - **Chunks of [`DEFAULT_CHUNK_SIZE`] = 16 MiB** (`peer.chunkSizeBytes`):
-//!   two store parts of 8 MiB, so an owner's chunk arrives with the store's
-//!   normal parallelism; large enough that per-chunk RPC, hashing and
-//!   bookkeeping are negligible (a 1 GB shard is ~60 chunks), small enough to
+//! - **Chunks of [`DEFAULT_CHUNK_SIZE`] = 16 MiB** (`peer.chunkSizeBytes`),
+//!   each fetched by its owner as one ranged GET, so its bytes land in
+//!   order and peers are streamed them as they arrive (the store's
+//!   parallelism comes from the many chunks in flight); large enough that
+//!   per-chunk RPC, hashing and bookkeeping are negligible (a 1 GB shard is ~60 chunks), small enough to
 //!   spread a single shard over many nodes. Dragonfly's rule (length / 500,
 //!   power of two, 4–64 MiB) gives 16 MiB for shards of 4–8 GB, the common
 //!   size of safetensors shards. Measured (docs/benchmarks.md, 534 MB model,
