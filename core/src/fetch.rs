@@ -133,7 +133,7 @@ impl FetchEngine {
         progress: Arc<FetchProgress>,
     ) -> Result<FetchedObject, ObjectClientError> {
         let size = meta.size;
-        let job = self.job(meta, sink, progress);
+        let job = self.job(meta, sink, progress, self.config.part_size);
         tracing::debug!(key = %meta.key, size, "fetch start");
         let parts = self.run_parts(&job, 0..size).await?;
         let result = job.finish(meta, &parts);
@@ -159,6 +159,24 @@ impl FetchEngine {
         sink: Arc<dyn RangeSink>,
         progress: Arc<FetchProgress>,
     ) -> Result<RangeFetched, ObjectClientError> {
+        let part_size = self.config.part_size;
+        self.fetch_range_in_parts(meta, range, part_size, sink, progress)
+            .await
+    }
+
+    /// [`FetchEngine::fetch_range`] in parts of `part_size` bytes (0 is
+    /// treated as 1) instead of the configured size. The peer layer fetches
+    /// a chunk in one part, so its bytes land in order and peers can be
+    /// streamed them as they arrive.
+    pub async fn fetch_range_in_parts(
+        &self,
+        meta: &ObjectMeta,
+        range: Range<u64>,
+        part_size: u64,
+        sink: Arc<dyn RangeSink>,
+        progress: Arc<FetchProgress>,
+    ) -> Result<RangeFetched, ObjectClientError> {
+        let part_size = part_size.max(1);
         if range.start > range.end || range.end > meta.size {
             return Err(ClientError::InvalidRequest(format!(
                 "range {range:?} outside object {} of {} bytes",
@@ -166,7 +184,7 @@ impl FetchEngine {
             ))
             .into());
         }
-        let job = self.job(meta, sink, progress);
+        let job = self.job(meta, sink, progress, part_size);
         let parts = self.run_parts(&job, range.clone()).await?;
         let parts: Vec<&GetRangeMeta> = parts
             .iter()
@@ -175,7 +193,7 @@ impl FetchEngine {
         let mut crc = 0u64;
         let mut offset = range.start;
         for p in &parts {
-            let len = self.config.part_size.min(range.end - offset);
+            let len = part_size.min(range.end - offset);
             crc = crc64::combine(crc, p.range_crc64, len);
             offset += len;
         }
@@ -192,13 +210,14 @@ impl FetchEngine {
         meta: &ObjectMeta,
         sink: Arc<dyn RangeSink>,
         progress: Arc<FetchProgress>,
+        part_size: u64,
     ) -> Arc<Job> {
         Arc::new(Job {
             client: self.client.clone(),
             key: meta.key.clone(),
             pin: (!meta.etag.is_empty()).then(|| meta.etag.clone()),
             size: meta.size,
-            part_size: self.config.part_size,
+            part_size,
             sink,
             progress,
             retry: self.config.retry,
@@ -532,6 +551,26 @@ mod tests {
             past_end,
             Err(ObjectClientError::Client(ClientError::InvalidRequest(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_range_fetched_in_one_part_is_one_get_with_the_same_crc() {
+        let mock = Arc::new(MockObjectClient::new("b"));
+        let size = 5 * PART + 3;
+        let d = data(size, 22);
+        mock.put_object("obj", d.clone());
+        let meta = mock.head("obj").await.unwrap();
+        let engine = FetchEngine::new(mock.clone(), config(4));
+        let range = PART / 2..4 * PART + 1;
+        let sink = Arc::new(VecSink::with_len(size as usize));
+        let got = engine
+            .fetch_range_in_parts(&meta, range.clone(), size, sink.clone(), Arc::default())
+            .await
+            .unwrap();
+        let (s, e) = (range.start as usize, range.end as usize);
+        assert_eq!(got.crc64, crate::crc64::crc64(&d[s..e]));
+        assert_eq!(&sink.contents()[s..e], &d[s..e]);
+        assert_eq!(mock.get_log(), [("obj".to_string(), range)]);
     }
 
     #[tokio::test]

@@ -28,10 +28,12 @@ mod tests {
                 index: 7,
             }),
             wait_ms: 10_000,
+            pull_from: PullFrom::Relay as i32,
         };
         let bytes = req.encode_to_vec();
         let back = ChunkRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(back, req);
+        assert_eq!(back.pull_from(), PullFrom::Relay);
         assert_eq!(back.chunk.unwrap().object.unwrap().size, 1 << 33);
     }
 }

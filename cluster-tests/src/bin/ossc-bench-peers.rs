@@ -155,7 +155,16 @@ fn pull_failures(dir: &Path) -> (usize, Vec<String>) {
     (count, examples)
 }
 
-/// One phase as JSON: wall, store egress and every node's bytes by source.
+/// Bytes a node's agent sent to its peers (its STATUS, summed over peers).
+fn bytes_sent(status: Option<&Value>) -> u64 {
+    status
+        .and_then(|s| s["peers"]["peers"].as_array())
+        .map(|peers| peers.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// One phase as JSON: wall, store egress, every node's bytes by source and
+/// what it sent to peers.
 fn phase_json(out: &PhaseOutcome, model: &Model) -> Value {
     let nodes: Vec<Value> = out
         .consumers
@@ -171,6 +180,11 @@ fn phase_json(out: &PhaseOutcome, model: &Model) -> Value {
                 "bytes_store": c.bytes_from("store"),
                 "bytes_peer": c.bytes_from("peer"),
                 "bytes_local": c.bytes_from("local"),
+                "bytes_sent": bytes_sent(c.agent_status.as_ref()),
+                "bytes_pulled_by_source": c
+                    .agent_status
+                    .as_ref()
+                    .map_or(Value::Null, |s| s["peers"]["bytes_pulled_by_source"].clone()),
                 "peers": c.agent_status.as_ref().and_then(|s| s.get("peers").cloned()),
             })
         })
@@ -227,11 +241,19 @@ fn main() -> Result<()> {
                     args.timeout,
                 )
                 .with_context(|| format!("phase {phase}"))?;
+                let sent: Vec<u64> = out
+                    .consumers
+                    .iter()
+                    .map(|c| bytes_sent(c.agent_status.as_ref()))
+                    .collect();
+                let mean = sent.iter().sum::<u64>() as f64 / sent.len().max(1) as f64;
+                let busiest = sent.iter().copied().max().unwrap_or(0) as f64;
                 eprintln!(
-                    "N={n} round {} {name}: wall {:.2} s, store egress {:.3} x model",
+                    "N={n} round {} {name}: wall {:.2} s, store egress {:.3} x model, busiest uploader {:.2} x the mean",
                     round + 1,
                     out.wall.as_secs_f64(),
-                    out.store.bytes_served as f64 / model.total_bytes as f64
+                    out.store.bytes_served as f64 / model.total_bytes as f64,
+                    if mean > 0.0 { busiest / mean } else { 0.0 }
                 );
                 entry.insert(name.to_string(), phase_json(&out, &model));
                 // Phase directories hold a whole model per node: drop them now.

@@ -52,6 +52,7 @@ use crate::object_source::{FetcherSpec, ObjectFetcher, StoreFetcher};
 use cache::{Cache, LargeFile};
 use metrics::Metrics;
 use mirror::{Catalog, Entry, MirrorParams};
+pub use preheat::PrefetchHandle;
 
 /// Objects up to this size become real files unless configured otherwise.
 pub const DEFAULT_SMALL_FILE_BYTES: u64 = 16 << 20;
@@ -104,6 +105,9 @@ pub struct AgentOptions {
     /// applications of other users, or in other containers that mount the
     /// socket's directory, can connect). `None`: whatever the umask gives.
     pub socket_mode: Option<u32>,
+    /// Lets whoever runs the agent prefetch one object by key once it runs
+    /// ([`PrefetchHandle`]).
+    pub prefetch_handle: Option<PrefetchHandle>,
 }
 
 /// Env var: octal file mode of the agent's socket ([`AgentOptions::socket_mode`]).
@@ -144,6 +148,7 @@ impl AgentOptions {
             shutdown: None,
             fetcher: None,
             socket_mode: None,
+            prefetch_handle: None,
         }
     }
 }
@@ -270,6 +275,9 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         lazy_dirs: Mutex::default(),
         shutdown: shutdown_tx,
     });
+    if let Some(handle) = &opts.prefetch_handle {
+        handle.attach(&agent);
+    }
     tracing::info!(
         socket = %socket_path.display(),
         model_dir = %agent.model_dir.display(),

@@ -14,16 +14,20 @@
 //!   as the memory cap); the others are reported, never forced out.
 //! - Both are operator requests: only root or the agent's own user may send
 //!   them (EPERM otherwise), even when the socket is open to every user.
+//! - Whoever runs the agent may also prefetch one object by key through a
+//!   [`PrefetchHandle`] (the peer layer does when a peer asks for an object
+//!   this node has not started): only an object the mirror lists with the
+//!   same ETag and size, through the same cache prefetch.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use super::cache::{EvictOutcome, FileState, LargeFile};
 use super::keys::normalize_request_path;
 use super::mirror::Entry;
 use super::protocol::Response;
-use super::Agent;
+use super::{Agent, MirrorState, Mirrored};
 
 /// Bytes per gigabyte for the reported rate (decimal, like link rates).
 const BYTES_PER_GB: f64 = 1e9;
@@ -212,6 +216,68 @@ impl Agent {
             "fetching": fetching,
             "not_resident": not_resident,
         }))
+    }
+}
+
+/// Asks a running agent to prefetch one object by key; handed to
+/// [`super::run_agent`] in its options, it reaches the agent once started.
+#[derive(Clone, Default)]
+pub struct PrefetchHandle(Arc<OnceLock<Weak<Agent>>>);
+
+impl PrefetchHandle {
+    pub(super) fn attach(&self, agent: &Arc<Agent>) {
+        let _ = self.0.set(Arc::downgrade(agent));
+    }
+
+    /// Prefetches the object `key` (a key of the agent's bucket) if the
+    /// mirror lists it with `etag` and `size`. True when it does, or may
+    /// (the agent is still starting or listing: it is prefetched then if
+    /// listed); false when it does not, or the agent stopped. Returns at
+    /// once; call it inside the agent's runtime.
+    pub fn prefetch_object(&self, key: &str, etag: &str, size: u64) -> bool {
+        let Some(agent) = self.0.get() else {
+            return true;
+        };
+        let Some(agent) = agent.upgrade() else {
+            return false;
+        };
+        let Some(rel) = key.strip_prefix(agent.prefix.as_str()) else {
+            return false;
+        };
+        let (rel, etag) = (rel.to_string(), etag.to_string());
+        let state = agent.mirror.borrow().clone();
+        match state {
+            MirrorState::Ready(m) => agent.prefetch_listed(&m, &rel, &etag, size),
+            MirrorState::Failed { .. } => false,
+            MirrorState::Mirroring => {
+                tokio::spawn(async move {
+                    if let Ok(m) = agent.mirrored().await {
+                        agent.prefetch_listed(&m, &rel, &etag, size);
+                    }
+                });
+                true
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// Starts prefetching `rel` if the mirror lists it as a large object
+    /// with `etag` and `size`; whether it does.
+    fn prefetch_listed(&self, m: &Arc<Mirrored>, rel: &str, etag: &str, size: u64) -> bool {
+        let Some(file) = m.cache.get(rel) else {
+            return false;
+        };
+        if file.meta.etag != etag || file.meta.size != size {
+            return false;
+        }
+        if matches!(file.state(), FileState::Pending | FileState::Failed { .. }) {
+            tracing::info!(path = rel, "a peer asked for this object; prefetching it");
+            let cache = m.cache.clone();
+            let file = file.clone();
+            tokio::spawn(async move { cache.prefetch(vec![file]).await });
+        }
+        true
     }
 }
 

@@ -47,7 +47,7 @@ fn build_and_run(args: AgentArgs, config: ConnectorConfig) -> Result<()> {
             Duration::from_secs(config.expire_time_sec),
         )?;
         opts.idle_exit = !args.daemon;
-        opts.fetcher = peer_layer::fetcher_spec(swarm);
+        peer_layer::install(&mut opts, swarm);
         tracing::info!(
             socket = %socket.display(),
             model_dir = %model_dir.display(),

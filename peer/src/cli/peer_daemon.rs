@@ -131,7 +131,7 @@ fn build_and_run(args: PeerArgs, config: ConnectorConfig) -> Result<()> {
                 "no peers configured (--peers / OSS_CONNECTOR_PEERS): this daemon serves only its own node"
             );
         }
-        opts.fetcher = peer_layer::fetcher_spec(swarm);
+        peer_layer::install(&mut opts, swarm);
         tracing::info!(
             socket = %socket.display(),
             model_dir = %model_dir.display(),

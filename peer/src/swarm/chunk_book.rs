@@ -6,16 +6,26 @@
 //!   object's target (the memfd). Weak, because the cache decides when memory
 //!   is released (it counts strong references to the memfd); once it lets
 //!   go, the book can no longer be read and is pruned on the next lookup.
-//! - **Cut-through.** A slot knows two things: the chunk's CRC-64 once the
-//!   chunk is complete and verified (`held`), and, while it is still arriving
-//!   from the store, how many bytes from the chunk's start are already in the
-//!   target (`prefix`). Store downloads write through a [`RecordingSink`],
-//!   which advances the prefix as bytes land, so the chunk server can stream
-//!   a chunk to peers *while* it arrives instead of after it completed
-//!   (store-then-forward cost ≈ (N−1)/N · M/B extra on an N-node load). The
-//!   receiver keeps nothing before the final CRC matches. Chunks pulled from
-//!   peers are not recorded while arriving: they are unverified until their
-//!   CRC matches, so they are re-served only once held.
+//! - **Cut-through and relay.** A slot knows the chunk's CRC-64 once the
+//!   chunk is complete and verified (`held`), and, while it is still
+//!   arriving, how many bytes from the chunk's start are already in the
+//!   target (`prefix`). Every download of a chunk, from the store *or from a
+//!   peer*, writes through a [`RecordingSink`], which advances the prefix as
+//!   bytes land, so the chunk server streams a chunk to peers *while* it
+//!   arrives instead of after it completed (store-then-forward cost ≈
+//!   (N−1)/N · M/B extra on an N-node load), and a node relays what it is
+//!   still pulling. Bytes pulled from a peer are unverified until the
+//!   chunk's CRC-64 matches: a relay may forward them, but the trailing CRC
+//!   goes out only once `held` is set, which happens only after this node's
+//!   own copy verified, so a receiver never keeps bytes the relay did not
+//!   verify.
+//! - **Generations.** A chunk whose download failed (or that is refetched
+//!   after an end-to-end mismatch) is *forgotten*: its prefix drops to 0 and
+//!   its `generation` grows. A stream of that chunk sees the generation change
+//!   and fails instead of going on with bytes from another download, so a
+//!   relay's failed pull costs its downstream a re-pull, never a wrong byte.
+//! - `receiving` marks a chunk whose download has begun (before its first
+//!   byte): `Have` reports it, so pullers know which nodes relay which chunk.
 //! - Waiters (a peer's FetchChunk for a chunk not yet arrived) sleep on the
 //!   slot's own `watch`, so progress on one chunk wakes only its readers, and
 //!   only every [`PROGRESS_NOTIFY_BYTES`].
@@ -92,6 +102,11 @@ pub struct SlotState {
     /// Bytes from the chunk's start already in the target (the chunk's
     /// length once held).
     pub prefix: u64,
+    /// A download of the chunk (store or peer) has begun and not ended.
+    pub receiving: bool,
+    /// Grows each time the chunk is forgotten: bytes read under one
+    /// generation belong to one download.
+    pub generation: u64,
 }
 
 /// One chunk's state: what readers see, and the written ranges behind it.
@@ -149,28 +164,47 @@ impl ChunkBook {
     pub fn record(&self, index: u64, crc: u64) {
         let len = self.range(index).end - self.range(index).start;
         if let Some(slot) = self.slot(index) {
-            slot.state.send_replace(SlotState {
-                held: Some(crc),
-                prefix: len,
+            slot.state.send_modify(|s| {
+                s.held = Some(crc);
+                s.prefix = len;
+                s.receiving = false;
             });
         }
     }
 
-    /// Stop serving chunk `index` (it is about to be rewritten). Readers
-    /// streaming it see the new CRC at the end and reject what they got.
+    /// A download of chunk `index` begins: peers may ask this node for it
+    /// (it relays the chunk as it arrives).
+    pub fn begin(&self, index: u64) {
+        if let Some(slot) = self.slot(index) {
+            slot.state.send_if_modified(|s| {
+                let begins = s.held.is_none() && !s.receiving;
+                s.receiving |= begins;
+                begins
+            });
+        }
+    }
+
+    /// Stop serving chunk `index` (its download failed, or it is about to be
+    /// rewritten): the prefix drops to 0 and the generation grows, so every
+    /// stream of it fails (see the module docs).
     pub fn forget(&self, index: u64) {
         if let Some(slot) = self.slot(index) {
             slot.written
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
-            slot.state.send_replace(SlotState::default());
+            slot.state.send_modify(|s| {
+                *s = SlotState {
+                    generation: s.generation + 1,
+                    ..SlotState::default()
+                }
+            });
         }
     }
 
     /// Bytes `[offset, offset + len)` of the object were written into the
-    /// target by a store download: advances the prefixes of the chunks they
-    /// fall in (cut-through serving).
+    /// target by a download (store or peer): advances the prefixes of the
+    /// chunks they fall in (cut-through serving, relay).
     pub fn note_written(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.version.size);
         let mut pos = offset;
@@ -190,6 +224,7 @@ impl ChunkBook {
                     let due = prefix >= s.prefix + step || prefix == len;
                     if s.held.is_none() && prefix > s.prefix && due {
                         s.prefix = prefix;
+                        s.receiving = true;
                         true
                     } else {
                         false
@@ -231,6 +266,22 @@ impl ChunkBook {
             crcs.push(held.unwrap_or(0));
         }
         (bitmap, crcs)
+    }
+
+    /// The chunks arriving here as a bitmap (layout of [`Self::have_map`])
+    /// and every chunk's prefix (its length when held), as sent in a
+    /// `HaveMap`'s `receiving` and `chunk_prefix`.
+    pub fn arrival_map(&self) -> (Vec<u8>, Vec<u64>) {
+        let mut bitmap = vec![0u8; self.slots.len().div_ceil(8)];
+        let mut prefixes = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            let s = *slot.state.borrow();
+            if s.held.is_none() && (s.receiving || s.prefix > 0) {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+            prefixes.push(s.prefix);
+        }
+        (bitmap, prefixes)
     }
 
     /// No more chunks will arrive (the fetch failed or was replaced).
@@ -294,8 +345,8 @@ fn insert_range(v: &mut Vec<Range<u64>>, r: Range<u64>) {
     v.insert(at, merged);
 }
 
-/// A store download's destination that also advances its book's chunk
-/// prefixes, so peers can be served the bytes as they land.
+/// A download's destination (store or peer) that also advances its book's
+/// chunk prefixes, so peers can be served the bytes as they land.
 pub struct RecordingSink {
     pub target: Arc<dyn ChunkTarget>,
     pub book: Arc<ChunkBook>,
@@ -306,6 +357,12 @@ impl RangeSink for RecordingSink {
         self.target.write_at(offset, data)?;
         self.book.note_written(offset, data.len() as u64);
         Ok(())
+    }
+}
+
+impl ChunkTarget for RecordingSink {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.target.read_at(offset, buf)
     }
 }
 
@@ -431,8 +488,41 @@ mod tests {
         book.record(2, 8);
         assert_eq!(book.have_map(), (vec![0b110], vec![0, 9, 8]));
         book.forget(1);
-        assert_eq!(book.state(1), SlotState::default());
+        assert_eq!(
+            book.state(1),
+            SlotState {
+                generation: 1,
+                ..SlotState::default()
+            }
+        );
         assert_eq!(book.have_map().0, vec![0b100]);
+    }
+
+    #[test]
+    fn arriving_chunks_show_with_their_prefix_and_a_forgotten_one_changes_generation() {
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(12));
+        let book = ChunkBook::new(version(12), 4, &target);
+        // Chunk 0 begins (no byte yet), chunk 1 has 2 bytes, chunk 2 is held.
+        book.begin(0);
+        assert!(book.state(0).receiving);
+        book.note_written(4, 2);
+        book.record(2, 5);
+        book.begin(2);
+        assert_eq!(book.arrival_map(), (vec![0b011], vec![0, 2, 4]));
+        assert_eq!(book.have_map(), (vec![0b100], vec![0, 0, 5]));
+        // Its pull failed: chunk 1 is neither arriving nor served any more,
+        // and readers of the failed download see the generation change.
+        book.forget(1);
+        assert_eq!(book.state(1).generation, 1);
+        assert_eq!(book.arrival_map(), (vec![0b001], vec![0, 0, 4]));
+        book.begin(1);
+        book.note_written(4, 4);
+        book.record(1, 9);
+        let s = book.state(1);
+        assert_eq!(
+            (s.held, s.prefix, s.receiving, s.generation),
+            (Some(9), 4, false, 1)
+        );
     }
 
     #[test]

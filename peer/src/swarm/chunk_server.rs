@@ -1,22 +1,35 @@
 //! What a node answers peers, whatever the transport: Have maps, and chunk
-//! streams from the books of the objects it holds.
+//! streams from the books of the objects it holds or is fetching.
 //!
 //! Design decisions:
-//! - A chunk is answered from the [`BookRegistry`] only. An object version
-//!   this node has no book for (within [`BOOK_WAIT`]) is NOT_FOUND, so a
-//!   peer falls back to the store quickly.
-//! - **Cut-through**: a chunk is streamed *while it is still arriving from
-//!   the store* ([`Serving::next_segment`]): whatever prefix of the chunk is
-//!   in memory goes out in segments of at most [`FRAME_BYTES`] read with
-//!   `pread`, then the server waits for more, sending a keep-alive every
-//!   [`KEEPALIVE_EVERY`] while the chunk does not advance (the owner's part
-//!   may still be queued behind its other parts), and ends with the chunk's
-//!   CRC-64 once the owner recorded it. The request's `wait_ms` (at most
-//!   [`MAX_SERVE_WAIT`]) bounds how long the chunk may go *without
-//!   progress*, not the whole transfer, so a big share on a slow link is not
-//!   mistaken for a dead one.
+//! - A chunk is answered from the [`BookRegistry`] only. For an object
+//!   version this node has no book for, the [`UnheldObjects`] hook is asked
+//!   whether this node will fetch it (start skew, [`super::unheld`]): if so,
+//!   the book is waited for as long as the request's wait allows; if not,
+//!   for [`BOOK_WAIT`], then NOT_FOUND, so a peer reassigns the chunk
+//!   quickly.
+//! - **What a puller takes the sender for** (`ChunkRequest.pull_from`)
+//!   bounds the answer: as the owner, whatever arrives is streamed; as a
+//!   holder, only a held chunk; as a relay, only a chunk with bytes of its
+//!   current download already here (else NOT_FOUND at once). That last rule
+//!   is what keeps relaying free of cycles (see `super::sources`).
+//! - **Cut-through and relay**: a chunk is streamed *while it is still
+//!   arriving*, from the store or from a peer ([`Serving::next_segment`]):
+//!   whatever prefix of the chunk is in memory goes out in segments of at
+//!   most [`FRAME_BYTES`] read with `pread`, then the server waits for more,
+//!   sending a keep-alive every [`KEEPALIVE_EVERY`] while the chunk does not
+//!   advance (the owner's part may still be queued behind its other parts),
+//!   and ends with the chunk's CRC-64 once this node recorded it, which it
+//!   does only after its own copy verified. A chunk that restarts here (its
+//!   download failed, see the book's generations) ends every stream of it
+//!   with ABORTED, before a byte of the next download goes out in a stream
+//!   that began under the failed one. The request's `wait_ms` (at most [`MAX_SERVE_WAIT`]) bounds how
+//!   long the chunk may go *without progress*, not the whole transfer, so a
+//!   big share on a slow link is not mistaken for a dead one.
 //! - `Have` answers which chunks of the asked versions this node holds
-//!   completely, and its idle upload bandwidth ([`super::upload`]).
+//!   completely, which are arriving and how far, which asked versions it
+//!   will not fetch (`declined`), and its idle upload bandwidth
+//!   ([`super::upload`]).
 //! - Each data segment waits for its turn under the node's upload cap
 //!   ([`super::upload_limit`]); a node leaving the swarm answers new chunk
 //!   requests NOT_FOUND and finishes the streams in flight
@@ -36,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ossc_proto::v1::{ChunkRequest, HaveMap, HaveResponse};
+use ossc_proto::v1::{ChunkRequest, HaveMap, HaveResponse, PullFrom};
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -44,6 +57,7 @@ use tonic::Status;
 use super::auth::NonceCache;
 use super::chunk_book::{BookRegistry, ChunkBook, ObjectVersion, SlotState};
 use super::peer_set::{Peer, PeerSet};
+use super::unheld::{UnheldObjectHook, UnheldObjects};
 use super::upload::UploadMeter;
 use super::upload_limit::{ServedStream, UploadLimit};
 
@@ -57,8 +71,9 @@ pub const MAX_SERVE_WAIT: Duration = Duration::from_secs(60);
 /// While a chunk does not advance, a keep-alive frame goes out this often, so
 /// the receiver's stall timeout (5 s) tells a dead stream from a slow chunk.
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
-/// How long the server waits for a book of an object version to appear (the
-/// peer may have started the object a little earlier than this node).
+/// How long the server waits for a book of an object version it will not
+/// fetch (the unheld-object hook declined it) to appear: the peer may have
+/// started the object a little earlier than this node.
 pub const BOOK_WAIT: Duration = Duration::from_secs(3);
 
 /// gRPC path of Have.
@@ -75,6 +90,8 @@ pub struct ChunkServer {
     stopped: AtomicBool,
     /// Nonces of accepted requests (replay protection, every transport).
     nonces: NonceCache,
+    /// Whether this node will fetch a version it does not hold (start skew).
+    unheld: UnheldObjects,
 }
 
 impl ChunkServer {
@@ -92,6 +109,7 @@ impl ChunkServer {
             corrupt: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             nonces: NonceCache::default(),
+            unheld: UnheldObjects::default(),
         }
     }
 
@@ -100,31 +118,46 @@ impl ChunkServer {
         ChunkServer { limit, ..self }
     }
 
+    /// Asked whether this node will fetch a version a peer named that it
+    /// does not hold (see [`super::unheld`]).
+    pub fn on_unheld_object(&self, hook: UnheldObjectHook) {
+        self.unheld.set_hook(hook);
+    }
+
     /// Bytes served to peers, and the rates `Have` reports.
     pub fn upload_meter(&self) -> &Arc<UploadMeter> {
         &self.upload
     }
 
-    /// The `Have` answer for `versions` (those without a live book are left
-    /// out).
+    /// The `Have` answer for `versions`: a map for each with a live book;
+    /// the others are `declined` unless this node will fetch them.
     pub fn have(&self, versions: &[ossc_proto::v1::ObjectVersion]) -> HaveResponse {
-        let maps = versions
-            .iter()
-            .filter_map(|o| {
-                let book = self.books.get(&ObjectVersion::from(o))?;
-                let (bitmap, chunk_crc64) = book.have_map();
-                Some(HaveMap {
-                    object: Some(o.clone()),
-                    chunk_size: book.chunk_size,
-                    bitmap,
-                    chunk_crc64,
-                })
-            })
-            .collect();
+        let mut maps = Vec::new();
+        let mut declined = Vec::new();
+        for o in versions {
+            let version = ObjectVersion::from(o);
+            let Some(book) = self.books.get(&version) else {
+                if !self.unheld.will_fetch(&version) {
+                    declined.push(o.clone());
+                }
+                continue;
+            };
+            let (bitmap, chunk_crc64) = book.have_map();
+            let (receiving, chunk_prefix) = book.arrival_map();
+            maps.push(HaveMap {
+                object: Some(o.clone()),
+                chunk_size: book.chunk_size,
+                bitmap,
+                chunk_crc64,
+                receiving,
+                chunk_prefix,
+            });
+        }
         HaveResponse {
             maps,
             idle_upload_bytes_per_sec: self.upload.idle(),
             upload_bytes_per_sec: self.upload.current(),
+            declined,
         }
     }
 
@@ -182,8 +215,9 @@ impl ChunkServer {
             })
     }
 
-    /// Finds the chunk a request names (waiting up to [`BOOK_WAIT`] for its
-    /// object's book to appear) and returns a [`Serving`] that streams it.
+    /// Finds the chunk a request names (waiting for its object's book to
+    /// appear: as long as the request allows if this node will fetch it,
+    /// else up to [`BOOK_WAIT`]) and returns a [`Serving`] that streams it.
     /// Shared by every transport, so they answer identically.
     pub(crate) async fn locate(&self, node: &str, req: ChunkRequest) -> Result<Serving, Status> {
         // In flight before the check, so a node that starts leaving waits for it.
@@ -191,6 +225,7 @@ impl ChunkServer {
         if self.peers.is_leaving() {
             return Err(Status::not_found("this node is leaving the swarm"));
         }
+        let from = req.pull_from();
         let id = req
             .chunk
             .ok_or_else(|| Status::invalid_argument("no chunk"))?;
@@ -200,9 +235,16 @@ impl ChunkServer {
             .map(ObjectVersion::from)
             .ok_or_else(|| Status::invalid_argument("no object"))?;
         let patience = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_SERVE_WAIT);
+        let book_wait = match self.books.get(&version) {
+            Some(_) => Duration::ZERO,
+            // A holder or relay the puller saw has its book already.
+            None if from != PullFrom::Owner => Duration::ZERO,
+            None if self.unheld.will_fetch(&version) => patience,
+            None => patience.min(BOOK_WAIT),
+        };
         let book = self
             .books
-            .wait_get(&version, Instant::now() + patience.min(BOOK_WAIT))
+            .wait_get(&version, Instant::now() + book_wait)
             .await
             .ok_or_else(|| Status::not_found("object version not held by this node"))?;
         if book.chunk_size != id.chunk_size {
@@ -214,9 +256,20 @@ impl ChunkServer {
         if id.index >= book.n_chunks() {
             return Err(Status::out_of_range("no such chunk"));
         }
+        let state = book.state(id.index);
+        match from {
+            PullFrom::Holder if state.held.is_none() => {
+                return Err(Status::not_found("chunk not held complete by this node"));
+            }
+            PullFrom::Relay if state.held.is_none() && state.prefix == 0 => {
+                return Err(Status::not_found("no bytes of this chunk here yet"));
+            }
+            _ => {}
+        }
         Ok(Serving {
             range: book.range(id.index),
             _pinned: book.target(),
+            generation: state.generation,
             book,
             stream,
             id,
@@ -241,6 +294,8 @@ pub(crate) struct Serving {
     stream: ServedStream,
     /// The chunk's bytes within the object.
     range: Range<u64>,
+    /// The chunk's generation when serving began (see the module docs).
+    generation: u64,
     pub id: ossc_proto::v1::ChunkId,
     /// Fault injection: flip the first byte.
     corrupt: bool,
@@ -279,9 +334,20 @@ impl Serving {
         self.pos
     }
 
+    /// ABORTED once the chunk restarted here: the bytes from now on would
+    /// belong to another download than those already sent.
+    fn check_generation(&self, state: SlotState) -> Result<(), Status> {
+        if state.generation != self.generation {
+            return Err(Status::aborted(
+                "the chunk restarted at this node (its download failed); pull it again",
+            ));
+        }
+        Ok(())
+    }
+
     /// The next data frame, keep-alive or end of the chunk (see the module
-    /// docs). An error once the object is released, the chunk goes without
-    /// progress past the request's wait, or the server stops.
+    /// docs). An error once the object is released, the chunk restarts, it
+    /// goes without progress past the request's wait, or the server stops.
     pub async fn next_segment(&mut self) -> Result<Segment, Status> {
         let index = self.id.index;
         let len = self.len();
@@ -290,6 +356,7 @@ impl Serving {
             if !self.book.is_live() {
                 return Err(Status::unavailable("object no longer held by this node"));
             }
+            self.check_generation(state)?;
             if state.prefix > self.pos {
                 let ready = (state.prefix - self.pos).min(FRAME_BYTES as u64);
                 let Some(n) = self
@@ -304,6 +371,9 @@ impl Serving {
                 self.book
                     .read(self.range.start + self.pos, &mut bytes)
                     .map_err(|e| Status::unavailable(format!("chunk no longer held: {e}")))?;
+                // Read under one generation: a restart during the read may
+                // have overwritten some of these bytes.
+                self.check_generation(self.book.state(index))?;
                 if self.corrupt && self.pos == 0 {
                     bytes[0] ^= 0xff;
                 }
@@ -333,15 +403,9 @@ impl Serving {
                 self.sent_at = now;
                 return Ok(Segment::KeepAlive);
             }
-            let next: SlotState = self
-                .book
+            self.book
                 .wait_change(index, state, keepalive_at.min(deadline))
                 .await;
-            if next.prefix < state.prefix {
-                // Forgotten (about to be refetched): what was sent stays; the
-                // receiver's CRC check at the end rejects it if it changed.
-                self.progress_at = Instant::now();
-            }
         }
     }
 }
@@ -366,6 +430,7 @@ mod tests {
                 chunk_size: CHUNK,
                 index,
             },
+            generation: book.state(index).generation,
             corrupt: false,
             peer: None,
             upload: Arc::new(UploadMeter::new(None)),
@@ -448,5 +513,51 @@ mod tests {
         book.close();
         let err = late.next_segment().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_relayed_chunk_ends_with_its_crc_only_when_held_and_fails_if_it_restarts() {
+        let version = ObjectVersion {
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: "e".into(),
+            size: CHUNK,
+        };
+        let target: Arc<dyn ChunkTarget> = Arc::new(VecTarget::with_len(CHUNK as usize));
+        let book = Arc::new(ChunkBook::new(version, CHUNK, &target));
+        let sink = RecordingSink {
+            target: target.clone(),
+            book: book.clone(),
+        };
+        let data: Vec<u8> = (0..CHUNK).map(|i| (i % 241) as u8).collect();
+        // This node pulls the chunk from a peer and relays it meanwhile.
+        book.begin(0);
+        let mut s = serving(&book, 0, Duration::from_secs(5));
+        sink.write_at(0, &data).unwrap();
+        assert_eq!(
+            s.next_segment().await.unwrap(),
+            Segment::Data {
+                offset: 0,
+                bytes: data.clone()
+            }
+        );
+        // Every byte is here but not verified yet: no CRC goes out.
+        assert_eq!(s.next_segment().await.unwrap(), Segment::KeepAlive);
+        // The pull failed its CRC check: the chunk restarts, the stream
+        // fails (ABORTED, a lost stream for the receiver), and a stream
+        // started after the restart gets the next download's bytes.
+        book.forget(0);
+        let err = s.next_segment().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Aborted, "{err}");
+        let mut again = serving(&book, 0, Duration::from_secs(5));
+        book.begin(0);
+        sink.write_at(0, &data).unwrap();
+        let crc = ossc_core::crc64::crc64(&data);
+        book.record(0, crc);
+        assert!(matches!(
+            again.next_segment().await.unwrap(),
+            Segment::Data { offset: 0, .. }
+        ));
+        assert_eq!(again.next_segment().await.unwrap(), Segment::End { crc });
     }
 }

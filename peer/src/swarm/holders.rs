@@ -1,26 +1,37 @@
-//! Which peers hold which chunks (their have-maps), and what upload
-//! bandwidth each has to spare: the puller's side of `Have`.
+//! Which peers hold which chunks (their have-maps), which are relaying
+//! which chunks, and what upload bandwidth each has to spare: the puller's
+//! side of `Have`.
 //!
 //! Design decisions:
 //! - While this node fetches an object version it asks every alive peer for
 //!   that version's have-map every [`HAVE_REFRESH`] (one small RPC per peer;
-//!   the bitmap of a 1 GB object at 16 MiB chunks is 8 bytes). Answers are
-//!   hints, never trusted for bytes: a chunk pulled from a holder is
-//!   verified against the CRC-64 recorded by the node that fetched it from
-//!   the store, like one from its owner, and a holder that no longer has it
-//!   answers NOT_FOUND or fails, which costs a retry elsewhere.
-//! - A chunk's sources are its owner (which streams the chunk while it
-//!   arrives) and every alive peer whose map shows it complete; one is
-//!   picked with probability proportional to the idle upload bandwidth each
-//!   last reported ([`super::upload`]), believed up to
-//!   [`super::upload_limit::MAX_IDLE_UPLOAD`]. A holder that has not
+//!   the bitmaps of a 1 GB object at 16 MiB chunks are 8 bytes each).
+//!   Answers are hints, never trusted for bytes: a chunk pulled from a
+//!   holder or a relay is verified against the CRC-64 recorded by the node
+//!   that fetched it from the store, like one from its owner, and a peer
+//!   that no longer has it answers NOT_FOUND or fails, which costs a retry
+//!   elsewhere.
+//! - A map says, per chunk, whether the peer holds it (complete and
+//!   verified), whether it is arriving there (so the peer relays it), and
+//!   how many bytes from its start are in (how far ahead that source is).
+//!   An answer also names the asked versions the peer will not fetch
+//!   (`declined`): a NOT_FOUND from such an owner means "never", from any
+//!   other owner "not started yet" (start skew, [`super::unheld`]).
+//! - Sources are picked with probability proportional to the idle upload
+//!   bandwidth each last reported ([`super::upload`]), believed up to
+//!   [`super::upload_limit::MAX_IDLE_UPLOAD`]. A peer that has not
 //!   reported yet counts as [`super::upload::ASSUMED_MIN_CAPACITY`].
+//! - Each refresh round bumps a counter that waiting pulls watch
+//!   ([`Holders::wait_round`]), so a pull waiting for its relay to start
+//!   wakes once per round, not per answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ossc_proto::v1::{HaveRequest, HaveResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::chunk_book::ObjectVersion;
 use super::chunk_server::HAVE_METHOD;
@@ -39,14 +50,42 @@ pub const HAVE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct Holders {
     state: Mutex<State>,
+    /// Refresh rounds completed.
+    rounds: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// version → peer → held bitmap (bit i: byte i / 8, bit i % 8).
-    maps: HashMap<ObjectVersion, HashMap<String, Vec<u8>>>,
+    /// version → peer → its map.
+    maps: HashMap<ObjectVersion, HashMap<String, PeerMap>>,
+    /// version → peers whose last answer declined it.
+    declined: HashMap<ObjectVersion, HashSet<String>>,
     /// peer → idle upload bytes/s, as last reported.
     idle: HashMap<String, u64>,
+}
+
+/// One peer's map of one version (bit i: byte i / 8, bit i % 8).
+#[derive(Debug, Default)]
+struct PeerMap {
+    held: Vec<u8>,
+    receiving: Vec<u8>,
+    prefix: Vec<u64>,
+}
+
+/// What a peer last said about one chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkProgress {
+    /// Complete and verified there.
+    pub held: bool,
+    /// Arriving there (it relays the chunk).
+    pub receiving: bool,
+    /// Bytes from the chunk's start there.
+    pub prefix: u64,
+}
+
+fn bit(bitmap: &[u8], index: u64) -> bool {
+    let (byte, bit) = ((index / 8) as usize, index % 8);
+    bitmap.get(byte).is_some_and(|b| b & (1 << bit) != 0)
 }
 
 impl Holders {
@@ -83,6 +122,14 @@ impl Holders {
                 }
             });
         futures::future::join_all(calls).await;
+        self.rounds.send_modify(|r| *r = r.wrapping_add(1));
+    }
+
+    /// Waits for the next refresh round to complete, or `until`.
+    pub async fn wait_round(&self, until: Instant) {
+        let mut rx = self.rounds.subscribe();
+        rx.borrow_and_update();
+        let _ = tokio::time::timeout_at(until, rx.changed()).await;
     }
 
     /// Takes in `peer`'s answer to a Have for `asked` (a version the answer
@@ -97,10 +144,27 @@ impl Holders {
                     .as_ref()
                     .is_some_and(|o| ObjectVersion::from(o) == *version)
             });
+            let declines = answer
+                .declined
+                .iter()
+                .any(|o| ObjectVersion::from(o) == *version);
+            let declined = s.declined.entry(version.clone()).or_default();
+            if declines {
+                declined.insert(peer.to_string());
+            } else {
+                declined.remove(peer);
+            }
             let entry = s.maps.entry(version.clone()).or_default();
             match map {
                 Some(m) => {
-                    entry.insert(peer.to_string(), m.bitmap.clone());
+                    entry.insert(
+                        peer.to_string(),
+                        PeerMap {
+                            held: m.bitmap.clone(),
+                            receiving: m.receiving.clone(),
+                            prefix: m.chunk_prefix.clone(),
+                        },
+                    );
                 }
                 None => {
                     entry.remove(peer);
@@ -115,14 +179,37 @@ impl Holders {
         let Some(maps) = s.maps.get(version) else {
             return Vec::new();
         };
-        let (byte, bit) = ((index / 8) as usize, index % 8);
         let mut out: Vec<String> = maps
             .iter()
-            .filter(|(_, bitmap)| bitmap.get(byte).is_some_and(|b| b & (1 << bit) != 0))
+            .filter(|(_, m)| bit(&m.held, index))
             .map(|(peer, _)| peer.clone())
             .collect();
         out.sort();
         out
+    }
+
+    /// What `peer` last said about chunk `index` of `version`.
+    pub fn progress(&self, version: &ObjectVersion, peer: &str, index: u64) -> ChunkProgress {
+        let s = self.lock();
+        let Some(m) = s.maps.get(version).and_then(|maps| maps.get(peer)) else {
+            return ChunkProgress::default();
+        };
+        ChunkProgress {
+            held: bit(&m.held, index),
+            receiving: bit(&m.receiving, index),
+            prefix: usize::try_from(index)
+                .ok()
+                .and_then(|i| m.prefix.get(i).copied())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Whether `peer`'s last answer said it will not fetch `version`.
+    pub fn declined(&self, version: &ObjectVersion, peer: &str) -> bool {
+        self.lock()
+            .declined
+            .get(version)
+            .is_some_and(|d| d.contains(peer))
     }
 
     /// A peer's last reported idle upload bandwidth (bytes/s).
@@ -136,7 +223,9 @@ impl Holders {
 
     /// Forgets the maps of `version` (its fetch ended).
     pub fn forget(&self, version: &ObjectVersion) {
-        self.lock().maps.remove(version);
+        let mut s = self.lock();
+        s.maps.remove(version);
+        s.declined.remove(version);
     }
 
     /// Every peer's last reported idle upload bandwidth (for STATUS).
@@ -165,10 +254,10 @@ mod tests {
                 object: Some(v.into()),
                 chunk_size: 10,
                 bitmap,
-                chunk_crc64: vec![],
+                ..Default::default()
             }],
             idle_upload_bytes_per_sec: idle,
-            upload_bytes_per_sec: 0,
+            ..Default::default()
         }
     }
 
@@ -204,5 +293,43 @@ mod tests {
         assert_eq!(h.idle_upload("p2"), 3);
         h.forget(&v);
         assert!(h.holders_of(&v, 0).is_empty());
+    }
+
+    #[test]
+    fn maps_tell_relays_and_their_progress_and_answers_tell_declined_versions() {
+        let h = Holders::default();
+        let v = version("k");
+        let mut a = answer(&v, vec![0b001], 5);
+        a.maps[0].receiving = vec![0b010];
+        a.maps[0].chunk_prefix = vec![10, 4, 0];
+        h.update("p1", std::slice::from_ref(&v), &a);
+        assert_eq!(
+            h.progress(&v, "p1", 0),
+            ChunkProgress {
+                held: true,
+                receiving: false,
+                prefix: 10
+            }
+        );
+        assert_eq!(
+            h.progress(&v, "p1", 1),
+            ChunkProgress {
+                held: false,
+                receiving: true,
+                prefix: 4
+            }
+        );
+        assert_eq!(h.progress(&v, "p1", 2), ChunkProgress::default());
+        assert_eq!(h.progress(&v, "p2", 1), ChunkProgress::default());
+        // p2 will not fetch v; then it starts after all.
+        let declined = HaveResponse {
+            declined: vec![(&v).into()],
+            ..Default::default()
+        };
+        h.update("p2", std::slice::from_ref(&v), &declined);
+        assert!(h.declined(&v, "p2"));
+        assert!(!h.declined(&v, "p1"));
+        h.update("p2", std::slice::from_ref(&v), &answer(&v, vec![0], 5));
+        assert!(!h.declined(&v, "p2"));
     }
 }

@@ -1,13 +1,26 @@
 //! The peer layer ("swarm"): agents of a multi-node job split each object's
 //! chunks by consistent hashing, fetch only their own chunks from the store
 //! and pull the rest from peers — the owner, which streams a chunk while it
-//! arrives, or any holder, weighted by idle upload bandwidth (issue 4).
+//! arrives, any holder, weighted by idle upload bandwidth, or a relay: every
+//! node serves the chunks it is still receiving.
 //!
 //! Design decisions:
-//! - **Chunks of [`DEFAULT_CHUNK_SIZE`] = 16 MiB** (`peer.chunkSizeBytes`):
-//!   two store parts of 8 MiB, so an owner's chunk arrives with the store's
-//!   normal parallelism; large enough that per-chunk RPC, hashing and
-//!   bookkeeping are negligible (a 1 GB shard is ~60 chunks), small enough to
+//! - **Relay** ([`sources`], [`chunk_book`], [`chunk_server`]): each chunk
+//!   spreads down a tree of fan-out 2 in its relay order, owner first, so in
+//!   a simultaneous start no owner uploads its share N − 1 times and one
+//!   model reaches N nodes in about one node's time. A relay forwards bytes
+//!   before it verified them, but the chunk's CRC goes out only after, and a
+//!   relay whose own pull fails ends its downstream streams; pulls say what
+//!   they take the sender for, which keeps relaying free of cycles.
+//! - **Start skew** ([`unheld`]): a node asked for an object version it has
+//!   not started asks its agent to start it (a hook the `ossc` commands
+//!   wire, [`Swarm::on_unheld_object`]); pullers wait for an owner that has
+//!   not started instead of going to the store.
+//! - **Chunks of [`DEFAULT_CHUNK_SIZE`] = 16 MiB** (`peer.chunkSizeBytes`),
+//!   each fetched by its owner as one ranged GET, so its bytes land in
+//!   order and peers are streamed them as they arrive (the store's
+//!   parallelism comes from the many chunks in flight); large enough that
+//!   per-chunk RPC, hashing and bookkeeping are negligible (a 1 GB shard is ~60 chunks), small enough to
 //!   spread a single shard over many nodes. Dragonfly's rule (length / 500,
 //!   power of two, 4–64 MiB) gives 16 MiB for shards of 4–8 GB, the common
 //!   size of safetensors shards. Measured (docs/benchmarks.md, 534 MB model,
@@ -49,8 +62,10 @@
 //!   `OSS_CONNECTOR_PEER_TLS=0` turns TLS off (HMAC only: authenticated but
 //!   readable on the wire) for measurements on trusted networks.
 //! - **Integrity** ([`swarm_fetcher`]): per-chunk CRC-64 recorded by the node
-//!   that fetched from the store, whole-object CRC-64 against the store; any
-//!   failure falls back to the store. A load never fails because a peer did.
+//!   that fetched from the store, whole-object CRC-64 against the store; a
+//!   failed pull is pulled again from the owner or a complete holder, and
+//!   what cannot come from peers comes from the store. A load never fails
+//!   because a peer did.
 //! - **Upload cap** ([`upload_limit`]): `peer.uploadBytesPerSec`, when set,
 //!   bounds the bytes this node sends to peers, all transports and pulls
 //!   together (a token bucket served first come, first served); unset, no
@@ -83,6 +98,7 @@ pub mod leaving;
 pub mod membership;
 pub mod peer_set;
 pub mod ring;
+pub mod sources;
 pub mod swarm_fetcher;
 #[cfg(test)]
 mod test_cluster;
@@ -90,6 +106,7 @@ pub mod tls;
 pub mod transport;
 #[cfg(test)]
 mod transport_bench;
+pub mod unheld;
 pub mod upload;
 pub mod upload_limit;
 
@@ -518,6 +535,12 @@ impl Swarm {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Asked whether this node will fetch an object version a peer named
+    /// that it does not hold (start skew, see [`unheld`]).
+    pub fn on_unheld_object(&self, hook: unheld::UnheldObjectHook) {
+        self.server.on_unheld_object(hook);
     }
 
     /// This node's QUIC endpoint (None if UDP could not be bound).

@@ -5,32 +5,57 @@
 //! - **Sources.** A chunk's owner is computed by rendezvous hashing over the
 //!   alive set ([`super::ring`]). Its sources are the owner, which streams
 //!   the chunk *while it arrives from the store* (cut-through, see
-//!   [`super::chunk_server`]), and every alive peer whose have-map shows the
-//!   chunk complete ([`super::holders`]); one is picked weighted by idle
-//!   upload bandwidth, so a hot owner does not throttle the swarm. A chunk
-//!   this node owns comes from the store, unless a peer already holds it
-//!   (a late joiner takes over chunks the others fetched long ago).
-//! - **Store fetches** go through the fetch engine ([`FetchEngine::fetch_range`]:
-//!   same in-flight limit, FIFO and If-Match pinning as a plain fetch), into
-//!   a [`RecordingSink`] so peers can be served the bytes as they land.
-//!   Pulls run under a *separate* semaphore ([`DEFAULT_PULL_CONCURRENCY`]),
-//!   so pulls waiting for an owner never hold store slots and never starve
-//!   own fetches — which is also why the swarm cannot deadlock: every owner
-//!   fetches its own chunks unconditionally.
+//!   [`super::chunk_server`]), every alive peer whose have-map shows the
+//!   chunk complete ([`super::holders`]), and, on a chunk's first pull, this
+//!   node's parent in the chunk's relay order once that parent has bytes of
+//!   it: every node serves what it is still receiving (relay), so in a
+//!   simultaneous start each chunk spreads down a tree of fan-out 2 instead
+//!   of its owner uploading it N − 1 times ([`super::sources`], which also
+//!   argues why relaying cannot form a cycle). One source is picked weighted
+//!   by idle upload bandwidth and by how far ahead it is. A chunk this node
+//!   owns comes from the store, unless a peer already holds it complete (a
+//!   late joiner takes over chunks the others fetched long ago).
+//! - **Store fetches** go through the fetch engine
+//!   ([`FetchEngine::fetch_range_in_parts`]: same in-flight limit, FIFO and
+//!   If-Match pinning as a plain fetch), into a [`RecordingSink`] so peers
+//!   can be served the bytes as they land; pulls write through one too
+//!   (relay). A chunk is one ranged GET, not the engine's two 8 MiB parts:
+//!   streams follow the chunk's prefix, and with two parts in parallel the
+//!   first half arrived at half the chunk's rate while the second half
+//!   could go out only once the first had landed, so half of every chunk
+//!   in flight reached the peers after the store was done (measured at
+//!   N = 4 and 8, 100 Mbit/s: 1.32× and 1.84× one node's time; see
+//!   docs/benchmarks.md). Pulls run under a *separate*
+//!   semaphore ([`DEFAULT_PULL_CONCURRENCY`]), so pulls waiting for an owner
+//!   never hold store slots and never starve own fetches — which is also
+//!   why the swarm cannot deadlock: every owner fetches its own chunks
+//!   unconditionally. A pull waiting for its relay parent to start holds no
+//!   slot either.
 //! - **Failures.** Each object's fetch keeps a set of *excluded* peers:
-//!   those that answered NOT_FOUND (they do not hold the object) or sent
-//!   bytes that are not the chunk (CRC mismatch, bad frames; logged with the
-//!   peer's id). The ring for that object is computed over the alive peers
-//!   minus the excluded ones, so their chunks are *reassigned* to the next
-//!   owner — the next-highest weight — which fetches them from the store
-//!   once and shares them, instead of every node fetching them itself. A
-//!   source declared dead mid-pull is replaced the same way (membership
-//!   drops it from the alive set). A stream that breaks or stalls counts as
-//!   a death if membership confirms it within its detection delay (a killed
-//!   process resets its connections before it misses heartbeats); otherwise,
-//!   and for error statuses or no progress past the wait, the chunk goes to
-//!   the store at once with a warning naming the peer. At most
-//!   [`MAX_PEER_ATTEMPTS`] sources are tried before the store.
+//!   those that will never hold the object (NOT_FOUND from an owner whose
+//!   have-map answer declined it, or that did not start within the peer
+//!   wait) or sent bytes that are not the chunk (CRC mismatch, bad frames;
+//!   logged with the peer's id). The ring for that object is computed over
+//!   the alive peers minus the excluded ones, so their chunks are
+//!   *reassigned* to the next owner — the next-highest weight — which
+//!   fetches them from the store once and shares them, instead of every
+//!   node fetching them itself. A source declared dead mid-pull is replaced
+//!   the same way (membership drops it from the alive set). After a failed
+//!   pull the chunk is forgotten here first, so streams this node relayed
+//!   from it fail and their pullers pull again (never a wrong byte).
+//! - **Start skew.** NOT_FOUND from an alive owner that did not decline the
+//!   object means "not started yet" (its agent starts it when asked, see
+//!   [`super::unheld`]): the pull is asked again with backoff for up to the
+//!   peer wait, not sent to the store.
+//! - **A slow source is not a dead one.** A relay or holder whose stream
+//!   fails, breaks or stalls is replaced by the owner or a complete holder
+//!   at once. The owner's broken or stalled stream counts as a death if
+//!   membership confirms it within its detection delay (a killed process
+//!   resets its connections before it misses heartbeats); otherwise the
+//!   owner lives and is pulled again. Only the owner's error statuses (such
+//!   as no progress past the wait) send the chunk to the store at once, with
+//!   a warning naming the peer. At most [`MAX_PEER_ATTEMPTS`] pulls are
+//!   made before the store.
 //! - **Transport.** Pulls go through a [`ChunkPuller`] chosen from the
 //!   configuration ([`super::transport`]): this module never names a wire,
 //!   and its decisions above read only the [`PullError`] kind, so they are
@@ -38,13 +63,13 @@
 //! - **Integrity.** A pulled chunk is written into the target, its CRC-64
 //!   computed while receiving and compared with the CRC the owner recorded
 //!   from the store (sent after the last byte). Only then is it recorded in
-//!   this node's [`ChunkBook`] (so it may be served on). The finished
-//!   object is checked end to end against the store ([`super::end_to_end`])
-//!   before the target is handed out.
+//!   this node's [`ChunkBook`], and only then does a stream this node relays
+//!   of it get its CRC. The finished object is checked end to end against
+//!   the store ([`super::end_to_end`]) before the target is handed out.
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,14 +79,14 @@ use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta};
 use ossc_proto::v1;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion, RecordingSink};
 use super::end_to_end::{self, ChunkDone, ChunkSource};
 use super::holders::{Holders, HAVE_REFRESH};
 use super::peer_set::{Peer, PeerSet};
-use super::ring;
+use super::sources::{Candidate, SourceKind, Sources};
 use super::transport::{self, ChunkPull, ChunkPuller, PullError};
-use super::upload::pick_weighted;
 use crate::object_source::verify::store_checksums;
 use crate::object_source::{fetch_from_store, ChunkTarget, FetchOutcome, ObjectFetcher};
 
@@ -80,9 +105,14 @@ pub const DEFAULT_PULL_CONCURRENCY: usize = 16;
 pub const DEFAULT_PEER_WAIT: Duration = Duration::from_secs(60);
 /// Extra time over the wait for the owner's first answer to arrive.
 pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
-/// Sources tried for one chunk (owner, holders, reassigned owners) before
-/// the store: a dead owner and one stale holder, then a live owner.
-pub const MAX_PEER_ATTEMPTS: usize = 3;
+/// Pulls made for one chunk before the store: a failed relay, a dead
+/// owner, a stale holder, then the next owner. Asking again an owner that
+/// has not started the object does not count.
+pub const MAX_PEER_ATTEMPTS: usize = 4;
+/// First pause before asking again an owner that has not started the
+/// object; it doubles up to [`MAX_NOT_STARTED_BACKOFF`].
+pub const NOT_STARTED_BACKOFF: Duration = Duration::from_millis(200);
+pub const MAX_NOT_STARTED_BACKOFF: Duration = Duration::from_secs(2);
 /// A chunk stream that delivers no frame for this long is abandoned.
 pub const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a running or queued pull checks that its peer is still alive
@@ -120,6 +150,9 @@ struct Shared {
     puller: Arc<dyn ChunkPuller>,
     /// What peers last said they hold.
     holders: Holders,
+    /// Bytes pulled and kept, by what the source was taken for (owner,
+    /// holder, relay).
+    pulled: [AtomicU64; 3],
 }
 
 /// See the module docs.
@@ -165,6 +198,7 @@ impl SwarmFetcher {
                 settings,
                 puller,
                 holders: Holders::default(),
+                pulled: Default::default(),
             }),
         }
     }
@@ -210,7 +244,7 @@ impl SwarmFetcher {
             .await
             .map_err(|_| "pull limiter closed".to_string())?;
         self.shared
-            .pull(&peer, id, range, target)
+            .pull(&peer, id, SourceKind::Owner, range, target)
             .await
             .map_err(|e| e.to_string())
     }
@@ -276,6 +310,15 @@ impl ObjectFetcher for SwarmFetcher {
                 .map(|(k, v)| (k, v.into()))
                 .collect();
             o.insert("peer_idle_upload_bytes_per_sec".into(), idle.into());
+            let pulled = |k: SourceKind| self.shared.pulled[k as usize].load(Ordering::Relaxed);
+            o.insert(
+                "bytes_pulled_by_source".into(),
+                serde_json::json!({
+                    "owner": pulled(SourceKind::Owner),
+                    "holder": pulled(SourceKind::Holder),
+                    "relay": pulled(SourceKind::Relay),
+                }),
+            );
         }
         Some(v)
     }
@@ -346,41 +389,14 @@ impl Shared {
         end_to_end::settle(&self.engine, &meta, book, &target, &progress, chunks).await
     }
 
-    /// The source to pull chunk `id` from, or `None` for the store: among
-    /// the owner the ring names now (over the alive peers this object's
-    /// fetch has not `excluded`) and the peers that hold the chunk (minus
-    /// `tried`, `excluded` and this node), weighted by idle upload
-    /// bandwidth (see the module docs).
-    fn pick_source(
-        &self,
-        id: &ChunkId,
-        tried: &HashSet<String>,
-        excluded: &Mutex<HashSet<String>>,
-    ) -> Option<String> {
-        let me = self.peers.self_id();
-        let excluded = excluded.lock().unwrap_or_else(|p| p.into_inner());
-        let alive: Vec<String> = self
-            .peers
-            .alive_ids()
-            .into_iter()
-            .filter(|p| !excluded.contains(p))
-            .collect();
-        let owner = ring::owner(alive.iter().map(String::as_str), id).unwrap_or(me);
-        let mut sources: Vec<String> = self
-            .holders
-            .holders_of(&id.object, id.index)
-            .into_iter()
-            .filter(|p| p != me && !tried.contains(p) && alive.contains(p))
-            .collect();
-        if owner != me && !tried.contains(owner) && !sources.iter().any(|p| p == owner) {
-            sources.push(owner.to_string());
+    /// Where pulls of a chunk may go, by this node's membership and the
+    /// peers' have-maps.
+    fn sources(&self) -> Sources<'_> {
+        Sources {
+            peers: &self.peers,
+            holders: &self.holders,
+            peer_wait: self.settings.peer_wait,
         }
-        let weights: Vec<u64> = sources
-            .iter()
-            .map(|p| self.holders.idle_upload(p))
-            .collect();
-        let i = pick_weighted(&weights, rand::random::<f64>())?;
-        Some(sources.swap_remove(i))
     }
 
     async fn fetch_chunk(
@@ -398,77 +414,83 @@ impl Shared {
         };
         let range = book.range(index);
         let len = range.end - range.start;
-        let mut tried = HashSet::new();
-        while tried.len() < MAX_PEER_ATTEMPTS {
-            // A chunk with no peer source goes to the store without waiting
-            // for a pull slot (own chunks never queue behind pulls: no
-            // deadlock). Otherwise the source is picked again once a slot is
-            // free, so the pick sees current have-maps, deaths and exclusions.
-            if self.pick_source(&id, &tried, excluded).is_none() {
-                break;
-            }
-            let Ok(_permit) = self.pulls.acquire().await else {
-                break;
-            };
-            let Some(source) = self.pick_source(&id, &tried, excluded) else {
-                break;
-            };
-            tried.insert(source.clone());
-            let Some(peer) = self.peers.peer(&source) else {
-                continue;
-            };
-            match self
-                .pull_while_alive(&peer, &id, range.clone(), &*target)
-                .await
-            {
-                Ok(crc) => {
-                    book.record(index, crc);
-                    peer.bytes_received.fetch_add(len, Ordering::Relaxed);
-                    progress.bytes_done.fetch_add(len, Ordering::Relaxed);
-                    return Ok(ChunkDone {
-                        index,
-                        crc,
-                        source: ChunkSource::Peer(source),
-                        store_bytes: 0,
-                    });
-                }
-                Err(PullError::NotHeld) => {
-                    let first = excluded
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(source.clone());
-                    if first {
-                        tracing::info!(peer = %source, key = %meta.key, "peer does not hold this object; its chunks go to their next owners");
-                    }
-                }
-                Err(PullError::Corrupt(e)) => {
-                    peer.failures.fetch_add(1, Ordering::Relaxed);
-                    excluded
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(source.clone());
-                    tracing::warn!(peer = %source, key = %meta.key, chunk = index, error = %e, "peer sent bytes that are not the chunk; it is no longer trusted for this object, and the chunk is refetched from the store by its next owner");
-                }
-                Err(PullError::Dead) => {
-                    peer.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %source, key = %meta.key, chunk = index, "peer declared dead mid-pull; the chunk goes to its next owner");
-                }
-                Err(PullError::Lost(e)) if self.dies_soon(&peer).await => {
-                    peer.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %source, key = %meta.key, chunk = index, error = %e, "stream to a dying peer broke; the chunk goes to its next owner");
-                }
-                Err(e) => {
-                    peer.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %source, key = %meta.key, chunk = index, error = %e, "pull from peer failed; fetching the chunk from the store");
-                    break;
-                }
-            }
-        }
+        // Pulled bytes advance the book as they land: peers may be served
+        // them meanwhile (relay).
         let sink = Arc::new(RecordingSink {
             target,
             book: book.clone(),
         });
-        let got = self.engine.fetch_range(meta, range, sink, progress).await?;
+        let mut at = Attempts::default();
+        self.sources().await_relay(&id, excluded).await;
+        while at.count < MAX_PEER_ATTEMPTS {
+            let first = at.count == 0;
+            // A chunk with no peer source goes to the store without waiting
+            // for a pull slot (own chunks never queue behind pulls: no
+            // deadlock). Otherwise the source is picked again once a slot is
+            // free, so the pick sees current have-maps, deaths and exclusions.
+            if self
+                .sources()
+                .pick(&id, len, first, &at.tried, excluded)
+                .is_none()
+            {
+                break;
+            }
+            let Ok(permit) = self.pulls.acquire().await else {
+                break;
+            };
+            let Some(source) = self.sources().pick(&id, len, first, &at.tried, excluded) else {
+                break;
+            };
+            let Some(peer) = self.peers.peer(&source.peer) else {
+                at.tried.insert(source.peer);
+                continue;
+            };
+            at.count += 1;
+            let asked_at = Instant::now();
+            book.begin(index);
+            let pulled = self
+                .pull_while_alive(&peer, &id, source.kind, range.clone(), &*sink)
+                .await;
+            drop(permit);
+            match pulled {
+                Ok(crc) => {
+                    book.record(index, crc);
+                    peer.bytes_received.fetch_add(len, Ordering::Relaxed);
+                    progress.bytes_done.fetch_add(len, Ordering::Relaxed);
+                    self.pulled[source.kind as usize].fetch_add(len, Ordering::Relaxed);
+                    return Ok(ChunkDone {
+                        index,
+                        crc,
+                        source: ChunkSource::Peer(source.peer),
+                        store_bytes: 0,
+                    });
+                }
+                Err(e) => {
+                    // Streams relayed from this download fail now.
+                    book.forget(index);
+                    let failed = Failed {
+                        peer: &peer,
+                        source: &source,
+                        asked_at,
+                    };
+                    let error = (source.peer.clone(), e.to_string());
+                    let again = self
+                        .after_failure(meta, &id, failed, e, &mut at, excluded)
+                        .await;
+                    if !again || at.count >= MAX_PEER_ATTEMPTS {
+                        tracing::warn!(peer = %error.0, key = %meta.key, chunk = index, error = %error.1, attempts = at.count, "pull from peer failed; fetching the chunk from the store");
+                        break;
+                    }
+                }
+            }
+        }
+        book.begin(index);
+        // One GET per chunk: its bytes land in order, so peers are streamed
+        // all of it while it arrives (see the module docs).
+        let got = self
+            .engine
+            .fetch_range_in_parts(meta, range, len, sink, progress)
+            .await?;
         book.record(index, got.crc64);
         Ok(ChunkDone {
             index,
@@ -478,6 +500,87 @@ impl Shared {
             },
             store_bytes: len,
         })
+    }
+
+    /// What follows a failed pull (see the module docs): true to pull again
+    /// (another source, or the same owner later), false for the store.
+    /// Counts failures, logs, and updates `at` and the exclusions.
+    async fn after_failure(
+        &self,
+        meta: &ObjectMeta,
+        id: &ChunkId,
+        failed: Failed<'_>,
+        error: PullError,
+        at: &mut Attempts,
+        excluded: &Mutex<HashSet<String>>,
+    ) -> bool {
+        let Failed {
+            peer,
+            source,
+            asked_at,
+        } = failed;
+        let (name, index) = (&source.peer, id.index);
+        let owner = source.kind == SourceKind::Owner;
+        if !matches!(error, PullError::NotHeld) {
+            peer.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let exclude = || {
+            excluded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone())
+        };
+        match error {
+            PullError::NotHeld if owner && self.not_started_yet(id, name, asked_at, at) => {
+                tracing::debug!(peer = %name, key = %meta.key, chunk = index, "the owner has not started this object yet; asking again");
+                at.count -= 1;
+                tokio::time::sleep(at.next_backoff()).await;
+            }
+            PullError::NotHeld if owner => {
+                if exclude() {
+                    tracing::info!(peer = %name, key = %meta.key, "peer does not hold this object; its chunks go to their next owners");
+                }
+            }
+            PullError::NotHeld => {
+                tracing::debug!(peer = %name, key = %meta.key, chunk = index, "peer no longer has the chunk; pulling it elsewhere");
+                at.tried.insert(name.clone());
+            }
+            PullError::Corrupt(e) => {
+                exclude();
+                tracing::warn!(peer = %name, key = %meta.key, chunk = index, error = %e, "peer sent bytes that are not the chunk; it is no longer trusted for this object, and the chunk is refetched from the store by its next owner");
+            }
+            PullError::Dead => {
+                tracing::info!(peer = %name, key = %meta.key, chunk = index, "peer declared dead mid-pull; the chunk goes to its next owner");
+            }
+            e if !owner => {
+                at.tried.insert(name.clone());
+                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "pull from a relay or holder failed; pulling the chunk from its owner or another holder");
+            }
+            PullError::Lost(e) if self.dies_soon(peer).await => {
+                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "stream to a dying peer broke; the chunk goes to its next owner");
+            }
+            PullError::Lost(e) => {
+                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "the owner's stream broke but the owner lives; pulling the chunk again");
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether a NOT_FOUND from `owner`, asked at `asked_at`, means "not
+    /// started yet": the owner is alive, did not decline the object in its
+    /// last have-map answer, and first said so less than the peer wait ago.
+    fn not_started_yet(
+        &self,
+        id: &ChunkId,
+        owner: &str,
+        asked_at: Instant,
+        at: &mut Attempts,
+    ) -> bool {
+        let since = *at.not_started_since.get_or_insert(asked_at);
+        self.peers.is_alive(owner)
+            && !self.holders.declined(&id.object, owner)
+            && since.elapsed() < self.settings.peer_wait
     }
 
     /// Whether membership declares `peer` dead within its detection delay
@@ -507,10 +610,11 @@ impl Shared {
         &self,
         peer: &Peer,
         id: &ChunkId,
+        kind: SourceKind,
         range: Range<u64>,
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError> {
-        let pull = self.pull(peer, id, range, target);
+        let pull = self.pull(peer, id, kind, range, target);
         tokio::pin!(pull);
         let mut check = tokio::time::interval(DEAD_PEER_CHECK);
         loop {
@@ -525,13 +629,14 @@ impl Shared {
         }
     }
 
-    /// Pulls chunk `id` (`range` of the object) from `peer` into `target`
-    /// with the configured transport; returns its verified CRC-64. The
-    /// caller holds a pull permit.
+    /// Pulls chunk `id` (`range` of the object) from `peer`, taken for a
+    /// `kind` of source, into `target` with the configured transport;
+    /// returns its verified CRC-64. The caller holds a pull permit.
     async fn pull(
         &self,
         peer: &Peer,
         id: &ChunkId,
+        kind: SourceKind,
         range: Range<u64>,
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError> {
@@ -546,6 +651,7 @@ impl Shared {
                     index: id.index,
                 }),
                 wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+                pull_from: kind.pull_from() as i32,
             },
             range,
             answer_timeout: wait + RESPONSE_MARGIN,
@@ -553,6 +659,33 @@ impl Shared {
         };
         self.puller.pull(peer, &pull, target).await
     }
+}
+
+/// Where one chunk's pulls stand.
+#[derive(Default)]
+struct Attempts {
+    /// Pulls made.
+    count: usize,
+    /// Holders and relays that failed this chunk.
+    tried: HashSet<String>,
+    /// When the owner was first asked and answered it has not started.
+    not_started_since: Option<Instant>,
+    /// The next pause before asking such an owner again.
+    backoff: Duration,
+}
+
+impl Attempts {
+    fn next_backoff(&mut self) -> Duration {
+        self.backoff = (self.backoff * 2).clamp(NOT_STARTED_BACKOFF, MAX_NOT_STARTED_BACKOFF);
+        self.backoff
+    }
+}
+
+/// A pull that failed: from whom, taken for what, asked when.
+struct Failed<'a> {
+    peer: &'a Peer,
+    source: &'a Candidate,
+    asked_at: Instant,
 }
 
 /// Forgets an object's have-maps when its fetch ends, however it ends.

@@ -6,6 +6,7 @@
 use super::*;
 use crate::object_source::memfd::Memfd;
 use crate::object_source::{StoreFetcher, VecTarget};
+use crate::swarm::ring;
 use crate::swarm::test_cluster::{
     addrs, cluster_with, engine, listeners, start_nodes, version_of, wait_alive, CHUNK, SECRET,
 };
@@ -206,6 +207,7 @@ async fn wrong_secret_case(tls: bool, t: PeerTransport) {
             index: 0,
         }),
         wait_ms: 0,
+        ..Default::default()
     });
     intruder
         .secret()
@@ -397,6 +399,7 @@ async fn a_wrong_secret_node_cannot_complete_a_quic_handshake_and_gets_nothing()
                 index: 1,
             }),
             wait_ms: 0,
+            ..Default::default()
         },
         range,
         answer_timeout: timeout,
@@ -809,6 +812,252 @@ async fn require_verified_objects_keeps_unverifiable_objects_off_peers() {
     }
 }
 
+/// A store whose bytes trickle in: each GET writes its range in pieces of
+/// `piece` bytes, `pause` apart (a slow owner's download, seen by the
+/// chunk server as a prefix that grows).
+struct TricklingStore {
+    inner: Arc<MockObjectClient>,
+    piece: usize,
+    pause: Duration,
+}
+
+#[async_trait]
+impl ObjectClient for TricklingStore {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        continuation_token: Option<&str>,
+        max_keys: u32,
+    ) -> ossc_core::object_client::Result<ossc_core::object_client::ListPage> {
+        self.inner
+            .list_page(prefix, continuation_token, max_keys)
+            .await
+    }
+
+    async fn head(&self, key: &str) -> ossc_core::object_client::Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+        sink: &dyn RangeSink,
+    ) -> ossc_core::object_client::Result<ossc_core::object_client::GetRangeMeta> {
+        let whole = ossc_core::object_client::mock::VecSink::new();
+        let meta = self
+            .inner
+            .get_range(key, range.clone(), if_match, &whole)
+            .await?;
+        let bytes = whole.contents();
+        let mut at = range.start as usize;
+        for piece in bytes[range.start as usize..range.end as usize].chunks(self.piece) {
+            tokio::time::sleep(self.pause).await;
+            sink.write_at(at as u64, piece)
+                .map_err(|e| ClientError::Sink(e.to_string()))?;
+            at += piece.len();
+        }
+        Ok(meta)
+    }
+}
+
+/// Five nodes load one object at once; node 0's store trickles, so its
+/// chunks are still arriving while the others want them. The relay order
+/// gives each such chunk two direct pullers; the others stream it from
+/// those two while it arrives (`tweak` adjusts each node's config).
+async fn five_nodes_with_a_slow_owner(
+    t: PeerTransport,
+    seed: u64,
+) -> (Arc<MockObjectClient>, Vec<u8>, ObjectMeta, Vec<Swarm>, u64) {
+    let size = 24 * CHUNK + 7;
+    let (mock, d) = mock_with(size, seed);
+    let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+    let slow: Arc<dyn ObjectClient> = Arc::new(TricklingStore {
+        inner: mock.clone(),
+        piece: (CHUNK / 32) as usize,
+        pause: Duration::from_millis(250),
+    });
+    let mut clients: Vec<Arc<dyn ObjectClient>> = vec![slow];
+    clients.extend((1..5).map(|_| mock.clone() as Arc<dyn ObjectClient>));
+    // A long peer wait: the relays' children must not give up on them on
+    // a loaded test machine.
+    let nodes = cluster_with(clients, &[SECRET; 5], true, t, |_, c| {
+        c.peer_wait = Duration::from_secs(10)
+    })
+    .await;
+    wait_alive(&nodes, 5).await;
+    let share_of_0: u64 = chunks_owned_by(
+        &nodes[0].peers().alive_ids(),
+        nodes[0].peers().self_id(),
+        &version_of(&meta),
+    )
+    .into_iter()
+    .map(|i| super::super::chunk_book::chunk_range(size, CHUNK, i))
+    .map(|r| r.end - r.start)
+    .sum();
+    assert!(share_of_0 > 0, "node 0 owns no chunk");
+    mock.reset_stats();
+    (mock, d, meta, nodes, share_of_0)
+}
+
+/// Bytes a node pulled from peers it took for relays (STATUS).
+fn relayed_to(node: &Swarm) -> u64 {
+    let st = node.swarm_fetcher().status().unwrap();
+    st["bytes_pulled_by_source"]["relay"].as_u64().unwrap()
+}
+
+async fn a_slow_owners_chunks_reach_the_others_through_relays(t: PeerTransport) {
+    let (mock, d, meta, nodes, share_of_0) = five_nodes_with_a_slow_owner(t, 13).await;
+    let refs: Vec<&Swarm> = nodes.iter().collect();
+    let results = fetch_all(&refs, &meta).await;
+    for (i, (r, out)) in results.iter().enumerate() {
+        let o = r.as_ref().unwrap();
+        assert!(*out == d, "node {i} got wrong bytes");
+        assert!(o.fetched.crc64_verified);
+    }
+    // Every chunk left the store once, and no pull fell back to it.
+    assert_eq!(mock.bytes_served(), d.len() as u64);
+    // The slow owner's chunks were still arriving when the others wanted
+    // them: two of its four pullers took them from a relay (about 2 × its
+    // share when the relays attach in time, which a loaded test machine
+    // does not promise), the others from the owner.
+    let relayed: u64 = nodes.iter().map(relayed_to).sum();
+    let sent: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.server().upload_meter().total())
+        .collect();
+    eprintln!("relayed {relayed} bytes; node 0's share {share_of_0}; sent by node {sent:?}");
+    assert!(relayed > 0, "no chunk came from a relay");
+    // Nodes other than the owners served chunks: every node uploaded.
+    for (i, n) in sent.iter().enumerate() {
+        assert!(*n > 0, "node {i} sent nothing");
+    }
+}
+
+async fn a_corrupting_relay_costs_a_re_pull_never_a_wrong_byte(t: PeerTransport) {
+    let (_mock, d, meta, nodes, _) = five_nodes_with_a_slow_owner(t, 14).await;
+    nodes[1].server().inject_corruption(true);
+    let liar = nodes[1].peers().self_id().to_string();
+    let refs: Vec<&Swarm> = nodes.iter().collect();
+    let results = fetch_all(&refs, &meta).await;
+    for (i, (r, out)) in results.iter().enumerate() {
+        let o = r.as_ref().unwrap();
+        assert!(*out == d, "node {i} got wrong bytes");
+        if i != 1 {
+            assert!(
+                !o.by_peer.contains_key(&liar),
+                "node {i} kept bytes from the corrupting node: {o:?}"
+            );
+        }
+    }
+    let failures: u64 = nodes
+        .iter()
+        .filter_map(|n| n.peers().peer(&liar))
+        .map(|p| p.failures.load(Ordering::Relaxed))
+        .sum();
+    assert!(failures > 0, "nobody noticed the corruption");
+}
+
+async fn a_relay_that_dies_mid_stream_costs_a_re_pull(t: PeerTransport) {
+    let (_mock, d, meta, mut nodes, _) = five_nodes_with_a_slow_owner(t, 15).await;
+    let dying = nodes.remove(1);
+    let dying_fetcher = dying.fetcher();
+    // The dying node loads too, and is dropped while the slow owner's
+    // chunks still stream through the relays.
+    let meta_for_dying = meta.clone();
+    let victim = tokio::spawn(async move {
+        let target: Arc<dyn ChunkTarget> =
+            Arc::new(VecTarget::with_len(meta_for_dying.size as usize));
+        let fetch = dying_fetcher.fetch(&meta_for_dying, target, Arc::default());
+        let _ = tokio::time::timeout(Duration::from_millis(1200), fetch).await;
+        drop(dying);
+    });
+    let refs: Vec<&Swarm> = nodes.iter().collect();
+    let results = fetch_all(&refs, &meta).await;
+    victim.await.unwrap();
+    for (i, (r, out)) in results.iter().enumerate() {
+        let o = r.as_ref().unwrap();
+        assert!(*out == d, "survivor {i} got wrong bytes");
+        assert!(o.fetched.crc64_verified);
+    }
+}
+
+/// Node 1 starts the object 1.5 s after node 0 asks it for chunks: its
+/// unheld-object hook starts its fetch, and node 0 waits for it instead of
+/// going to the store. Every byte leaves the store once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_skew_costs_no_store_egress() {
+    let size = 24 * CHUNK + 9;
+    let (mock, d) = mock_with(size, 16);
+    let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+    let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone()];
+    // Patient membership: on a loaded test machine a missed heartbeat
+    // must not pass for a death while node 0 waits for node 1.
+    let nodes = cluster_with(
+        clients,
+        &[SECRET, SECRET],
+        true,
+        PeerTransport::Grpc,
+        |_, c| {
+            c.peer_wait = Duration::from_secs(6);
+            c.timing.dead_after = Duration::from_secs(3);
+        },
+    )
+    .await;
+    wait_alive(&nodes, 2).await;
+    let late = nodes[1].fetcher();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Mutex::new(Some(tx));
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    nodes[1].on_unheld_object({
+        let (meta, asked) = (meta.clone(), asked.clone());
+        Arc::new(move |v: &ObjectVersion| {
+            asked.fetch_add(1, Ordering::Relaxed);
+            if v.key != meta.key || v.etag != meta.etag {
+                return false;
+            }
+            let Some(tx) = tx.lock().unwrap().take() else {
+                return true;
+            };
+            let (late, meta) = (late.clone(), meta.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                // Node 1 holds (and serves) the object as long as the test
+                // keeps this target, as its cache would.
+                let memfd = Arc::new(Memfd::create(&meta.key, meta.size).unwrap());
+                let r = late.fetch(&meta, memfd.clone(), Arc::default()).await;
+                let _ = tx.send((r, memfd));
+            });
+            true
+        })
+    });
+    // Node 0 keeps the object (and serves it) until node 1 is done too.
+    let held = Arc::new(VecTarget::with_len(size as usize));
+    let o0 = nodes[0]
+        .fetcher()
+        .fetch(&meta, held.clone(), Arc::default())
+        .await
+        .unwrap();
+    assert!(held.contents() == d);
+    assert!(o0.bytes_peer > 0, "node 0 pulled nothing: {o0:?}");
+    let (r1, memfd1) = rx.await.unwrap();
+    r1.unwrap();
+    let mut out1 = vec![0u8; size as usize];
+    memfd1.read_at(0, &mut out1).unwrap();
+    assert!(out1 == d);
+    assert!(asked.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        mock.bytes_served(),
+        size,
+        "a chunk left the store twice; node 0: {o0:?}"
+    );
+}
+
 /// Runs each scenario once per transport, as
 /// `by_transport::<name>::<transport>`.
 macro_rules! per_transport {
@@ -839,4 +1088,7 @@ per_transport!(
     pulls_avoid_a_holder_without_idle_upload_bandwidth,
     a_dead_owners_chunks_are_fetched_once_by_their_new_owners,
     a_corrupting_peers_chunks_are_refetched_once_for_the_swarm,
+    a_slow_owners_chunks_reach_the_others_through_relays,
+    a_corrupting_relay_costs_a_re_pull_never_a_wrong_byte,
+    a_relay_that_dies_mid_stream_costs_a_re_pull,
 );

@@ -1,0 +1,360 @@
+//! Where a pull takes a chunk from: its owner, a peer that holds it
+//! complete, or a relay (a peer still receiving it) — and why relaying
+//! cannot form a cycle.
+//!
+//! Design decisions:
+//! - **Relay order.** For each chunk, the peers this fetch trusts, by
+//!   descending rendezvous weight for that chunk ([`super::ring::weight`]):
+//!   position 0 is the owner (the ring's own rule), and position k ≥ 1
+//!   relays from position (k − 1) / [`RELAY_FANOUT`]. Peers that declined
+//!   the object (they will not fetch it) are left out below the owner. In a
+//!   simultaneous start every chunk so spreads down a tree of fan-out 2:
+//!   its owner uploads it about twice instead of N − 1 times, every node
+//!   forwards about as much as it receives, and the delay added grows with
+//!   log N. Every node computes the same tree without talking to the
+//!   others; differing views only move a node in it.
+//! - **First attempt.** A node whose parent in the order is not the owner
+//!   waits, holding no pull slot, until its parent shows bytes of the chunk
+//!   (or any peer holds it complete, or the peer wait passes); then it picks
+//!   among the peers that hold the chunk complete, its parent if the parent
+//!   has bytes of it, and the owner if the parent does not. **Retries** pick
+//!   among the owner and complete holders only. Picks are weighted by idle
+//!   upload bandwidth ([`super::upload::pick_weighted`]) times
+//!   `1 + AHEAD_BONUS · prefix / len`: a source that is ahead is preferred.
+//! - **No cycles.** Every pull tells the sender what it takes the sender for
+//!   (`ChunkRequest.pull_from`), and the sender refuses what does not fit
+//!   (`super::chunk_server`): as a holder, it must hold the chunk complete
+//!   (those bytes depend on no one); as a relay, bytes of the chunk's
+//!   current download must already be in its memory; as the owner, the
+//!   sender is the node of highest weight in the puller's view, and a node
+//!   fetches a chunk it owns only from the store or from complete holders.
+//!   Suppose pulls formed a ring. Each node's download is the stream from
+//!   the next. If some edge of the ring is a relay pull, the node it points
+//!   to had bytes before the puller got any; those bytes came to it from
+//!   the next node of the ring, which had them even earlier, and so on
+//!   around the ring back to itself: a byte that arrived before itself.
+//!   If no edge is a relay pull and none a holder pull, every edge goes to a
+//!   node of strictly higher weight than the puller (the puller is in its
+//!   own view, and the owner of its view beats it): weights that increase
+//!   all around a ring. Both are impossible, whatever each node's view of
+//!   membership, so a load cannot deadlock on its own relays. (The retry
+//!   rule is not needed for this; it keeps a failed relay from making its
+//!   downstream depend on another relay.)
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::chunk_book::ChunkId;
+use super::holders::Holders;
+use super::peer_set::PeerSet;
+use super::ring;
+use super::upload::pick_weighted;
+
+/// Peers each relay serves in a simultaneous start (the owner too).
+pub const RELAY_FANOUT: usize = 2;
+/// How much a source's progress on the chunk adds to its weight: a complete
+/// holder weighs `1 + AHEAD_BONUS` times its idle upload.
+pub const AHEAD_BONUS: u64 = 3;
+
+/// What the puller takes a source for (sent as `ChunkRequest.pull_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The chunk's owner in this node's view.
+    Owner,
+    /// A peer whose have-map showed the chunk complete.
+    Holder,
+    /// A peer still receiving the chunk (this node's parent in the relay
+    /// order).
+    Relay,
+}
+
+impl SourceKind {
+    /// The wire value of `ChunkRequest.pull_from`.
+    pub fn pull_from(self) -> ossc_proto::v1::PullFrom {
+        match self {
+            SourceKind::Owner => ossc_proto::v1::PullFrom::Owner,
+            SourceKind::Holder => ossc_proto::v1::PullFrom::Holder,
+            SourceKind::Relay => ossc_proto::v1::PullFrom::Relay,
+        }
+    }
+}
+
+/// A peer a chunk may come from, and how many bytes of it the peer has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub peer: String,
+    pub kind: SourceKind,
+    pub prefix: u64,
+}
+
+/// `trusted` (the alive peers the fetch has not excluded, this node
+/// included) by descending weight for `chunk`: the owner first, then the
+/// relay order, leaving out below the owner every peer `declined` names.
+pub fn relay_order<'a>(
+    trusted: &'a [String],
+    chunk: &ChunkId,
+    declined: impl Fn(&str) -> bool,
+) -> Vec<&'a str> {
+    let mut by_weight: Vec<(u64, &str)> = trusted
+        .iter()
+        .map(|p| (ring::weight(p, chunk), p.as_str()))
+        .collect();
+    // Same order as `ring::owner`: the larger weight, then the larger id.
+    by_weight.sort_unstable_by(|a, b| b.cmp(a));
+    by_weight
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, p))| *i == 0 || !declined(p))
+        .map(|(_, (_, p))| p)
+        .collect()
+}
+
+/// The node `me` relays from in `order` (from [`relay_order`]): `None` when
+/// `me` is the owner or not in the order.
+pub fn relay_parent<'a>(order: &[&'a str], me: &str) -> Option<&'a str> {
+    let at = order.iter().position(|p| *p == me)?;
+    (at > 0).then(|| order[(at - 1) / RELAY_FANOUT])
+}
+
+/// One of `candidates`, picked with probability proportional to
+/// `idle(peer) × (1 + AHEAD_BONUS · prefix / len)` from a uniform `r` in
+/// `[0, 1)`; `None` when there is none.
+pub fn pick(
+    mut candidates: Vec<Candidate>,
+    len: u64,
+    idle: impl Fn(&str) -> u64,
+    r: f64,
+) -> Option<Candidate> {
+    let len = u128::from(len.max(1));
+    let weights: Vec<u64> = candidates
+        .iter()
+        .map(|c| {
+            let ahead = len + u128::from(AHEAD_BONUS) * u128::from(c.prefix.min(len as u64));
+            let w = u128::from(idle(&c.peer)) * ahead / len;
+            u64::try_from(w).unwrap_or(u64::MAX)
+        })
+        .collect();
+    let i = pick_weighted(&weights, r)?;
+    Some(candidates.swap_remove(i))
+}
+
+/// Who owns a chunk and whom this node relays it from.
+pub struct ChunkView {
+    /// The alive peers the object's fetch has not excluded (this node too).
+    pub trusted: Vec<String>,
+    pub owner: String,
+    /// This node's parent in the relay order, when it is not the owner.
+    pub parent: Option<String>,
+}
+
+/// Where pulls of a chunk may go: this node's membership and the peers'
+/// have-maps, for the fetcher's picks.
+pub struct Sources<'a> {
+    pub peers: &'a PeerSet,
+    pub holders: &'a Holders,
+    /// How long a first pull waits for its relay parent, at most.
+    pub peer_wait: Duration,
+}
+
+impl Sources<'_> {
+    /// The owner of chunk `id` (over the alive peers this object's fetch has
+    /// not `excluded`), this node's parent in the chunk's relay order, and
+    /// the peers both are computed over.
+    pub fn view(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) -> ChunkView {
+        let me = self.peers.self_id();
+        let trusted: Vec<String> = {
+            let excluded = excluded.lock().unwrap_or_else(|p| p.into_inner());
+            self.peers
+                .alive_ids()
+                .into_iter()
+                .filter(|p| !excluded.contains(p))
+                .collect()
+        };
+        let order = relay_order(&trusted, id, |p| {
+            p != me && self.holders.declined(&id.object, p)
+        });
+        let owner = order.first().map_or(me, |o| *o).to_string();
+        let parent = relay_parent(&order, me)
+            .filter(|p| *p != owner)
+            .map(str::to_string);
+        ChunkView {
+            trusted,
+            owner,
+            parent,
+        }
+    }
+
+    /// Before a chunk's first pull: while the relay order gives this node a
+    /// parent other than the owner, waits (holding no pull slot) until that
+    /// parent has bytes of the chunk, a peer holds it complete, or the peer
+    /// wait passed (see the module docs).
+    pub async fn await_relay(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) {
+        let until = Instant::now() + self.peer_wait;
+        loop {
+            let Some(parent) = self.view(id, excluded).parent else {
+                return;
+            };
+            let progress = self.holders.progress(&id.object, &parent, id.index);
+            if progress.prefix > 0
+                || progress.held
+                || !self.holders.holders_of(&id.object, id.index).is_empty()
+                || Instant::now() >= until
+            {
+                return;
+            }
+            self.holders.wait_round(until).await;
+        }
+    }
+
+    /// The source to pull chunk `id` (`len` bytes) from, or `None` for the
+    /// store: among the peers that hold it complete (minus `tried`, the
+    /// excluded and this node) and, unless this node owns the chunk, either
+    /// its relay parent (only on the `first` pull, once the parent has
+    /// bytes of it) or the owner; weighted by idle upload bandwidth and by
+    /// how far ahead each is (see the module docs).
+    pub fn pick(
+        &self,
+        id: &ChunkId,
+        len: u64,
+        first: bool,
+        tried: &HashSet<String>,
+        excluded: &Mutex<HashSet<String>>,
+    ) -> Option<Candidate> {
+        let me = self.peers.self_id();
+        let view = self.view(id, excluded);
+        let mut candidates: Vec<Candidate> = self
+            .holders
+            .holders_of(&id.object, id.index)
+            .into_iter()
+            .filter(|p| p != me && !tried.contains(p) && view.trusted.contains(p))
+            .map(|peer| Candidate {
+                kind: if peer == view.owner {
+                    SourceKind::Owner
+                } else {
+                    SourceKind::Holder
+                },
+                peer,
+                prefix: len,
+            })
+            .collect();
+        if view.owner != me {
+            let relay = view
+                .parent
+                .filter(|p| first && !tried.contains(p))
+                .map(|p| {
+                    let progress = self.holders.progress(&id.object, &p, id.index);
+                    (p, progress)
+                })
+                .filter(|(_, progress)| progress.prefix > 0 && !progress.held);
+            let listed = candidates.iter().any(|c| c.peer == view.owner);
+            match relay {
+                Some((peer, progress)) => candidates.push(Candidate {
+                    peer,
+                    kind: SourceKind::Relay,
+                    prefix: progress.prefix,
+                }),
+                None if !listed && !tried.contains(&view.owner) => {
+                    let progress = self.holders.progress(&id.object, &view.owner, id.index);
+                    candidates.push(Candidate {
+                        prefix: if progress.held { len } else { progress.prefix },
+                        peer: view.owner,
+                        kind: SourceKind::Owner,
+                    });
+                }
+                None => {}
+            }
+        }
+        pick(
+            candidates,
+            len,
+            |p| self.holders.idle_upload(p),
+            rand::random::<f64>(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::chunk_book::ObjectVersion;
+
+    fn chunk(i: u64) -> ChunkId {
+        ChunkId {
+            object: ObjectVersion {
+                bucket: "b".into(),
+                key: "k".into(),
+                etag: "e".into(),
+                size: 1 << 30,
+            },
+            index: i,
+        }
+    }
+
+    #[test]
+    fn the_relay_order_is_a_tree_of_fan_out_two_below_the_owner() {
+        let nodes: Vec<String> = (1..=8).map(|i| format!("10.0.0.{i}:7468")).collect();
+        for i in 0..50 {
+            let c = chunk(i);
+            let order = relay_order(&nodes, &c, |_| false);
+            assert_eq!(order.len(), 8);
+            assert_eq!(
+                Some(order[0]),
+                ring::owner(nodes.iter().map(String::as_str), &c)
+            );
+            assert_eq!(relay_parent(&order, order[0]), None);
+            // Positions 1 and 2 pull from the owner, 3 and 4 from 1, ...
+            for (at, node) in order.iter().enumerate().skip(1) {
+                assert_eq!(relay_parent(&order, node), Some(order[(at - 1) / 2]));
+            }
+            // Every node feeds at most two.
+            for node in &order {
+                let children = order
+                    .iter()
+                    .filter(|n| relay_parent(&order, n) == Some(*node))
+                    .count();
+                assert!(children <= RELAY_FANOUT);
+            }
+        }
+        assert_eq!(relay_parent(&["a", "b"], "c"), None);
+        // A peer that declined leaves the order, unless it is the owner.
+        let c = chunk(1);
+        let full = relay_order(&nodes, &c, |_| false);
+        let owner = full[0];
+        let gone = full[3];
+        let order = relay_order(&nodes, &c, |p| p == gone || p == owner);
+        assert_eq!(order[0], owner);
+        assert_eq!(order.len(), 7);
+        assert!(!order.contains(&gone));
+    }
+
+    #[test]
+    fn picks_follow_idle_upload_and_prefer_sources_that_are_ahead() {
+        let c = |peer: &str, prefix| Candidate {
+            peer: peer.into(),
+            kind: SourceKind::Holder,
+            prefix,
+        };
+        assert_eq!(pick(vec![], 10, |_| 1, 0.5), None);
+        // Same idle upload: the complete one weighs 4, the empty one 1.
+        let n = 1000;
+        let mut ahead = 0;
+        for i in 0..n {
+            let r = (i as f64 + 0.5) / n as f64;
+            let got = pick(vec![c("empty", 0), c("complete", 100)], 100, |_| 7, r).unwrap();
+            ahead += usize::from(got.peer == "complete");
+        }
+        assert_eq!(ahead, 800);
+        // Idle upload still dominates: 1 against 10^9.
+        let got = pick(
+            vec![c("busy", 100), c("idle", 0)],
+            100,
+            |p| if p == "busy" { 1 } else { 1_000_000_000 },
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(got.peer, "idle");
+    }
+}
