@@ -229,8 +229,11 @@ impl Walker<'_> {
                 )?));
             }
             if let Some(v) = peer.get("transport") {
-                config.peer.transport =
-                    Some(self.non_empty_string(v, "peer.transport", "\"quic\" or \"grpc\"")?);
+                config.peer.transport = Some(self.non_empty_string(
+                    v,
+                    "peer.transport",
+                    "\"framed\", \"grpc\" or \"quic\"",
+                )?);
             }
             if let Some(v) = peer.get("chunkSizeBytes") {
                 config.peer.chunk_size_bytes = Some(self.integer(
