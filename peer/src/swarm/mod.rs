@@ -32,9 +32,10 @@
 //!   **framed is the default because it measured fastest and cheapest**:
 //!   the `transport_throughput` measurement (1 GiB in 16 MiB chunks, 16
 //!   pulls in flight, two in-process nodes on loopback, 2-CPU machine, all
-//!   three side by side in one run, mutual TLS) gave framed
-//!   FRAMED_TLS_NOTE against gRPC GRPC_TLS_NOTE and QUIC QUIC_TLS_NOTE
-//!   (CPU-s per GB counts sender and receiver; docs/benchmarks.md).
+//!   three side by side in one run, mutual TLS, three runs) gave framed
+//!   0.45–0.67 GB/s at 1.39–1.44 CPU-s/GB against gRPC 0.36–0.48 GB/s at
+//!   1.99–2.02 and QUIC 0.22–0.34 GB/s at 2.85–3.10 (CPU-s per GB counts
+//!   sender and receiver; the machine was loaded; docs/benchmarks.md).
 //!   gRPC pays HTTP/2 framing and flow control and a protobuf message per
 //!   1 MiB frame; framed writes each ready 1–4 MiB run of chunk bytes with
 //!   one vectored write into TLS, and the puller hashes and writes the

@@ -35,20 +35,23 @@
 //!   1 MiB segments [`ChunkServer`] has ready into one segment of up to
 //!   [`MAX_BATCH_BYTES`] and writes its length word and the segment
 //!   buffers, read straight from the served target, with one vectored
-//!   write (TLS encrypts them into records; without TLS they reach the
-//!   socket with one `writev`). The puller hashes and writes each buffer
-//!   the TLS layer decrypted (or the read buffer holds) straight into its
-//!   `ChunkTarget` ([`Receiving`](super::Receiving)): nothing is counted
-//!   before the CRC matches.
+//!   write (TLS encrypts them into records, queuing up to
+//!   [`SEND_BUFFER_BYTES`] before a `writev`; without TLS they reach the
+//!   socket with one `writev`). The puller reads the socket through a
+//!   [`READ_BUFFER_BYTES`] buffer (rustls alone reads 4 KiB at a time), and
+//!   hashes and writes what the TLS layer decrypted into its `ChunkTarget`
+//!   in writes of up to [`WRITE_BATCH_BYTES`] ([`Receiving`](super::Receiving)):
+//!   nothing is counted before the CRC matches. These three sizes were
+//!   measured (`docs/benchmarks.md`).
 //! - **Connections** ([`client`]): one request at a time per connection,
 //!   persistent. A pull takes an idle connection to the peer or opens one,
 //!   and gives it back after a complete answer, so the fetcher's pull limit
 //!   (16) bounds the connections to a peer, each pull has its own TCP flow
-//!   control, and no pull waits behind another's bytes. (The alternative,
-//!   a small shared pool multiplexing pulls, would need per-frame stream
-//!   ids and a demultiplexer; `docs/benchmarks.md` has the measurement.)
-//!   Idle connections are closed after [`CLIENT_IDLE`], well before the
-//!   server's idle timeout.
+//!   control, and no pull waits behind another's bytes. A pool of 4
+//!   connections, or a single one, that pulls queue for measured the same
+//!   CPU per GB on loopback (`docs/benchmarks.md`), so nothing is gained by
+//!   sharing. At most [`MAX_IDLE_CONNECTIONS`] stay open between pulls, each
+//!   for at most [`CLIENT_IDLE`], well within the server's idle timeout.
 //! - **Admission** ([`server`]): every connection passes the peer port's
 //!   [`ConnectionGate`](crate::swarm::admission::ConnectionGate), shared
 //!   with gRPC (caps per source address and in total, the first
