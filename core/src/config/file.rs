@@ -111,7 +111,7 @@ pub struct PeerConfig {
     pub secret_file: Option<PathBuf>,
     /// `peer.chunkSizeBytes`.
     pub chunk_size_bytes: Option<u64>,
-    /// `peer.transport`: `quic` or `grpc` (`OSS_CONNECTOR_PEER_TRANSPORT`);
+    /// `peer.transport`: `framed`, `grpc` or `quic` (`OSS_CONNECTOR_PEER_TRANSPORT`);
     /// validated by the peer layer.
     pub transport: Option<String>,
     /// `peer.uploadBytesPerSec`: the most bytes per second this node sends

@@ -232,8 +232,11 @@ impl Walker<'_> {
                 )?));
             }
             if let Some(v) = peer.get("transport") {
-                config.peer.transport =
-                    Some(self.non_empty_string(v, "peer.transport", "\"quic\" or \"grpc\"")?);
+                config.peer.transport = Some(self.non_empty_string(
+                    v,
+                    "peer.transport",
+                    "\"framed\", \"grpc\" or \"quic\"",
+                )?);
             }
             if let Some(v) = peer.get("membership") {
                 config.peer.membership = Some(self.non_empty_string(

@@ -34,28 +34,36 @@
 //!   `heartbeat` keeps the all-to-all 1 s Hellos, dead after 3 s.
 //!   **Ownership** ([`ring`]): rendezvous hashing over alive ids.
 //! - **Transport** ([`transport`]: [`PeerTransport`],
-//!   `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport` = `grpc` | `quic`):
-//!   control (Hello, Have) always over gRPC.
-//!   Bulk chunks over gRPC server streaming (tonic, frames ≤ 1 MiB,
+//!   `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport` = `framed` | `grpc` |
+//!   `quic`): control (Hello, Have) always over gRPC. Bulk chunks over
+//!   fixed frames on TLS 1.3 over TCP ([`transport::framed`]:
+//!   the peer port + 1, a fixed header, then raw chunk bytes in segments of
+//!   up to 4 MiB written with vectored writes, one persistent connection per
+//!   pull in flight), over gRPC server streaming (tonic, frames ≤ 1 MiB,
 //!   [`transport::grpc`]) or over QUIC ([`transport::quic`]: one stream per
 //!   chunk, a fixed header then raw bytes, UDP on the same port number as
-//!   the gRPC service), in which case gRPC is the fallback for a peer whose
-//!   QUIC handshake fails. Every node serves both, whatever it pulls with;
-//!   both answer from [`chunk_server`], and the fetcher pulls through the
-//!   [`transport::ChunkPuller`] trait without naming either.
-//!   **gRPC is the default because it measured faster and cheaper**: the
-//!   `transport_throughput` measurement (1 GiB in 16 MiB chunks, 16 pulls
-//!   in flight, two in-process nodes on loopback, 2-CPU machine) gave gRPC
-//!   with mutual TLS 0.87–0.96 GB/s at 2.06–2.26 CPU-s/GB (sender +
-//!   receiver) against QUIC (quinn 0.11, TLS 1.3) 0.39–0.40 GB/s at
-//!   4.41–4.47 CPU-s/GB; plaintext gRPC 1.05–1.16 GB/s at 1.66–1.84
-//!   CPU-s/GB (the machine is noisy: runs differ by up to 2×, the ranking
-//!   never did). QUIC pays per ~1.4 KB packet (AEAD, ACKs,
-//!   UDP syscalls; no receive offload on loopback) where TLS over TCP pays
-//!   per 16 KiB record with the kernel segmenting. Dragonfly's opposite
-//!   result (QUIC 1.4× faster than gRPC) compares against a gRPC path with
-//!   per-piece protobuf copies; ours sends 1 MiB frames. Re-measure on the
-//!   target network (`docs/benchmarks.md`) before switching.
+//!   the gRPC service). gRPC is the fallback for a peer that framed or QUIC
+//!   cannot reach. Every node serves all three, whatever it pulls with; all
+//!   answer from [`chunk_server`], and the fetcher pulls through the
+//!   [`transport::ChunkPuller`] trait without naming any.
+//!   **framed measured fastest and cheapest**, yet gRPC stays the default
+//!   until framed has carried the multi-host cluster tests:
+//!   the `transport_throughput` measurement (1 GiB in 16 MiB chunks, 16
+//!   pulls in flight, two in-process nodes on loopback, 2-CPU machine, all
+//!   three side by side in one run, mutual TLS, three runs) gave framed
+//!   0.45–0.67 GB/s at 1.39–1.44 CPU-s/GB against gRPC 0.36–0.48 GB/s at
+//!   1.99–2.02 and QUIC 0.22–0.34 GB/s at 2.85–3.10 (CPU-s per GB counts
+//!   sender and receiver; the machine was loaded; docs/benchmarks.md).
+//!   gRPC pays HTTP/2 framing and flow control and a protobuf message per
+//!   1 MiB frame; framed writes each ready 1–4 MiB run of chunk bytes with
+//!   one vectored write into TLS, and the puller hashes and writes the
+//!   decrypted bytes in batches of 256 KiB. QUIC pays per ~1.4 KB packet
+//!   (AEAD, ACKs, UDP syscalls; no receive offload on loopback). None
+//!   reaches 1 GB per CPU-second encrypted on this machine: what remains is
+//!   the kernel's copies (reading the held memfd, TCP send and receive,
+//!   writing the target memfd), AES-GCM, and rustls' record buffering;
+//!   plaintext framed (`OSS_CONNECTOR_PEER_TLS=0`) reaches it. Re-measure on
+//!   the target network (`docs/benchmarks.md`) before switching.
 //! - **Security** ([`auth`], [`tls`]): every RPC carries an HMAC-SHA256 tag
 //!   under the cluster secret, and traffic is mutual TLS under a CA derived
 //!   from the same secret; without a secret the peer layer refuses to start.
@@ -150,7 +158,7 @@ pub mod env {
     pub const SECRET: &str = "OSS_CONNECTOR_CLUSTER_SECRET";
     /// `0` disables TLS on peer traffic (default: on).
     pub const TLS: &str = "OSS_CONNECTOR_PEER_TLS";
-    /// `grpc` (default) or `quic`: how this node pulls chunks.
+    /// `grpc` (default), `framed` or `quic`: how this node pulls chunks.
     pub const TRANSPORT: &str = "OSS_CONNECTOR_PEER_TRANSPORT";
     /// `gossip` (default) or `heartbeat`: how liveness is decided.
     pub const MEMBERSHIP: &str = "OSS_CONNECTOR_PEER_MEMBERSHIP";
@@ -211,7 +219,7 @@ pub enum SwarmError {
     BadListen(String),
     #[error("peer.chunkSizeBytes {0} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}")]
     BadChunkSize(u64),
-    #[error("peer transport {0:?} is neither \"quic\" nor \"grpc\" (OSS_CONNECTOR_PEER_TRANSPORT / peer.transport)")]
+    #[error("peer transport {0:?} is not \"grpc\", \"quic\" or \"framed\" (OSS_CONNECTOR_PEER_TRANSPORT / peer.transport)")]
     BadTransport(String),
     #[error(transparent)]
     Membership(#[from] peer_set::MembershipError),
@@ -546,6 +554,11 @@ impl Swarm {
     /// This node's QUIC endpoint (None if UDP could not be bound).
     pub fn quic(&self) -> Option<&Arc<transport::quic::QuicNode>> {
         self.transports.quic.as_ref()
+    }
+
+    /// This node's framed puller (its counters).
+    pub fn framed(&self) -> &Arc<transport::framed::FramedPuller> {
+        &self.transports.framed
     }
 
     /// Stops serving (refusing new requests at once), then membership,

@@ -1,7 +1,8 @@
 //! Whole clusters in one test process, shared by the swarm's cluster tests
 //! and the transport measurement: every node on 127.0.0.1 with its own
-//! port (TCP and the same number on UDP), all listed, membership timing
-//! shortened so a cluster meets within a second.
+//! port (TCP, the same number on UDP, the next one on TCP for the framed
+//! transport), all listed, membership timing shortened so a cluster meets
+//! within a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,21 +65,30 @@ pub(crate) fn engine(client: Arc<dyn ObjectClient>) -> Arc<FetchEngine> {
 }
 
 /// A TCP listener on 127.0.0.1 whose port number is also free on UDP
-/// (the QUIC endpoint binds the same number).
-pub(crate) async fn listener_with_free_udp() -> TcpListener {
+/// (the QUIC endpoint binds the same number) and whose next port is free
+/// on TCP (the framed transport binds it), neither next to a port in
+/// `taken`.
+async fn listener_with_free_neighbours(taken: &[u16]) -> TcpListener {
     loop {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        if std::net::UdpSocket::bind(l.local_addr().unwrap()).is_ok() {
+        let addr = l.local_addr().unwrap();
+        let adjacent = taken.iter().any(|p| p.abs_diff(addr.port()) <= 1);
+        let framed = super::transport::framed::framed_addr(addr);
+        if !adjacent
+            && std::net::UdpSocket::bind(addr).is_ok()
+            && framed.is_some_and(|f| std::net::TcpListener::bind(f).is_ok())
+        {
             return l;
         }
     }
 }
 
-/// `n` free ports (TCP and UDP).
+/// `n` free ports (TCP, UDP and the next on TCP), none adjacent.
 pub(crate) async fn listeners(n: usize) -> Vec<TcpListener> {
-    let mut out = Vec::new();
+    let mut out: Vec<TcpListener> = Vec::new();
     for _ in 0..n {
-        out.push(listener_with_free_udp().await);
+        let taken: Vec<u16> = out.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        out.push(listener_with_free_neighbours(&taken).await);
     }
     out
 }

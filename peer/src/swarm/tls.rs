@@ -13,10 +13,14 @@
 //! can mint certificates: the secret is the single trust root, as it already
 //! is for the HMAC.
 
+use std::sync::Arc;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use super::auth::ClusterSecret;
@@ -136,6 +140,15 @@ impl PeerTls {
         &self.ca_pem
     }
 
+    /// rustls configurations of both sides for a transport with its own
+    /// `alpn` (see [`rustls_configs`]).
+    pub(crate) fn rustls_configs(
+        &self,
+        alpn: &[u8],
+    ) -> Result<(rustls::ServerConfig, rustls::ClientConfig), TlsSetupError> {
+        rustls_configs(&self.ca_pem, &self.cert_pem, &self.key_pem, alpn)
+    }
+
     /// This node's certificate (PEM), for the QUIC transport's rustls setup.
     pub(crate) fn cert_pem(&self) -> &str {
         &self.cert_pem
@@ -145,6 +158,47 @@ impl PeerTls {
     pub(crate) fn key_pem(&self) -> &str {
         &self.key_pem
     }
+}
+
+/// rustls configurations of a transport that runs its own TLS (QUIC, the
+/// framed transport): TLS 1.3 only, trust `ca_pem` only, present
+/// `cert_pem`/`key_pem` on both sides, require a client certificate, verify
+/// [`PEER_TLS_NAME`], and speak only `alpn` (a node without it fails the
+/// handshake instead of misreading the stream).
+pub(crate) fn rustls_configs(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    alpn: &[u8],
+) -> Result<(rustls::ServerConfig, rustls::ClientConfig), TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(err)?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(err)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(err)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(err)?;
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(err)?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.clone()], key.clone_key())
+        .map_err(err)?;
+    server.alpn_protocols = vec![alpn.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(err)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(err)?;
+    client.alpn_protocols = vec![alpn.to_vec()];
+    Ok((server, client))
 }
 
 #[cfg(test)]

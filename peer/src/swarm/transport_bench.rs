@@ -4,7 +4,8 @@
 //! Run:
 //! `cargo test --release -p ossc-peer --lib -- --ignored transport_throughput --nocapture`
 //! (`OSSC_BENCH_BYTES` overrides the volume, default 1 GiB;
-//! `OSSC_BENCH_ROUNDS` the measured rounds per transport, default 3).
+//! `OSSC_BENCH_ROUNDS` the measured rounds per transport, default 3;
+//! `OSSC_BENCH_TRANSPORTS` a comma-separated subset, default all).
 //!
 //! Design decision: measure the real pull path and nothing else. Two
 //! in-process nodes; node A holds one object of [`DEFAULT_BYTES`] in a memfd
@@ -174,6 +175,22 @@ async fn measure(
             "QUIC was not used"
         );
     }
+    if transport == PeerTransport::Framed {
+        // Framed falls back to gRPC per peer too: it must not have here.
+        let f = b.framed();
+        let opened = f
+            .connections_opened
+            .load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "framed: {opened} connections opened for {} pulls",
+            n * (rounds as u64 + 1)
+        );
+        assert_eq!(
+            f.unreachable.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "framed was not used"
+        );
+    }
     drop(book);
     a.shutdown().await;
     b.shutdown().await;
@@ -216,7 +233,9 @@ fn transport_throughput() {
             crcs.push(ossc_core::crc64::crc64(chunk));
         }
         let mut rows = Vec::new();
-        for t in PeerTransport::ALL {
+        let only = std::env::var("OSSC_BENCH_TRANSPORTS").unwrap_or_default();
+        let picked = |t: &PeerTransport| only.is_empty() || only.split(',').any(|n| n == t.as_str());
+        for t in PeerTransport::ALL.into_iter().filter(picked) {
             let plaintext = t.tls_optional().then_some(false);
             for tls in std::iter::once(true).chain(plaintext) {
                 let name = match tls {

@@ -1,7 +1,7 @@
 //! The swarm as a whole: clusters of in-process nodes sharing a mock
 //! store, checking what each node receives, what the store serves and how
 //! failures are routed. Most scenarios run once per transport
-//! (`by_transport::<name>::{quic,grpc}`, see `per_transport!`).
+//! (`by_transport::<name>::{quic,grpc,framed}`, see `per_transport!`).
 
 use super::*;
 use crate::object_source::memfd::Memfd;
@@ -140,9 +140,19 @@ async fn three_nodes_get_exact_bytes_for_about_one_object_of_store_egress(t: Pee
         .map(|n| n.quic().unwrap().unreachable.load(Ordering::Relaxed))
         .sum();
     assert_eq!(unreachable, 0);
+    let framed_bytes: u64 = nodes
+        .iter()
+        .map(|n| n.framed().bytes_received.load(Ordering::Relaxed))
+        .sum();
+    let framed_unreachable: u64 = nodes
+        .iter()
+        .map(|n| n.framed().unreachable.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(framed_unreachable, 0);
     match t {
-        PeerTransport::Quic => assert_eq!(quic_bytes, peer_total),
-        PeerTransport::Grpc => assert_eq!(quic_bytes, 0),
+        PeerTransport::Quic => assert_eq!((quic_bytes, framed_bytes), (peer_total, 0)),
+        PeerTransport::Grpc => assert_eq!((quic_bytes, framed_bytes), (0, 0)),
+        PeerTransport::Framed => assert_eq!((quic_bytes, framed_bytes), (0, peer_total)),
     }
     assert_eq!(
         nodes[0].swarm_fetcher().status().unwrap()["transport"],
@@ -1071,6 +1081,10 @@ macro_rules! per_transport {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn grpc() {
                     super::super::$name(crate::swarm::PeerTransport::Grpc).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn framed() {
+                    super::super::$name(crate::swarm::PeerTransport::Framed).await
                 }
             })*
         }

@@ -11,8 +11,9 @@ use crate::swarm::transport::{ChunkPull, ChunkPuller, PullError, Receiving};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcPuller;
 
-/// A gRPC status as a pull failure: transport-level codes mean "lost".
-fn from_status(s: &tonic::Status) -> PullError {
+/// A gRPC status as a pull failure: transport-level codes mean "lost"
+/// (also how the framed transport maps the statuses it carries).
+pub(crate) fn from_status(s: &tonic::Status) -> PullError {
     let text = format!("{}: {}", s.code(), s.message());
     match s.code() {
         tonic::Code::NotFound => PullError::NotHeld,

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use ossc_proto::v1;
@@ -22,14 +21,15 @@ use crate::swarm::auth::{
 };
 use crate::swarm::peer_set::Peer;
 use crate::swarm::tls::PEER_TLS_NAME;
+use crate::swarm::transport::reachability::PeerReachability;
 use crate::swarm::transport::{ChunkPull, ChunkPuller, PullError, Receiving};
 
 /// Client-side state of one peer's connection.
 #[derive(Default)]
 pub(super) struct Slot {
     pub(super) conn: Option<quinn::Connection>,
-    /// When the last handshake failed (None once one succeeds).
-    failed_at: Option<Instant>,
+    /// Whether handshakes to the peer fail.
+    reach: PeerReachability,
 }
 
 impl QuicNode {
@@ -50,12 +50,7 @@ impl QuicNode {
             }
             slot.conn = None;
         }
-        if slot
-            .failed_at
-            .is_some_and(|t| t.elapsed() < QUIC_RETRY_AFTER)
-        {
-            return Err(PullError::Unreachable("handshake failed recently".into()));
-        }
+        slot.reach.may_connect(QUIC_RETRY_AFTER)?;
         let attempt = async {
             let connecting = self
                 .endpoint
@@ -68,21 +63,12 @@ impl QuicNode {
         };
         match attempt.await {
             Ok(c) => {
-                if slot.failed_at.take().is_some() {
-                    tracing::info!(peer = %addr, "QUIC to this peer works again");
-                }
+                slot.reach.connected("QUIC", addr);
                 slot.conn = Some(c.clone());
                 Ok(c)
             }
             Err(e) => {
-                if slot.failed_at.replace(Instant::now()).is_none() {
-                    tracing::warn!(
-                        peer = %addr,
-                        error = %e,
-                        retry_after = ?QUIC_RETRY_AFTER,
-                        "QUIC connection to peer failed; pulling from it over gRPC"
-                    );
-                }
+                slot.reach.failed("QUIC", addr, &e, QUIC_RETRY_AFTER);
                 Err(PullError::Unreachable(e))
             }
         }

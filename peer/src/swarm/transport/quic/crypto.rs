@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::VarInt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{
     QuicSetupError, ALPN, CONNECTION_RECEIVE_WINDOW, IDLE_TIMEOUT, KEEP_ALIVE,
@@ -60,35 +58,8 @@ impl QuicCrypto {
         cert_pem: &str,
         key_pem: &str,
     ) -> Result<QuicCrypto, QuicSetupError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(tls_err)?;
-        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(tls_err)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(tls_err)?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca).map_err(tls_err)?;
-        let roots = Arc::new(roots);
-
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .map_err(tls_err)?;
-        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_err)?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![cert.clone()], key.clone_key())
-            .map_err(tls_err)?;
-        server.alpn_protocols = vec![ALPN.to_vec()];
-        let mut client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_err)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![cert], key)
-            .map_err(tls_err)?;
-        client.alpn_protocols = vec![ALPN.to_vec()];
-
+        let (server, client) =
+            crate::swarm::tls::rustls_configs(ca_pem, cert_pem, key_pem, ALPN).map_err(tls_err)?;
         let transport = Arc::new(transport_config());
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
             QuicServerConfig::try_from(server).map_err(tls_err)?,

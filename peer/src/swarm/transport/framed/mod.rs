@@ -1,0 +1,179 @@
+//! Bulk chunk data over TLS 1.3 on plain TCP, in fixed-size frames: no
+//! HTTP/2, no protobuf per frame (`OSS_CONNECTOR_PEER_TRANSPORT=framed`).
+//!
+//! Design decisions:
+//! - **Where**: its own TCP port, the peer port + [`PORT_OFFSET`] (7469 by
+//!   default), on the listen address's interface. Peers derive it from a
+//!   node's id (`ip:port` + 1), so nothing is advertised and no config key
+//!   is added; firewalls and NetworkPolicies must open it like the peer
+//!   port (a filtered or refused port only costs the gRPC fallback below).
+//!   QUIC uses the peer port number on UDP and the metrics exporter its own
+//!   port (9469), so nothing else claims it; a node whose peer port is 65535
+//!   has no framed port and is pulled from over gRPC.
+//! - **Security**: the same secret-derived CA and node certificate as gRPC
+//!   and QUIC ([`crate::swarm::tls::rustls_configs`]): TLS 1.3, client
+//!   certificates required on both sides, ALPN [`ALPN`], so a node without
+//!   the secret, or a server that is not this transport, fails the
+//!   handshake. `OSS_CONNECTOR_PEER_TLS=0` makes it plaintext, as it does
+//!   gRPC. Every request carries an HMAC tag under the cluster secret
+//!   ([`crate::swarm::auth`]) over the caller's node id, time, nonce,
+//!   [`FRAMED_FETCH_METHOD`] and the SHA-256 of the request body; the server
+//!   checks it ([`ChunkServer::admit_metadata`], the replay cache included)
+//!   before the body is decoded.
+//! - **Wire** ([`wire`]): after TLS the server sends a greeting; then each
+//!   request is a fixed header (lengths, time, nonce, tag), the node id and
+//!   the encoded `ChunkRequest`; the answer a fixed header (status, message
+//!   or chunk length), then the chunk as length-prefixed segments of raw
+//!   bytes (0 = keep-alive), and the chunk's CRC-64 at the end. Segments
+//!   are served *while the chunk arrives* at the owner (cut-through), from
+//!   the same [`ChunkServer::locate`] and `Serving::next_segment` as gRPC
+//!   and QUIC, so waiting, keep-alives, NOT_FOUND and fault injection
+//!   behave identically. A failure mid-chunk is an abort segment carrying
+//!   the status, so the puller maps it exactly as a gRPC status
+//!   ([`grpc::client::from_status`](super::grpc::client::from_status)).
+//! - **Large writes, no copies per frame**: the server gathers the
+//!   1 MiB segments [`ChunkServer`] has ready into one segment of up to
+//!   [`MAX_BATCH_BYTES`] and writes its length word and the segment
+//!   buffers, read straight from the served target, with one vectored
+//!   write (TLS encrypts them into records, queuing up to
+//!   [`SEND_BUFFER_BYTES`] before a `writev`; without TLS they reach the
+//!   socket with one `writev`). The puller reads the socket through a
+//!   [`READ_BUFFER_BYTES`] buffer (rustls alone reads 4 KiB at a time), and
+//!   hashes and writes what the TLS layer decrypted into its `ChunkTarget`
+//!   in writes of up to [`WRITE_BATCH_BYTES`] ([`Receiving`](super::Receiving)):
+//!   nothing is counted before the CRC matches. These three sizes were
+//!   measured (`docs/benchmarks.md`).
+//! - **Connections** ([`client`]): one request at a time per connection,
+//!   persistent. A pull takes an idle connection to the peer or opens one,
+//!   and gives it back after a complete answer, so the fetcher's pull limit
+//!   (16) bounds the connections to a peer, each pull has its own TCP flow
+//!   control, and no pull waits behind another's bytes. A pool of 4
+//!   connections, or a single one, that pulls queue for measured the same
+//!   CPU per GB on loopback (`docs/benchmarks.md`), so nothing is gained by
+//!   sharing. At most [`MAX_IDLE_CONNECTIONS`] stay open between pulls, each
+//!   for at most [`CLIENT_IDLE`], well within the server's idle timeout.
+//! - **Admission** ([`server`]): every connection passes the peer port's
+//!   [`ConnectionGate`](crate::swarm::admission::ConnectionGate), shared
+//!   with gRPC (caps per source address and in total, the first
+//!   authenticated request within the handshake timeout, the idle
+//!   timeout); the TLS handshake has the handshake timeout; a request whose
+//!   header is malformed or whose lengths exceed the caps closes the
+//!   connection before its body is read; the body must arrive within the
+//!   body timeout; an unauthenticated request is answered UNAUTHENTICATED
+//!   and its connection closed.
+//! - **Fallback**: a peer that cannot be reached (connect refused or timed
+//!   out within [`CONNECT_TIMEOUT`], a failed handshake, no greeting) is
+//!   answered [`PullError::Unreachable`](super::PullError::Unreachable) and
+//!   pulled from over gRPC for [`RETRY_AFTER`], logged once per peer. A
+//!   failure after connecting is an ordinary pull failure.
+
+pub mod client;
+pub mod server;
+#[cfg(test)]
+mod tests;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncWrite};
+
+use crate::swarm::chunk_server::ChunkServer;
+use crate::swarm::tls::{PeerTls, TlsSetupError};
+
+pub use client::FramedPuller;
+pub use server::FramedService;
+
+/// ALPN protocol id (versioned: a new wire format is a new id, so old and
+/// new nodes fail the handshake and fall back to gRPC).
+pub const ALPN: &[u8] = b"ossc-frame/1";
+/// The "method" signed into a request's HMAC tag (distinct from every gRPC
+/// path and from QUIC's, so tags cannot be replayed across transports).
+pub const FRAMED_FETCH_METHOD: &str = "framed:/ossc-frame/1/FetchChunk";
+/// The framed port is the peer port plus this.
+pub const PORT_OFFSET: u16 = 1;
+/// Most bytes sent as one segment (several of the chunk server's frames).
+pub const MAX_BATCH_BYTES: usize = wire::MAX_SEGMENT_BYTES as usize;
+/// Read buffer under a pulling connection (below TLS, which otherwise
+/// reads the socket 4 KiB at a time): one `read` per 256 KiB that arrived.
+pub const READ_BUFFER_BYTES: usize = 256 << 10;
+/// Most received bytes gathered into one write into the pull's target.
+pub const WRITE_BATCH_BYTES: usize = 256 << 10;
+/// Read buffer of a serving connection without TLS (requests are small).
+pub const REQUEST_BUFFER_BYTES: usize = 8 << 10;
+/// TLS records a serving connection may queue before writing them to the
+/// socket (rustls' default is 64 KiB): fewer, larger `writev` calls.
+pub const SEND_BUFFER_BYTES: usize = 1 << 20;
+/// Connect, TLS handshake and greeting together; past it the peer is
+/// unreachable over this transport.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a peer could not be reached, how long it is pulled from over gRPC
+/// before this transport is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// An idle pulling connection is closed after this long (the server closes
+/// connections idle for 60 s).
+pub const CLIENT_IDLE: Duration = Duration::from_secs(20);
+/// Idle connections kept, all peers together (the fetcher's default pull
+/// limit): with at most that many pulls in flight, a node holds at most
+/// twice as many pulling connections.
+pub const MAX_IDLE_CONNECTIONS: usize = 16;
+
+/// The framed port of a node whose peer port is `peer` (None at port 65535).
+pub fn framed_addr(peer: SocketAddr) -> Option<SocketAddr> {
+    let port = peer.port().checked_add(PORT_OFFSET)?;
+    Some(SocketAddr::new(peer.ip(), port))
+}
+
+/// A connection either side reads and writes: TLS or a buffered plain
+/// socket.
+pub(crate) trait FramedIo: AsyncBufRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncBufRead + AsyncWrite + Unpin + Send> FramedIo for T {}
+
+/// Both sides' TLS (None: plaintext, `OSS_CONNECTOR_PEER_TLS=0`).
+#[derive(Clone)]
+pub struct FramedTls {
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub connector: Option<tokio_rustls::TlsConnector>,
+}
+
+impl FramedTls {
+    /// This node's certificates with [`ALPN`], or plaintext when `tls` is
+    /// None.
+    pub fn new(tls: Option<&PeerTls>) -> Result<FramedTls, TlsSetupError> {
+        let Some(tls) = tls else {
+            return Ok(FramedTls {
+                acceptor: None,
+                connector: None,
+            });
+        };
+        let (server, client) = tls.rustls_configs(ALPN)?;
+        Ok(FramedTls {
+            acceptor: Some(Arc::new(server).into()),
+            connector: Some(Arc::new(client).into()),
+        })
+    }
+}
+
+/// Starts serving `server` on the framed port of `peer_addr` (None, logged,
+/// when it cannot be bound: peers then pull from this node over gRPC).
+pub(crate) fn serve(
+    peer_addr: SocketAddr,
+    server: Arc<ChunkServer>,
+    tls: &FramedTls,
+    gate: Arc<crate::swarm::admission::ConnectionGate>,
+) -> Option<Arc<FramedService>> {
+    let started = framed_addr(peer_addr)
+        .ok_or_else(|| format!("peer port {} has no next port", peer_addr.port()))
+        .and_then(|addr| {
+            FramedService::start(addr, server, tls.acceptor.clone(), gate)
+                .map_err(|e| format!("binding tcp {addr}: {e}"))
+        });
+    match started {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "framed chunk transport unavailable on this node; peers will pull from it over gRPC");
+            None
+        }
+    }
+}
