@@ -60,13 +60,16 @@ struct Args {
     timeout: Duration,
     /// `peer.chunkSizeBytes` in MiB (None: the default).
     chunk_mb: Option<u64>,
+    /// Only the peers contender (`--peers-only`): a quick comparison of
+    /// builds or settings; `scripts/bench.py` needs both.
+    peers_only: bool,
 }
 
 fn usage() -> String {
     format!(
         "usage: ossc-bench-peers [--nodes 1,2,4] [--model-mb {DEFAULT_MODEL_MB}] [--shards {DEFAULT_SHARDS}] \
          [--node-mbit {DEFAULT_RATE_MBIT}] [--store-mbit {DEFAULT_RATE_MBIT}] [--rounds {DEFAULT_ROUNDS}] \
-         [--peer-env KEY=VALUE]... [--chunk-mb N] [--timeout-s {DEFAULT_TIMEOUT_S}] --out FILE.json\n(env OSSC_BIN / OSSC_PRELOAD_LIB: the binaries under test)"
+         [--peer-env KEY=VALUE]... [--chunk-mb N] [--peers-only] [--timeout-s {DEFAULT_TIMEOUT_S}] --out FILE.json\n(env OSSC_BIN / OSSC_PRELOAD_LIB: the binaries under test)"
     )
 }
 
@@ -82,12 +85,17 @@ fn parse_args() -> Result<Args> {
         peer_env: Vec::new(),
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
         chunk_mb: None,
+        peers_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             println!("{}", usage());
             std::process::exit(0);
+        }
+        if flag == "--peers-only" {
+            args.peers_only = true;
+            continue;
         }
         let value = it
             .next()
@@ -227,7 +235,9 @@ fn main() -> Result<()> {
         let mut rounds = Vec::new();
         for round in 0..args.rounds {
             let mut entry = serde_json::Map::new();
-            for (name, env) in [("no_peers", &[][..]), ("peers", &peer_env[..])] {
+            let contenders = [("no_peers", &[][..]), ("peers", &peer_env[..])];
+            let skipped = usize::from(args.peers_only);
+            for (name, env) in contenders.into_iter().skip(skipped) {
                 let phase = format!("n{n}-r{round}-{name}");
                 let out = ossc_cluster::run_phase_with_config(
                     &cluster,
