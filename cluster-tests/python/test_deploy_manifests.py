@@ -405,7 +405,14 @@ def test_the_service_exposes_the_default_peer_port_over_tcp_and_udp():
     assert env_value(c, "OSS_CONNECTOR_PEER_ADVERTISE") == f"$(POD_IP):{port}"
     pod_ip = env_of(c)["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert pod_ip == "status.podIP"
-    assert env_value(c, "OSS_CONNECTOR_PEER_TRANSPORT") in ("grpc", "quic")
+    transport = env_value(c, "OSS_CONNECTOR_PEER_TRANSPORT")
+    assert transport in ("framed", "grpc", "quic")
+    if transport == "framed":
+        # The framed transport listens on TCP at the peer port + 1 (framed_addr in Rust).
+        framed = port + rust_const("peer/src/swarm/transport/framed/mod.rs", "PORT_OFFSET")
+        svc_tcp = {p["port"] for p in svc["spec"]["ports"] if p.get("protocol", "TCP") == "TCP"}
+        assert framed in svc_tcp, "the Service must expose the framed port over TCP"
+        assert (framed, "TCP") in container_ports
 
 
 def test_metrics_port_agrees_everywhere():

@@ -66,6 +66,14 @@ fn bytes_from_relays(c: &ConsumerOutcome) -> u64 {
         .unwrap_or(0)
 }
 
+/// Chunk pulls this node completed over `transport` ("framed", "grpc").
+fn pulls_over(c: &ConsumerOutcome, transport: &str) -> u64 {
+    c.agent_status
+        .as_ref()
+        .and_then(|s| s["peers"]["pulls_by_transport"][transport].as_u64())
+        .unwrap_or(0)
+}
+
 /// Pulls that fell back to the store, from the node's log.
 fn store_fallbacks(c: &ConsumerOutcome) -> usize {
     std::fs::read_to_string(c.dir.join("connector.log"))
@@ -138,13 +146,15 @@ fn eight_nodes_relay_chunks_so_the_model_leaves_the_store_once_and_uploads_stay_
     let fallbacks: usize = with.consumers.iter().map(store_fallbacks).sum();
     for (c, s) in with.consumers.iter().zip(&sent) {
         note(format!(
-            "  {}: {:.2} s; MB received store {:.1} / peer {:.1} (from relays {:.1}); MB sent {:.1}",
+            "  {}: {:.2} s; MB received store {:.1} / peer {:.1} (from relays {:.1}); MB sent {:.1}; pulls framed {} / grpc {}",
             c.node,
             c.wall.as_secs_f64(),
             c.bytes_from("store") as f64 / 1e6,
             c.bytes_from("peer") as f64 / 1e6,
             bytes_from_relays(c) as f64 / 1e6,
             *s as f64 / 1e6,
+            pulls_over(c, "framed"),
+            pulls_over(c, "grpc"),
         ));
     }
     note(format!(
@@ -168,6 +178,15 @@ fn eight_nodes_relay_chunks_so_the_model_leaves_the_store_once_and_uploads_stay_
         with.consumers.iter().all(|c| c.bytes_from("peer") > 0),
         "a node got nothing from its peers"
     );
+    // The default transport carried every pull: none needed the gRPC fallback.
+    for c in &with.consumers {
+        let (framed, grpc) = (pulls_over(c, "framed"), pulls_over(c, "grpc"));
+        assert!(
+            framed > 0 && grpc == 0,
+            "{}: {framed} pulls over framed, {grpc} over the gRPC fallback",
+            c.node
+        );
+    }
     assert!(
         busiest <= MAX_UPLOAD_OVER_MEAN * mean,
         "the busiest node sent {busiest} bytes, {:.2} x the mean {mean}",

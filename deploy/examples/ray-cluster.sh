@@ -18,6 +18,7 @@ export MODEL_DIR=${MODEL_DIR:-/tmp/model}
 # Optional: the nodes' agents share the model (each chunk leaves the store once). Every node lists
 # every node's agent, and all share one secret (at least 16 bytes):
 #   export OSS_CONNECTOR_PEERS=10.0.0.1:7468,10.0.0.2:7468 OSS_CONNECTOR_CLUSTER_SECRET=...
+# Nodes reach each other on TCP 7468 (gRPC control), TCP 7469 (chunk data) and UDP 7469 (gossip).
 export LD_PRELOAD=${OSSC_PRELOAD_LIB:-/usr/local/lib/libossc_preload.so} ENABLE_CONNECTOR=1
 # Ray adds its own LD_PRELOAD (jemalloc) to gcs_server and raylet only when LD_PRELOAD is unset,
 # so ours is kept. Raylet removes LD_PRELOAD from the workers it starts when

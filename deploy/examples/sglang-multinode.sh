@@ -17,6 +17,7 @@ TP=${TP:-16}
 NNODES=${NNODES:-2}
 # Optional: the nodes' agents share the model (each chunk leaves the store once):
 #   export OSS_CONNECTOR_PEERS=NODE0_IP:7468,NODE1_IP:7468 OSS_CONNECTOR_CLUSTER_SECRET=...
+# Nodes reach each other on TCP 7468 (gRPC control), TCP 7469 (chunk data) and UDP 7469 (gossip).
 rank=${1:?usage: $0 NODE_RANK DIST_INIT_ADDR [launch_server flags]}
 dist_init_addr=${2:?usage: $0 NODE_RANK DIST_INIT_ADDR [launch_server flags]}
 shift 2

@@ -315,6 +315,19 @@ pub fn render(status: &Value) -> Result<String> {
             "Spare upload bandwidth each peer last reported (pulls are weighted by it)",
             idle,
         );
+        let by_transport = status["peers"]["pulls_by_transport"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (label("transport", k), num(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        b.counter(
+            "ossc_peer_pulls_total",
+            "Chunk pulls completed per transport (pulls over grpc while framed or quic is configured: fallbacks)",
+            by_transport,
+        );
         let upload = &status["peers"]["upload"];
         if let Some(cap) = upload["limit_bytes_per_sec"].as_u64() {
             b.gauge_value(
@@ -591,6 +604,7 @@ mod tests {
                 {"id": "10.0.0.2:7468", "alive": true, "bytes_sent": 5, "bytes_received": 48, "failures": 0},
                 {"id": "10.0.0.3:7468", "alive": false, "bytes_sent": 0, "bytes_received": 0, "failures": 3}],
                 "peer_idle_upload_bytes_per_sec": {"10.0.0.2:7468": 1000000},
+                "pulls_by_transport": {"framed": 12, "grpc": 1},
                 "upload": {"limit_bytes_per_sec": 20000000, "throttled_bytes": 7340032,
                            "throttle_wait_secs": 1.5, "streams_in_flight": 2}},
         });
@@ -617,6 +631,8 @@ mod tests {
             "ossc_peer_received_bytes_total{peer=\"10.0.0.2:7468\"} 48",
             "ossc_peer_failures_total{peer=\"10.0.0.3:7468\"} 3",
             "ossc_peer_idle_upload_bytes_per_second{peer=\"10.0.0.2:7468\"} 1000000",
+            "ossc_peer_pulls_total{transport=\"framed\"} 12",
+            "ossc_peer_pulls_total{transport=\"grpc\"} 1",
             "ossc_peer_upload_limit_bytes_per_second 20000000",
             "ossc_peer_upload_throttled_bytes_total 7340032",
             "ossc_peer_upload_throttle_wait_seconds_total 1.5",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{data, free_port, read_fd, request_blocking};
+use common::{data, free_port, read_fd, request_blocking, status_once_listening};
 use ossc_core::fetch::FetchConfig;
 use ossc_core::object_client::mock::MockObjectClient;
 use ossc_peer::agent::{run_agent, AgentOptions};
@@ -102,8 +102,7 @@ async fn agents_split_the_model_and_serve_exact_bytes() {
             tokio::task::spawn_blocking(move || {
                 sockets
                     .iter()
-                    .filter(|s| s.exists())
-                    .map(|s| serde_json::from_str(&request_blocking(s, "STATUS").0).unwrap())
+                    .filter_map(|s| status_once_listening(s))
                     .collect()
             })
             .await

@@ -46,8 +46,8 @@
 //!   cannot reach. Every node serves all three, whatever it pulls with; all
 //!   answer from [`chunk_server`], and the fetcher pulls through the
 //!   [`transport::ChunkPuller`] trait without naming any.
-//!   **framed measured fastest and cheapest**, yet gRPC stays the default
-//!   until framed has carried the multi-host cluster tests:
+//!   **framed is the default: it measured fastest and cheapest**, and it
+//!   carries every multi-host (network-namespace) cluster test:
 //!   the `transport_throughput` measurement (1 GiB in 16 MiB chunks, 16
 //!   pulls in flight, two in-process nodes on loopback, 2-CPU machine, all
 //!   three side by side in one run, mutual TLS, three runs) gave framed
@@ -87,7 +87,7 @@
 //! `peer.listen` (default [`DEFAULT_LISTEN`]), `OSS_CONNECTOR_PEER_ADVERTISE`
 //! / `peer.advertise`, `OSS_CONNECTOR_CLUSTER_SECRET` / `peer.secretFile`,
 //! `peer.chunkSizeBytes`, `OSS_CONNECTOR_PEER_TRANSPORT` / `peer.transport`
-//! (default `grpc`), `OSS_CONNECTOR_PEER_TLS` (default on),
+//! (default `framed`), `OSS_CONNECTOR_PEER_TLS` (default on),
 //! `OSS_CONNECTOR_PEER_MEMBERSHIP` / `peer.membership` (default `gossip`),
 //! `OSS_CONNECTOR_GOSSIP_LISTEN` / `peer.gossipListen` (default: the listen
 //! address, port + 1), `peer.uploadBytesPerSec`, `peer.leaveGraceSec`; fault
@@ -158,7 +158,7 @@ pub mod env {
     pub const SECRET: &str = "OSS_CONNECTOR_CLUSTER_SECRET";
     /// `0` disables TLS on peer traffic (default: on).
     pub const TLS: &str = "OSS_CONNECTOR_PEER_TLS";
-    /// `grpc` (default), `framed` or `quic`: how this node pulls chunks.
+    /// `framed` (default), `grpc` or `quic`: how this node pulls chunks.
     pub const TRANSPORT: &str = "OSS_CONNECTOR_PEER_TRANSPORT";
     /// `gossip` (default) or `heartbeat`: how liveness is decided.
     pub const MEMBERSHIP: &str = "OSS_CONNECTOR_PEER_MEMBERSHIP";
@@ -185,7 +185,7 @@ pub struct SwarmConfig {
     pub tls: bool,
     /// Fault injection: serve corrupted chunks.
     pub corrupt_served_chunks: bool,
-    /// How chunks are pulled (default gRPC).
+    /// How chunks are pulled (default framed).
     pub transport: PeerTransport,
     /// `peer.uploadBytesPerSec`: the cap on bytes sent to peers
     /// ([`upload_limit`]) and the capacity of the idle-bandwidth figure peers
@@ -734,7 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn the_transport_comes_from_env_then_file_and_defaults_to_grpc() {
+    fn the_transport_comes_from_env_then_file_and_defaults_to_framed() {
         let file = ossc_core::config::PeerConfig {
             peers: vec!["127.0.0.1:7468".into()],
             transport: Some("quic".into()),
@@ -755,7 +755,7 @@ mod tests {
             ..file.clone()
         };
         let c = SwarmConfig::resolve(&secret, &none).unwrap().unwrap();
-        assert_eq!(c.transport, PeerTransport::Grpc);
+        assert_eq!(c.transport, PeerTransport::Framed);
         let bad = ossc_core::config::PeerConfig {
             transport: Some("tcp".into()),
             ..file

@@ -90,7 +90,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, tls: Option<Arc<PeerTls>>) -> Peer {
+    pub(crate) fn new(addr: SocketAddr, tls: Option<Arc<PeerTls>>) -> Peer {
         Peer {
             id: addr.to_string(),
             addr,

@@ -161,7 +161,7 @@ pub struct SwarmFetcher {
 }
 
 impl SwarmFetcher {
-    /// A fetcher that pulls over the default transport (gRPC).
+    /// A fetcher that pulls over gRPC (the transport every node serves).
     pub fn new(
         engine: Arc<FetchEngine>,
         peers: Arc<PeerSet>,
@@ -301,6 +301,8 @@ impl ObjectFetcher for SwarmFetcher {
         if let Some(o) = v.as_object_mut() {
             o.insert("chunk_size".into(), self.shared.settings.chunk_size.into());
             o.insert("transport".into(), self.transport().into());
+            let by_transport = transport::pulls_by_transport_json(&*self.shared.puller);
+            o.insert("pulls_by_transport".into(), by_transport);
             o.insert("objects_held".into(), self.shared.books.len().into());
             let idle: serde_json::Map<String, serde_json::Value> = self
                 .shared

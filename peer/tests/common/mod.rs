@@ -51,6 +51,23 @@ pub fn request_blocking(socket: &Path, line: &str) -> (String, Option<OwnedFd>) 
     (text.trim_end_matches('\n').to_string(), fd)
 }
 
+/// The agent's STATUS, or `None` while its socket does not accept yet (the
+/// socket file exists from `bind`, before `listen`).
+pub fn status_once_listening(socket: &Path) -> Option<serde_json::Value> {
+    match UnixStream::connect(socket) {
+        Ok(_) => Some(serde_json::from_str(&request_blocking(socket, "STATUS").0).unwrap()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("{}: {e}", socket.display()),
+    }
+}
+
 /// [`request_blocking`] off the runtime's workers.
 pub async fn request(socket: &Path, line: &str) -> (String, Option<OwnedFd>) {
     let socket = socket.to_path_buf();

@@ -45,6 +45,7 @@ pub mod reachability;
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,14 +68,14 @@ pub enum PeerTransport {
     /// QUIC streams ([`quic`]), falling back to gRPC per peer when a
     /// handshake fails.
     Quic,
-    /// gRPC server streaming ([`grpc`]) only. The default while the
-    /// framed transport, which measured fastest and cheapest per CPU-second
-    /// of the three (see [`super`]'s notes), has not yet carried the
-    /// multi-host (network-namespace) cluster tests.
-    #[default]
+    /// gRPC server streaming ([`grpc`]) only.
     Grpc,
     /// Fixed frames over TLS on TCP ([`framed`], the peer port + 1), falling
-    /// back to gRPC per peer when it cannot connect.
+    /// back to gRPC per peer when it cannot connect. The default: it
+    /// measured fastest and cheapest per CPU-second of the three (see
+    /// [`super`]'s notes) and carries every multi-host (network-namespace)
+    /// cluster test.
+    #[default]
     Framed,
 }
 
@@ -190,6 +191,13 @@ pub trait ChunkPuller: Send + Sync {
         pull: &ChunkPull<'_>,
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError>;
+
+    /// Completed pulls per transport name, for STATUS: shows whether the
+    /// configured transport carried the data or peers were reached only
+    /// through the fallback. Empty for a single transport.
+    fn pulls_by_transport(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The serving side of a transport. Starting one is the transport's own
@@ -208,13 +216,24 @@ pub trait ChunkService: Send + Sync {
 }
 
 /// Pullers tried in order: the next gets a pull only when the one before
-/// cannot reach the peer ([`PullError::Unreachable`]).
-pub struct FirstReachable(pub Vec<Arc<dyn ChunkPuller>>);
+/// cannot reach the peer ([`PullError::Unreachable`]). Counts the pulls
+/// each one completed.
+pub struct FirstReachable {
+    pullers: Vec<Arc<dyn ChunkPuller>>,
+    completed: Vec<AtomicU64>,
+}
+
+impl FirstReachable {
+    pub fn new(pullers: Vec<Arc<dyn ChunkPuller>>) -> FirstReachable {
+        let completed = pullers.iter().map(|_| AtomicU64::new(0)).collect();
+        FirstReachable { pullers, completed }
+    }
+}
 
 #[async_trait]
 impl ChunkPuller for FirstReachable {
     fn name(&self) -> &'static str {
-        self.0.first().map_or("none", |p| p.name())
+        self.pullers.first().map_or("none", |p| p.name())
     }
 
     async fn pull(
@@ -224,14 +243,34 @@ impl ChunkPuller for FirstReachable {
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError> {
         let mut last = PullError::Unreachable("no transport configured".into());
-        for puller in &self.0 {
+        for (puller, completed) in self.pullers.iter().zip(&self.completed) {
             match puller.pull(peer, pull, target).await {
                 Err(e @ PullError::Unreachable(_)) => last = e,
-                done => return done,
+                done => {
+                    if done.is_ok() {
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return done;
+                }
             }
         }
         Err(last)
     }
+
+    fn pulls_by_transport(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.completed.iter().map(|c| c.load(Ordering::Relaxed));
+        self.pullers.iter().map(|p| p.name()).zip(counts).collect()
+    }
+}
+
+/// STATUS's `pulls_by_transport`: `{"framed": n, "grpc": m}`.
+pub fn pulls_by_transport_json(puller: &dyn ChunkPuller) -> serde_json::Value {
+    let by_name: serde_json::Map<String, serde_json::Value> = puller
+        .pulls_by_transport()
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), n.into()))
+        .collect();
+    by_name.into()
 }
 
 /// The gRPC puller: the last resort of every configured transport (every
@@ -374,10 +413,10 @@ pub(crate) fn start(
     }
     let puller: Arc<dyn ChunkPuller> = match (pull_with, &quic) {
         (PeerTransport::Quic, Some(q)) => {
-            Arc::new(FirstReachable(vec![q.clone(), default_puller()]))
+            Arc::new(FirstReachable::new(vec![q.clone(), default_puller()]))
         }
         (PeerTransport::Framed, _) => {
-            Arc::new(FirstReachable(vec![framed.clone(), default_puller()]))
+            Arc::new(FirstReachable::new(vec![framed.clone(), default_puller()]))
         }
         _ => default_puller(),
     };
@@ -416,6 +455,65 @@ mod tests {
         assert!(matches!(wrong.keep_alive(), Err(PullError::Failed(_))));
         let err = wrong.finish(crc ^ 1).unwrap_err();
         assert!(err.to_string().contains("CRC-64 mismatch"), "{err}");
+    }
+
+    /// Answers every pull with `Ok(0)`, or as unreachable.
+    struct Scripted {
+        name: &'static str,
+        reachable: bool,
+    }
+
+    #[async_trait]
+    impl ChunkPuller for Scripted {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+
+        async fn pull(
+            &self,
+            _: &Peer,
+            _: &ChunkPull<'_>,
+            _: &dyn ChunkTarget,
+        ) -> Result<u64, PullError> {
+            match self.reachable {
+                true => Ok(0),
+                false => Err(PullError::Unreachable(self.name.into())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_reachable_transport_pulls_and_each_ones_pulls_are_counted() {
+        let puller =
+            |name, reachable| -> Arc<dyn ChunkPuller> { Arc::new(Scripted { name, reachable }) };
+        let secret = ClusterSecret::new(b"Bv6Nm1Qa8Ws3Ed5Rf7Tg9Yh2Uj4Ik0Ol").unwrap();
+        let pull = ChunkPull {
+            secret: &secret,
+            self_id: "10.0.0.1:7468",
+            request: v1::ChunkRequest::default(),
+            range: 0..0,
+            answer_timeout: Duration::from_secs(1),
+            stall: Duration::from_secs(1),
+        };
+        let peer = Peer::new("10.0.0.2:7468".parse().unwrap(), None);
+        let target = VecTarget::with_len(0);
+
+        let both = FirstReachable::new(vec![puller("framed", true), puller("grpc", true)]);
+        both.pull(&peer, &pull, &target).await.unwrap();
+        assert_eq!(both.pulls_by_transport(), [("framed", 1), ("grpc", 0)]);
+        assert_eq!(both.name(), "framed");
+
+        let fallback = FirstReachable::new(vec![puller("framed", false), puller("grpc", true)]);
+        fallback.pull(&peer, &pull, &target).await.unwrap();
+        fallback.pull(&peer, &pull, &target).await.unwrap();
+        assert_eq!(fallback.pulls_by_transport(), [("framed", 0), ("grpc", 2)]);
+        let json = pulls_by_transport_json(&fallback);
+        assert_eq!(json, serde_json::json!({"framed": 0, "grpc": 2}));
+
+        let none = FirstReachable::new(vec![puller("framed", false)]);
+        let err = none.pull(&peer, &pull, &target).await.unwrap_err();
+        assert!(matches!(err, PullError::Unreachable(_)), "{err}");
+        assert_eq!(none.pulls_by_transport(), [("framed", 0)]);
     }
 
     #[test]

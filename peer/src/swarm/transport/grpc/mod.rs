@@ -1,4 +1,5 @@
-//! Chunks over gRPC server streaming (tonic), the default transport: the
+//! Chunks over gRPC server streaming (tonic), the transport every node
+//! serves and the others fall back to: the
 //! `PeerControl` service's `FetchChunk` sends a chunk as `ChunkData` frames
 //! of at most [`FRAME_BYTES`](crate::swarm::chunk_server::FRAME_BYTES), then
 //! a last frame with the chunk's CRC-64.
