@@ -6,6 +6,8 @@
 //! ```text
 //! ossc-bench-peers --nodes 1,2,4 --model-mb 256 --node-mbit 300 --store-mbit 300 \
 //!                  --rounds 1 --out target/bench/peers-raw.json
+//! ossc-bench-peers --nodes 8 --model-mb 64 --node-mbit 100 --store-mbit 100 \
+//!                  --chunk-mb 2 --start-skew 5 --seed 7 --peers-only --out skew.json
 //! ```
 //!
 //! Design decision: one cluster per N, built once, with the store started once;
@@ -16,6 +18,14 @@
 //! `tc tbf` at rates where the network, not the machine's CPUs, is the
 //! bottleneck; the raw per-phase measurements go to JSON, and the summary
 //! (medians, ratios, model comparison) is left to `scripts/bench.py`.
+//!
+//! `--start-skew S` measures start skew instead: every node runs a daemon
+//! (`ossc peer`, `OSS_PATH` at the bucket root) and its application opens the
+//! model at a seeded random offset in [0, S] (the first at 0, the last at S;
+//! round r uses seed `--seed` + r), as `ossc_cluster::run_staggered_phase`
+//! does. Each round then adds a third contender, `peers_together`: the same
+//! daemons with every application opening at once, the baseline of the
+//! skewed phase's time.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +34,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ossc_cluster_tests::netns::{self, Cluster, ClusterSpec, Rate};
-use ossc_cluster_tests::ossc_cluster::{self, Binaries, Model, PhaseOutcome, Store};
+use ossc_cluster_tests::ossc_cluster::{
+    self, Binaries, DaemonSettings, Model, PhaseOutcome, StartSchedule, Store,
+};
 use serde_json::{json, Value};
 
 /// Cluster sizes measured by default.
@@ -42,6 +54,8 @@ const DEFAULT_SHARDS: u32 = 4;
 const DEFAULT_RATE_MBIT: u64 = 300;
 /// Rounds per N (each round runs both contenders once).
 const DEFAULT_ROUNDS: usize = 1;
+/// Seed of the first round's start schedule (`--start-skew`).
+const DEFAULT_SEED: u64 = 1;
 /// How long one consumer may take, from its spawn (the slowest phase, no
 /// peers at N = 6 with a 512 MiB model at 300 Mbit/s, takes ~95 s).
 const DEFAULT_TIMEOUT_S: u64 = 600;
@@ -63,13 +77,18 @@ struct Args {
     /// Only the peers contender (`--peers-only`): a quick comparison of
     /// builds or settings; `scripts/bench.py` needs both.
     peers_only: bool,
+    /// `--start-skew`: applications open the model up to this far apart.
+    start_skew: Option<Duration>,
+    /// `--seed`: the start schedule of round r is drawn from seed + r.
+    seed: u64,
 }
 
 fn usage() -> String {
     format!(
         "usage: ossc-bench-peers [--nodes 1,2,4] [--model-mb {DEFAULT_MODEL_MB}] [--shards {DEFAULT_SHARDS}] \
          [--node-mbit {DEFAULT_RATE_MBIT}] [--store-mbit {DEFAULT_RATE_MBIT}] [--rounds {DEFAULT_ROUNDS}] \
-         [--peer-env KEY=VALUE]... [--chunk-mb N] [--peers-only] [--timeout-s {DEFAULT_TIMEOUT_S}] --out FILE.json\n(env OSSC_BIN / OSSC_PRELOAD_LIB: the binaries under test)"
+         [--peer-env KEY=VALUE]... [--chunk-mb N] [--peers-only] [--start-skew SECONDS [--seed {DEFAULT_SEED}]] \
+         [--timeout-s {DEFAULT_TIMEOUT_S}] --out FILE.json\n(env OSSC_BIN / OSSC_PRELOAD_LIB: the binaries under test)"
     )
 }
 
@@ -86,6 +105,8 @@ fn parse_args() -> Result<Args> {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
         chunk_mb: None,
         peers_only: false,
+        start_skew: None,
+        seed: DEFAULT_SEED,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -116,6 +137,11 @@ fn parse_args() -> Result<Args> {
             "--rounds" => args.rounds = value.parse().map_err(|e| bad(&e))?,
             "--chunk-mb" => args.chunk_mb = Some(value.parse().map_err(|e| bad(&e))?),
             "--out" => args.out = PathBuf::from(value),
+            "--start-skew" => {
+                let secs: f64 = value.parse().map_err(|e| bad(&e))?;
+                args.start_skew = Some(Duration::try_from_secs_f64(secs).map_err(|e| bad(&e))?);
+            }
+            "--seed" => args.seed = value.parse().map_err(|e| bad(&e))?,
             "--timeout-s" => {
                 args.timeout = Duration::from_secs(value.parse().map_err(|e| bad(&e))?)
             }
@@ -173,16 +199,18 @@ fn bytes_sent(status: Option<&Value>) -> u64 {
 
 /// One phase as JSON: wall, store egress, every node's bytes by source and
 /// what it sent to peers.
-fn phase_json(out: &PhaseOutcome, model: &Model) -> Value {
+fn phase_json(out: &PhaseOutcome, model: &Model, schedule: Option<&StartSchedule>) -> Value {
     let nodes: Vec<Value> = out
         .consumers
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let (pull_failures, pull_errors) = pull_failures(&c.dir);
             json!({
                 "pull_failures": pull_failures,
                 "pull_errors": pull_errors,
                 "node": c.node,
+                "opened_at_s": schedule.map(|s| s.offsets[i].as_secs_f64()),
                 "wall_s": c.wall.as_secs_f64(),
                 "load_seconds": c.report.get("load_seconds").cloned().unwrap_or(Value::Null),
                 "bytes_store": c.bytes_from("store"),
@@ -199,6 +227,7 @@ fn phase_json(out: &PhaseOutcome, model: &Model) -> Value {
         .collect();
     json!({
         "wall_s": out.wall.as_secs_f64(),
+        "seed": schedule.map(|s| s.seed),
         "store_bytes": out.store.bytes_served,
         "store_gets": out.store.requests.get,
         "egress_over_model": out.store.bytes_served as f64 / model.total_bytes as f64,
@@ -235,21 +264,50 @@ fn main() -> Result<()> {
         let mut rounds = Vec::new();
         for round in 0..args.rounds {
             let mut entry = serde_json::Map::new();
-            let contenders = [("no_peers", &[][..]), ("peers", &peer_env[..])];
+            let mut contenders = vec![("no_peers", &[][..]), ("peers", &peer_env[..])];
+            if args.start_skew.is_some() {
+                contenders.push(("peers_together", &peer_env[..]));
+            }
             let skipped = usize::from(args.peers_only);
             for (name, env) in contenders.into_iter().skip(skipped) {
                 let phase = format!("n{n}-r{round}-{name}");
-                let out = ossc_cluster::run_phase_with_config(
-                    &cluster,
-                    &bins,
-                    &store,
-                    &model,
-                    &work,
-                    &phase,
-                    env,
-                    &config,
-                    args.timeout,
-                )
+                let schedule = args.start_skew.map(|skew| match name {
+                    "peers_together" => StartSchedule::simultaneous(n),
+                    _ => StartSchedule::random(n, skew, args.seed + round as u64),
+                });
+                if let Some(s) = &schedule {
+                    let names: Vec<String> =
+                        cluster.nodes().iter().map(|h| h.name.clone()).collect();
+                    eprintln!("N={n} round {} {name}: {}", round + 1, s.describe(&names));
+                }
+                let out = match &schedule {
+                    Some(s) => ossc_cluster::run_staggered_phase(
+                        &cluster,
+                        &bins,
+                        &store,
+                        &model,
+                        &work,
+                        &phase,
+                        &DaemonSettings {
+                            env: env.to_vec(),
+                            args: Vec::new(),
+                            config: config.clone(),
+                        },
+                        s,
+                        args.timeout,
+                    ),
+                    None => ossc_cluster::run_phase_with_config(
+                        &cluster,
+                        &bins,
+                        &store,
+                        &model,
+                        &work,
+                        &phase,
+                        env,
+                        &config,
+                        args.timeout,
+                    ),
+                }
                 .with_context(|| format!("phase {phase}"))?;
                 let sent: Vec<u64> = out
                     .consumers
@@ -258,14 +316,18 @@ fn main() -> Result<()> {
                     .collect();
                 let mean = sent.iter().sum::<u64>() as f64 / sent.len().max(1) as f64;
                 let busiest = sent.iter().copied().max().unwrap_or(0) as f64;
+                let failures: usize = out.consumers.iter().map(|c| pull_failures(&c.dir).0).sum();
                 eprintln!(
-                    "N={n} round {} {name}: wall {:.2} s, store egress {:.3} x model, busiest uploader {:.2} x the mean",
+                    "N={n} round {} {name}: wall {:.2} s, store egress {:.3} x model, busiest uploader {:.2} x the mean, {failures} store fallbacks",
                     round + 1,
                     out.wall.as_secs_f64(),
                     out.store.bytes_served as f64 / model.total_bytes as f64,
                     if mean > 0.0 { busiest / mean } else { 0.0 }
                 );
-                entry.insert(name.to_string(), phase_json(&out, &model));
+                entry.insert(
+                    name.to_string(),
+                    phase_json(&out, &model, schedule.as_ref()),
+                );
                 // Phase directories hold a whole model per node: drop them now.
                 let _ = std::fs::remove_dir_all(work.join(&phase));
             }
@@ -288,6 +350,8 @@ fn main() -> Result<()> {
         "store_uplink_bits_per_sec": Rate::mbit(args.store_mbit).bits_per_sec(),
         "rounds": args.rounds,
         "chunk_bytes": args.chunk_mb.map(|mb| mb << 20),
+        "start_skew_s": args.start_skew.map(|d| d.as_secs_f64()),
+        "seed": args.start_skew.map(|_| args.seed),
         "peer_env": args.peer_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "results": results,
     });

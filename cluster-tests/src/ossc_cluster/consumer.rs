@@ -83,6 +83,21 @@ pub fn start_attached_consumer(
     start_attached_consumer_as(node, bins, model, dir, None)
 }
 
+/// [`start_attached_consumer`] for a daemon whose `OSS_PATH` is a parent of
+/// the model: the consumer loads `MODEL_DIR/<rel>` (`rel` = [`super::PREFIX`]
+/// for a daemon at the bucket root), so its first open there is what starts
+/// the daemon's prefetch of the model.
+pub fn start_attached_consumer_in(
+    node: &Host,
+    bins: &Binaries,
+    model: &Model,
+    dir: &Path,
+    rel: &str,
+) -> Result<RunningConsumer> {
+    let cmd = hooked_load_model_of(node, bins, model, dir, "2", &dir.join("model").join(rel));
+    RunningConsumer::spawn(node, dir, cmd)
+}
+
 /// [`start_attached_consumer`], run as user and group `uid` when given (an
 /// application container of another, non-root user that mounts the daemon's
 /// directories): it drops root after entering the node's namespace.
@@ -123,6 +138,18 @@ fn hooked_load_model(
     dir: &Path,
     enable_connector: &str,
 ) -> Command {
+    hooked_load_model_of(node, bins, model, dir, enable_connector, &dir.join("model"))
+}
+
+/// [`hooked_load_model`] loading `load` (MODEL_DIR or a directory in it).
+fn hooked_load_model_of(
+    node: &Host,
+    bins: &Binaries,
+    model: &Model,
+    dir: &Path,
+    enable_connector: &str,
+    load: &Path,
+) -> Command {
     let model_dir = dir.join("model");
     let mut cmd = ossc_command(node, bins);
     cmd.env("LD_PRELOAD", &bins.preload)
@@ -130,7 +157,7 @@ fn hooked_load_model(
         .env("MODEL_DIR", &model_dir)
         .env("CONNECTOR_UDS_PATH", socket_in(dir))
         .arg("load-model")
-        .arg(&model_dir)
+        .arg(load)
         .arg("--manifest")
         .arg(&model.manifest_path)
         .arg("--json");

@@ -16,13 +16,16 @@
 //! Rooms: this file (the binaries, the work directory, the model, the peer
 //! settings every node shares), `store` (`ossc serve-store` and its
 //! counters), `node` (one node's files, config and agent STATUS), `consumer`
-//! (consumers under the hook, started or attached), `daemon` (`ossc peer`)
-//! and `phase` (one consumer per node at once, measured).
+//! (consumers under the hook, started or attached), `daemon` (`ossc peer`),
+//! `phase` (one consumer per node at once, measured) and `staggered`
+//! (daemons at the bucket root, consumers opening the model at seeded
+//! offsets).
 
 mod consumer;
 mod daemon;
 mod node;
 mod phase;
+mod staggered;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -33,14 +36,15 @@ use anyhow::{ensure, Context, Result};
 use crate::netns::{process_alive, Cluster, Host};
 
 pub use consumer::{
-    start_attached_consumer, start_attached_consumer_as, start_consumer_with_config, Consumer,
-    ConsumerOutcome, RunningConsumer,
+    start_attached_consumer, start_attached_consumer_as, start_attached_consumer_in,
+    start_consumer_with_config, Consumer, ConsumerOutcome, RunningConsumer,
 };
 pub use daemon::{start_peer_daemon, Daemon, DaemonSettings, PeerDaemon, DAEMON_START_TIMEOUT};
 pub use node::{
     log_tail, merge_config, peer_entry, query_agent_status, write_node_config, NodeProcess,
 };
 pub use phase::{run_phase_with_config, PhaseOutcome};
+pub use staggered::{run_staggered_phase, StartSchedule, JOIN_TIMEOUT};
 pub use store::{store_env, Store};
 
 /// Key id the store requires (requests are signed, as against real OSS).
