@@ -447,6 +447,18 @@ impl PeerSet {
         }
     }
 
+    /// Alive, or under gossip suspected but not yet down (see
+    /// [`PeerSet::is_up`]).
+    fn peer_up(&self, p: &Peer) -> bool {
+        match self.mode {
+            MembershipMode::Heartbeat => p.is_alive(self.timing.dead_after),
+            MembershipMode::Gossip => matches!(
+                self.gossip_state(&p.id),
+                Some(MemberState::Alive | MemberState::Suspect)
+            ),
+        }
+    }
+
     pub fn self_id(&self) -> &str {
         &self.self_id
     }
@@ -486,8 +498,8 @@ impl PeerSet {
             .collect()
     }
 
-    /// This node plus every alive peer that is not leaving, sorted: the
-    /// nodes that own chunks and take new pulls.
+    /// This node plus every peer that is up ([`PeerSet::is_up`]) and not
+    /// leaving, sorted: the nodes that own chunks and take new pulls.
     pub fn alive_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = match self.mode {
             MembershipMode::Heartbeat => self
@@ -501,7 +513,7 @@ impl PeerSet {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .filter(|(_, s)| **s == MemberState::Alive)
+                .filter(|(_, s)| matches!(s, MemberState::Alive | MemberState::Suspect))
                 .map(|(id, _)| id.clone())
                 .collect(),
         };
@@ -511,8 +523,18 @@ impl PeerSet {
         ids
     }
 
+    /// Whether `id` is alive: heard from within the detection delay
+    /// (heartbeats), or alive and not suspected (gossip).
     pub fn is_alive(&self, id: &str) -> bool {
         id == self.self_id || self.peer(id).is_some_and(|p| self.peer_alive(&p))
+    }
+
+    /// Whether `id` is still a member: alive, or under gossip suspected but
+    /// not yet down. A suspected member keeps its chunks and its streams
+    /// (see the membership notes); only a broken stream plus a suspicion,
+    /// or down, ends it.
+    pub fn is_up(&self, id: &str) -> bool {
+        id == self.self_id || self.peer(id).is_some_and(|p| self.peer_up(&p))
     }
 
     /// A listed peer sent us a valid Hello: it is alive too.
@@ -540,11 +562,7 @@ impl PeerSet {
     /// that does not hear it learns it from the NOT_FOUND of its next pull.
     pub async fn leave(&self) {
         self.leaving.store(true, Ordering::SeqCst);
-        let alive: Vec<Arc<Peer>> = self
-            .all()
-            .into_iter()
-            .filter(|p| self.peer_alive(p))
-            .collect();
+        let alive: Vec<Arc<Peer>> = self.all().into_iter().filter(|p| self.peer_up(p)).collect();
         let told = alive.iter().map(|p| async move {
             let mut client = p.client();
             let hello = client.hello(self.hello_request());
@@ -707,8 +725,17 @@ mod tests {
             set.peer(&gone.to_string()).is_none(),
             "down when first heard of"
         );
-        assert_eq!(set.alive_ids(), [me.to_string(), seed.to_string()]);
+        // A suspected member keeps its place (its chunks, its streams) until
+        // it is down; it is not alive for judging a broken stream.
+        let mut up = vec![me.to_string(), seed.to_string(), found.to_string()];
+        up.sort();
+        assert_eq!(set.alive_ids(), up);
         assert!(!set.is_alive(&found.to_string()), "suspected is not alive");
+        assert!(set.is_up(&found.to_string()), "suspected is still up");
+        assert!(
+            !set.is_up(&gone.to_string()),
+            "down (and never known) is not up"
+        );
         assert!(set.lists_ip(found.ip()));
         let status = set.status_json();
         assert_eq!(status["membership"], "gossip");
@@ -718,6 +745,7 @@ mod tests {
         assert!(set.peer(&found.to_string()).is_none());
         assert!(set.peer(&seed.to_string()).is_some());
         assert!(!set.is_alive(&seed.to_string()));
+        assert!(!set.is_up(&seed.to_string()));
         assert_eq!(set.status_json()["peers"][0]["state"], "unknown");
     }
 

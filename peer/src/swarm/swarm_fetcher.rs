@@ -559,6 +559,11 @@ impl Shared {
                 tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "pull from a relay or holder failed; pulling the chunk from its owner or another holder");
             }
             PullError::Lost(e) if self.dies_soon(peer).await => {
+                // Suspected but not yet down: it still holds its place in the
+                // ring, so its chunks move on for this object now.
+                if self.peers.is_up(name) {
+                    exclude();
+                }
                 tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "stream to a dying peer broke; the chunk goes to its next owner");
             }
             PullError::Lost(e) => {
@@ -580,15 +585,16 @@ impl Shared {
         at: &mut Attempts,
     ) -> bool {
         let since = *at.not_started_since.get_or_insert(asked_at);
-        self.peers.is_alive(owner)
+        self.peers.is_up(owner)
             && !self.holders.declined(&id.object, owner)
             && since.elapsed() < self.settings.peer_wait
     }
 
-    /// Whether membership declares `peer` dead within its detection delay
-    /// (after a stream to it broke: a killed process resets its connections
-    /// before its heartbeats are missed). True: reassign the chunk; false:
-    /// the peer lives on, and the chunk goes to the store.
+    /// Whether membership suspects `peer` or declares it dead within its
+    /// detection delay (after a stream to it broke: a killed process resets
+    /// its connections before its heartbeats are missed; a broken stream
+    /// plus a suspicion is evidence enough). True: reassign the chunk;
+    /// false: the peer lives on, and the chunk goes to the store.
     async fn dies_soon(&self, peer: &Peer) -> bool {
         let until = tokio::time::Instant::now() + self.peers.dead_after() + DEAD_PEER_CHECK;
         loop {
@@ -603,7 +609,8 @@ impl Shared {
     }
 
     /// [`Shared::pull`], abandoned as soon as membership declares `peer`
-    /// dead (checked every [`DEAD_PEER_CHECK`]). A killed or partitioned
+    /// down (checked every [`DEAD_PEER_CHECK`]; a suspicion alone does not
+    /// abandon a stream that keeps delivering, see [`PeerSet::is_up`]). A killed or partitioned
     /// owner then costs its pending chunks the membership's detection delay,
     /// not the full peer wait each: with
     /// QUIC a killed peer sends no reset, so its pulls would otherwise hang
@@ -623,7 +630,7 @@ impl Shared {
             tokio::select! {
                 r = &mut pull => return r,
                 _ = check.tick() => {
-                    if !self.peers.is_alive(&peer.id) {
+                    if !self.peers.is_up(&peer.id) {
                         return Err(PullError::Dead);
                     }
                 }
