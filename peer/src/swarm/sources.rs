@@ -15,7 +15,8 @@
 //!   others; differing views only move a node in it.
 //! - **First attempt.** A node whose parent in the order is not the owner
 //!   waits, holding no pull slot, until its parent shows bytes of the chunk
-//!   (or any peer holds it complete, or the peer wait passes); then it picks
+//!   (or any peer holds it complete, or the peer wait passes), meanwhile
+//!   asking the parent's have-map first ([`Holders::want`]); then it picks
 //!   among the peers that hold the chunk complete, its parent if the parent
 //!   has bytes of it, and the owner if the parent does not. **Retries** pick
 //!   among the owner and complete holders only. Picks are weighted by idle
@@ -205,6 +206,7 @@ impl Sources<'_> {
             {
                 return;
             }
+            self.holders.want(&id.object, &parent);
             self.holders.wait_round(until).await;
         }
     }
