@@ -6,8 +6,12 @@
 //!   [`HAVE_FANOUT`] that is every peer, every round (small swarms keep
 //!   the behaviour of asking everybody).
 //! - **Wanted peers first.** The fetch names the peers whose maps it is
-//!   waiting on ([`HaveFanout::want`]): this node's relay parent of a chunk
-//!   whose first pull waits for the parent's bytes, and an owner that
+//!   waiting on ([`HaveFanout::want`]): for a chunk whose first pull waits
+//!   for its relay parent's bytes, that parent *and the chunk's owner*
+//!   (the wait also ends when a peer holds the chunk complete, and the
+//!   owner is the first to; wanting the parent alone left such pulls
+//!   waiting for parents busy elsewhere: an in-process load at N = 14 took
+//!   4.8–13 s against 1.9–3.6 s, docs/benchmarks.md), and an owner that
 //!   answered NOT_FOUND (did it decline the object, or not start yet?).
 //!   They are asked in the order they were first named, up to
 //!   [`HAVE_FANOUT`] − [`EXPLORE_SLOTS`] a round; one not asked this round

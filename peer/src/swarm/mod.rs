@@ -15,7 +15,8 @@
 //! - **Have-maps** ([`holders`], [`have_fanout`]): while it fetches an
 //!   object a node asks at most [`have_fanout::HAVE_FANOUT`] peers per
 //!   500 ms round for their maps of it, the peers its pulls wait on first
-//!   (relay parents, owners that answered NOT_FOUND), the rest in rotation:
+//!   (relay parents and owners of chunks waiting for their relay, owners
+//!   that answered NOT_FOUND), the rest in rotation:
 //!   its metadata calls per round do not grow with N. Maps are hints; bytes
 //!   are verified whatever a map claimed.
 //! - **Start skew** ([`unheld`]): a node asked for an object version it has
