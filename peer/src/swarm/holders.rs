@@ -9,11 +9,11 @@
 //!   others in rotation ([`super::have_fanout`]), so metadata traffic per
 //!   node and round does not grow with N (one small RPC per asked peer;
 //!   the bitmaps of a 1 GB object at 16 MiB chunks are 8 bytes each). A
-//!   peer not asked this round keeps its last map. Answers are hints, never trusted for bytes: a chunk pulled from a
-//!   holder or a relay is verified against the CRC-64 recorded by the node
-//!   that fetched it from the store, like one from its owner, and a peer
-//!   that no longer has it answers NOT_FOUND or fails, which costs a retry
-//!   elsewhere.
+//!   peer not asked this round keeps its last map. Answers are hints, never
+//!   trusted for bytes: a chunk pulled from a holder or a relay is verified
+//!   against the CRC-64 recorded by the node that fetched it from the
+//!   store, like one from its owner, and a peer that no longer has it
+//!   answers NOT_FOUND or fails, which costs a retry elsewhere.
 //! - A map says, per chunk, whether the peer holds it (complete and
 //!   verified), whether it is arriving there (so the peer relays it), and
 //!   how many bytes from its start are in (how far ahead that source is).
