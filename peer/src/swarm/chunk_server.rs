@@ -45,7 +45,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ pub struct ChunkServer {
     nonces: NonceCache,
     /// Whether this node will fetch a version it does not hold (start skew).
     unheld: UnheldObjects,
+    /// Have requests answered.
+    have_answers: AtomicU64,
 }
 
 impl ChunkServer {
@@ -110,6 +112,7 @@ impl ChunkServer {
             stopped: AtomicBool::new(false),
             nonces: NonceCache::default(),
             unheld: UnheldObjects::default(),
+            have_answers: AtomicU64::new(0),
         }
     }
 
@@ -124,6 +127,11 @@ impl ChunkServer {
         self.unheld.set_hook(hook);
     }
 
+    /// Have requests this node answered.
+    pub fn have_answers(&self) -> u64 {
+        self.have_answers.load(Ordering::Relaxed)
+    }
+
     /// Bytes served to peers, and the rates `Have` reports.
     pub fn upload_meter(&self) -> &Arc<UploadMeter> {
         &self.upload
@@ -132,6 +140,7 @@ impl ChunkServer {
     /// The `Have` answer for `versions`: a map for each with a live book;
     /// the others are `declined` unless this node will fetch them.
     pub fn have(&self, versions: &[ossc_proto::v1::ObjectVersion]) -> HaveResponse {
+        self.have_answers.fetch_add(1, Ordering::Relaxed);
         let mut maps = Vec::new();
         let mut declined = Vec::new();
         for o in versions {

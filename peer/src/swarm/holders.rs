@@ -3,14 +3,17 @@
 //! side of `Have`.
 //!
 //! Design decisions:
-//! - While this node fetches an object version it asks every alive peer for
-//!   that version's have-map every [`HAVE_REFRESH`] (one small RPC per peer;
-//!   the bitmaps of a 1 GB object at 16 MiB chunks are 8 bytes each).
-//!   Answers are hints, never trusted for bytes: a chunk pulled from a
-//!   holder or a relay is verified against the CRC-64 recorded by the node
-//!   that fetched it from the store, like one from its owner, and a peer
-//!   that no longer has it answers NOT_FOUND or fails, which costs a retry
-//!   elsewhere.
+//! - While this node fetches an object version it asks a bounded set of
+//!   alive peers for that version's have-map every [`HAVE_REFRESH`]: at
+//!   most [`HAVE_FANOUT`] a round, the peers the fetch waits on first, the
+//!   others in rotation ([`super::have_fanout`]), so metadata traffic per
+//!   node and round does not grow with N (one small RPC per asked peer;
+//!   the bitmaps of a 1 GB object at 16 MiB chunks are 8 bytes each). A
+//!   peer not asked this round keeps its last map. Answers are hints, never
+//!   trusted for bytes: a chunk pulled from a holder or a relay is verified
+//!   against the CRC-64 recorded by the node that fetched it from the
+//!   store, like one from its owner, and a peer that no longer has it
+//!   answers NOT_FOUND or fails, which costs a retry elsewhere.
 //! - A map says, per chunk, whether the peer holds it (complete and
 //!   verified), whether it is arriving there (so the peer relays it), and
 //!   how many bytes from its start are in (how far ahead that source is).
@@ -26,6 +29,7 @@
 //!   wakes once per round, not per answer.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -35,6 +39,8 @@ use tokio::time::Instant;
 
 use super::chunk_book::ObjectVersion;
 use super::chunk_server::HAVE_METHOD;
+use super::have_fanout::HaveFanout;
+pub use super::have_fanout::HAVE_FANOUT;
 use super::peer_set::PeerSet;
 use super::upload::ASSUMED_MIN_CAPACITY;
 use super::upload_limit::believed_idle_upload;
@@ -52,6 +58,17 @@ pub struct Holders {
     state: Mutex<State>,
     /// Refresh rounds completed.
     rounds: watch::Sender<u64>,
+    /// Refresh rounds begun (one cut short when its fetch ends counts).
+    begun: AtomicU64,
+    /// Have calls made, all rounds together.
+    asks: AtomicU64,
+}
+
+/// Have traffic this node made: rounds and calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaveTraffic {
+    pub rounds: u64,
+    pub asks: u64,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +79,8 @@ struct State {
     declined: HashMap<ObjectVersion, HashSet<String>>,
     /// peer → idle upload bytes/s, as last reported.
     idle: HashMap<String, u64>,
+    /// version → whom its next rounds ask.
+    fanout: HashMap<ObjectVersion, HaveFanout>,
 }
 
 /// One peer's map of one version (bit i: byte i / 8, bit i % 8).
@@ -93,17 +112,28 @@ impl Holders {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks every alive peer which chunks of `version` it holds (bounded by
-    /// [`HAVE_TIMEOUT`]; a peer that does not answer keeps its last map).
+    /// Asks at most [`HAVE_FANOUT`] alive peers which chunks of `version`
+    /// they hold, those wanted first ([`super::have_fanout`]; bounded by
+    /// [`HAVE_TIMEOUT`]; a peer not asked or not answering keeps its last
+    /// map).
     pub async fn refresh(&self, peers: &PeerSet, version: &ObjectVersion) {
         let asked = std::slice::from_ref(version);
         let request = HaveRequest {
             objects: vec![version.into()],
         };
-        let calls = peers
-            .alive_ids()
+        let mut alive = peers.alive_ids();
+        alive.retain(|id| id != peers.self_id());
+        alive.sort();
+        let chosen = self
+            .lock()
+            .fanout
+            .entry(version.clone())
+            .or_default()
+            .next_round(&alive, rand::random::<usize>());
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.asks.fetch_add(chosen.len() as u64, Ordering::Relaxed);
+        let calls = chosen
             .into_iter()
-            .filter(|id| id != peers.self_id())
             .filter_map(|id| peers.peer(&id))
             .map(|peer| {
                 let mut req = tonic::Request::new(request.clone());
@@ -123,6 +153,22 @@ impl Holders {
             });
         futures::future::join_all(calls).await;
         self.rounds.send_modify(|r| *r = r.wrapping_add(1));
+    }
+
+    /// Asks `peer` for its map of `version` in a coming round (the fetch
+    /// waits on it; see [`super::have_fanout`]).
+    pub fn want(&self, version: &ObjectVersion, peer: &str) {
+        if let Some(f) = self.lock().fanout.get_mut(version) {
+            f.want(peer);
+        }
+    }
+
+    /// Rounds begun and peers asked, since this node started.
+    pub fn traffic(&self) -> HaveTraffic {
+        HaveTraffic {
+            rounds: self.begun.load(Ordering::Relaxed),
+            asks: self.asks.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits for the next refresh round to complete, or `until`.
@@ -226,6 +272,7 @@ impl Holders {
         let mut s = self.lock();
         s.maps.remove(version);
         s.declined.remove(version);
+        s.fanout.remove(version);
     }
 
     /// Every peer's last reported idle upload bandwidth (for STATUS).

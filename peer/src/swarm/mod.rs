@@ -12,6 +12,13 @@
 //!   before it verified them, but the chunk's CRC goes out only after, and a
 //!   relay whose own pull fails ends its downstream streams; pulls say what
 //!   they take the sender for, which keeps relaying free of cycles.
+//! - **Have-maps** ([`holders`], [`have_fanout`]): while it fetches an
+//!   object a node asks at most [`have_fanout::HAVE_FANOUT`] peers per
+//!   500 ms round for their maps of it, the peers its pulls wait on first
+//!   (relay parents and owners of chunks waiting for their relay, owners
+//!   that answered NOT_FOUND), the rest in rotation:
+//!   its metadata calls per round do not grow with N. Maps are hints; bytes
+//!   are verified whatever a map claimed.
 //! - **Start skew** ([`unheld`]): a node asked for an object version it has
 //!   not started asks its agent to start it (a hook the `ossc` commands
 //!   wire, [`Swarm::on_unheld_object`]); pullers wait for an owner that has
@@ -101,6 +108,7 @@ pub mod auth_layer;
 pub mod chunk_book;
 pub mod chunk_server;
 mod end_to_end;
+pub mod have_fanout;
 pub mod holders;
 pub mod leaving;
 pub mod membership;

@@ -15,7 +15,9 @@
 //!   others; differing views only move a node in it.
 //! - **First attempt.** A node whose parent in the order is not the owner
 //!   waits, holding no pull slot, until its parent shows bytes of the chunk
-//!   (or any peer holds it complete, or the peer wait passes); then it picks
+//!   (or any peer holds it complete, or the peer wait passes), meanwhile
+//!   asking the parent's and the owner's have-maps first
+//!   ([`Holders::want`]); then it picks
 //!   among the peers that hold the chunk complete, its parent if the parent
 //!   has bytes of it, and the owner if the parent does not. **Retries** pick
 //!   among the owner and complete holders only. Picks are weighted by idle
@@ -194,7 +196,8 @@ impl Sources<'_> {
     pub async fn await_relay(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) {
         let until = Instant::now() + self.peer_wait;
         loop {
-            let Some(parent) = self.view(id, excluded).parent else {
+            let view = self.view(id, excluded);
+            let Some(parent) = view.parent else {
                 return;
             };
             let progress = self.holders.progress(&id.object, &parent, id.index);
@@ -205,6 +208,8 @@ impl Sources<'_> {
             {
                 return;
             }
+            self.holders.want(&id.object, &parent);
+            self.holders.want(&id.object, &view.owner);
             self.holders.wait_round(until).await;
         }
     }

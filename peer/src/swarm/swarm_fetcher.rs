@@ -585,6 +585,8 @@ impl Shared {
         at: &mut Attempts,
     ) -> bool {
         let since = *at.not_started_since.get_or_insert(asked_at);
+        // Its next answer tells whether it declined the object.
+        self.holders.want(&id.object, owner);
         self.peers.is_up(owner)
             && !self.holders.declined(&id.object, owner)
             && since.elapsed() < self.settings.peer_wait

@@ -1069,6 +1069,95 @@ async fn start_skew_costs_no_store_egress() {
     );
 }
 
+/// `n` nodes load one object at once from a slow store (so the load spans
+/// several have-map rounds): every node gets every byte, the object leaves
+/// the store about once, and no node asks more than `HAVE_FANOUT` peers per
+/// round, against `n` − 1 when every round asks every peer.
+/// Prints the Have calls made and answered per node and round.
+async fn have_rounds_ask_a_bounded_number_of_peers(n: usize) {
+    use crate::swarm::holders::HAVE_FANOUT;
+    let size = 48 * CHUNK + 5;
+    let (mock, d) = mock_with(size, 17 + n as u64);
+    let meta = mock.head("model/shard-1.safetensors").await.unwrap();
+    let slow: Arc<dyn ObjectClient> = Arc::new(TricklingStore {
+        inner: mock.clone(),
+        piece: (CHUNK / 8) as usize,
+        pause: Duration::from_millis(100),
+    });
+    let secrets = vec![SECRET; n];
+    let nodes = cluster_with(
+        vec![slow; n],
+        &secrets,
+        true,
+        PeerTransport::Grpc,
+        |_, c| c.peer_wait = Duration::from_secs(10),
+    )
+    .await;
+    wait_alive(&nodes, n).await;
+    mock.reset_stats();
+    let refs: Vec<&Swarm> = nodes.iter().collect();
+    let began = std::time::Instant::now();
+    let results = fetch_all(&refs, &meta).await;
+    let took = began.elapsed();
+    for (i, (r, out)) in results.iter().enumerate() {
+        let o = r.as_ref().unwrap();
+        assert!(*out == d, "node {i} got wrong bytes");
+        assert!(o.fetched.crc64_verified);
+    }
+    // Relay parents are asked first: chunks still spread through relays.
+    let relayed: u64 = nodes.iter().map(relayed_to).sum();
+    assert!(relayed > 0, "no chunk came from a relay");
+    // About once (each node alone: n times). A loaded machine sometimes
+    // sends a pull that waits too long to the store, whatever the rounds.
+    let served = mock.bytes_served();
+    assert!(served <= 2 * size, "store served {served} for {size}");
+    let traffic: Vec<_> = nodes
+        .iter()
+        .map(|s| s.swarm_fetcher().shared.holders.traffic())
+        .collect();
+    let answered: Vec<u64> = nodes.iter().map(|s| s.server().have_answers()).collect();
+    let rounds: u64 = traffic.iter().map(|t| t.rounds).sum();
+    let asks: u64 = traffic.iter().map(|t| t.asks).sum();
+    let per_round = |x: u64| x as f64 / (rounds as f64 / n as f64);
+    eprintln!(
+        "N = {n}: load {took:.2?}, {relayed} bytes relayed, {rounds} rounds; Have calls per node and round: made {:.2}, answered {:.2} on average, at most {:.2} by one node",
+        asks as f64 / rounds as f64,
+        per_round(answered.iter().sum::<u64>()) / n as f64,
+        per_round(*answered.iter().max().unwrap()),
+    );
+    for (i, t) in traffic.iter().enumerate() {
+        assert!(t.rounds >= 2, "node {i} made {} rounds", t.rounds);
+        assert!(
+            t.asks <= HAVE_FANOUT as u64 * t.rounds,
+            "node {i} asked {} peers in {} rounds",
+            t.asks,
+            t.rounds
+        );
+    }
+    assert!(answered.iter().sum::<u64>() <= asks);
+    // Fewer than every other peer per round, asked and answered (no node
+    // is asked by much more than HAVE_FANOUT peers per round either).
+    assert!(asks < (n as u64 - 1) * rounds || n - 1 <= HAVE_FANOUT);
+    let most = *answered.iter().max().unwrap();
+    assert!(
+        most * n as u64 <= 2 * HAVE_FANOUT as u64 * rounds,
+        "one node answered {most} Have calls in {rounds} rounds of {n} nodes"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn have_rounds_ask_a_bounded_number_of_peers_at_8() {
+    have_rounds_ask_a_bounded_number_of_peers(8).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn have_rounds_ask_a_bounded_number_of_peers_at_14() {
+    have_rounds_ask_a_bounded_number_of_peers(14).await
+}
+
 /// Runs each scenario once per transport, as
 /// `by_transport::<name>::<transport>`.
 macro_rules! per_transport {
