@@ -23,13 +23,15 @@
 //!   uplink, model [`MODEL_MB`] = 128 MiB (gen-model writes ~165 MB, ~26 s
 //!   of wire time at B), chunks of [`CHUNK_BYTES`] = 2 MiB (~80 chunks,
 //!   ~10 per node).** At 50 Mbit/s the eight nodes' TLS peer traffic
-//!   (~50 MB/s in all) leaves the 2 shared cores room, so the links pace
-//!   both runs and the time ratio measures the faults, not CPU contention;
-//!   ~26 s of wire time makes the membership's fixed ~3 s detection delay
-//!   a small part of the fault run, and both runs together take about a
-//!   minute and a half. Small chunks give each node several to own and
-//!   relay, and keep the store bytes a victim's unfinished chunks cost
-//!   small.
+//!   (~50 MB/s in all) leaves the 2 cores room (at 100 Mbit/s
+//!   `netns_relay` measured them saturated), so the links rather than the
+//!   CPUs pace the loads; on a machine shared with other builds the
+//!   fault-free run still took ~1.9× its wire time, and the ratio of the two
+//!   runs, side by side in one process, is what is asserted. ~26 s of wire
+//!   time makes the membership's fixed ~3 s detection delay a small part of
+//!   the fault run, and the whole test takes about two minutes (model,
+//!   cluster and both runs). Small chunks give each node several to own
+//!   and relay.
 //! - **The victims are hit once the survivors have verified bytes from
 //!   them** (their agents' STATUS: [`HIT_AFTER_RECEIVED_BYTES`] from each
 //!   of the two, and some bytes through relays), not after a guessed
@@ -48,9 +50,9 @@
 //!   same); the 2/7 is for chunks whose next owner is another misbehaving
 //!   node (2 of the 7 others), fetched a third time. Survivors fetching a
 //!   faulty node's chunks each for themselves would cost up to five times
-//!   its share. The target, [`EGRESS_TARGET`] × the model, is
-//!   reported: ~1 + 3/8 of shares is about what this design costs, and
-//!   ownership luck moves it by several chunks either way.
+//!   its share. The target of [`EGRESS_TARGET`] × the model is reported,
+//!   not asserted: ~1 + 3/8 is about what this design costs, and ownership
+//!   luck moves it by several chunks either way (docs/benchmarks.md §3).
 //! - **Time bound** ([`MAX_TIME_OVER_FAULT_FREE`]): the store has to send the
 //!   extra shares at B, and each death is seen only after the membership's
 //!   detection delay.
@@ -79,12 +81,13 @@ const CHUNK_BYTES: u64 = 2 << 20;
 /// The victims are hit once the survivors have verified this many bytes
 /// from each of them (four chunks: both are demonstrably serving).
 const HIT_AFTER_RECEIVED_BYTES: u64 = 8 << 20;
-/// How long the survivors may take to get there.
-const SERVE_WAIT: Duration = Duration::from_secs(60);
+/// How long the survivors may take to get there (measured 22–28 s: the
+/// first chunks complete about half-way through the load).
+const SERVE_WAIT: Duration = Duration::from_secs(90);
 /// Poll period of the survivors' STATUS while waiting to hit.
 const POLL: Duration = Duration::from_millis(200);
-/// The egress target (× the model): reported, not asserted (see the
-/// module note).
+/// The egress target (× the model): reported, not asserted (see the module
+/// note).
 const EGRESS_TARGET: f64 = 1.3;
 /// How many times more than once the store may send a misbehaving node's
 /// share (see the module note).
