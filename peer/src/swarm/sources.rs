@@ -55,8 +55,6 @@ use super::chunk_book::ChunkId;
 use super::holders::Holders;
 use super::peer_set::PeerSet;
 use super::ring;
-#[cfg(doc)]
-use super::swarm_fetcher::MAX_PEER_ATTEMPTS;
 use super::upload::pick_weighted;
 
 /// Peers each relay serves in a simultaneous start (the owner too).
@@ -269,7 +267,7 @@ impl Sources<'_> {
                 // chunks move to the next node of their relay order, often
                 // the relay parent whose download broke with it, and that
                 // new owner fetches the chunk from the store once for
-                // everyone ([`MAX_PEER_ATTEMPTS`] bounds the retries).
+                // everyone (`MAX_PEER_ATTEMPTS` in the fetcher bounds the retries).
                 None if !listed => {
                     let progress = self.holders.progress(&id.object, &view.owner, id.index);
                     candidates.push(Candidate {
