@@ -128,20 +128,6 @@ impl Setup {
     }
 }
 
-/// Bytes the agent behind `status` sent to all peers together.
-fn served_to_peers(status: &serde_json::Value) -> u64 {
-    status["peers"]["peers"]
-        .as_array()
-        .map(|ps| ps.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum())
-        .unwrap_or(0)
-}
-
-fn peer_counter(status: &serde_json::Value, peer: &str, counter: &str) -> u64 {
-    ossc_cluster::peer_entry(status, peer)
-        .and_then(|p| p[counter].as_u64())
-        .unwrap_or(0)
-}
-
 /// Waits until the survivors have verified [`HIT_AFTER_RECEIVED_BYTES`] from
 /// the victim (it is serving them) while every survivor's consumer is still
 /// loading; returns that count.
@@ -152,7 +138,7 @@ fn wait_mid_transfer(s: &Setup, others: &mut [RunningConsumer]) -> u64 {
         let received: u64 = others
             .iter()
             .filter_map(|c| c.agent_status(&s.bed.bins))
-            .map(|st| peer_counter(&st, &victim_id, "bytes_received"))
+            .map(|st| ossc_cluster::peer_counter(&st, &victim_id, "bytes_received"))
             .sum();
         if received >= HIT_AFTER_RECEIVED_BYTES {
             for c in others.iter_mut() {
@@ -278,7 +264,7 @@ fn a_peer_killed_mid_transfer_leaves_the_survivors_with_exact_bytes() {
     let from_victim: u64 = outcomes
         .iter()
         .filter_map(|c| c.agent_status.as_ref())
-        .map(|st| peer_counter(st, &victim_id, "bytes_received"))
+        .map(|st| ossc_cluster::peer_counter(st, &victim_id, "bytes_received"))
         .sum();
     assert!(
         from_victim >= received_before && from_victim > 0,
@@ -364,7 +350,7 @@ fn a_late_joiner_gets_exact_bytes_from_peers() {
                 &c.dir.join("agent").join("connector.sock"),
             )
         })
-        .map(|st| peer_counter(&st, &late_id, "bytes_sent"))
+        .map(|st| ossc_cluster::peer_counter(&st, &late_id, "bytes_sent"))
         .sum();
     assert!(
         served >= peer,
@@ -399,17 +385,21 @@ fn a_node_with_the_wrong_secret_gets_nothing_and_corrupts_nothing() {
         "the intruder got peer bytes"
     );
     let st = intruder.agent_status.as_ref().expect("intruder status");
-    assert_eq!(served_to_peers(st), 0, "the intruder served someone: {st}");
+    assert_eq!(
+        ossc_cluster::bytes_sent_to_peers(st),
+        0,
+        "the intruder served someone: {st}"
+    );
     for member in &outcomes[..NODES - 1] {
         let st = member.agent_status.as_ref().expect("member status");
         assert_eq!(
-            peer_counter(st, &intruder_id, "bytes_sent"),
+            ossc_cluster::peer_counter(st, &intruder_id, "bytes_sent"),
             0,
             "{} sent bytes to the intruder",
             member.node
         );
         assert_eq!(
-            peer_counter(st, &intruder_id, "bytes_received"),
+            ossc_cluster::peer_counter(st, &intruder_id, "bytes_received"),
             0,
             "{} took bytes from the intruder",
             member.node
@@ -450,13 +440,13 @@ fn a_peer_serving_corrupted_chunks_is_detected_and_bypassed() {
         let st = c.agent_status.as_ref().expect("status");
         // Nothing from the corrupter was kept...
         assert_eq!(
-            peer_counter(st, &bad, "bytes_received"),
+            ossc_cluster::peer_counter(st, &bad, "bytes_received"),
             0,
             "{} kept bytes from the corrupting peer",
             c.node
         );
         assert!(
-            peer_counter(st, &bad, "failures") > 0,
+            ossc_cluster::peer_counter(st, &bad, "failures") > 0,
             "{}: no failure recorded against the corrupting peer",
             c.node
         );

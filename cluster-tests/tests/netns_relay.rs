@@ -44,25 +44,20 @@ const CHUNK_BYTES: u64 = 4 << 20;
 const NODES: usize = 8;
 const MAX_EGRESS: f64 = 1.05;
 const MAX_UPLOAD_OVER_MEAN: f64 = 2.0;
-/// The fetcher's log line of a pull that fell back to the store.
-const STORE_FALLBACK_LOG: &str = "pull from peer failed";
 
 /// Bytes this node's agent sent to peers (its STATUS, per peer).
 fn bytes_sent(c: &ConsumerOutcome) -> u64 {
     c.agent_status
         .as_ref()
-        .and_then(|s| s["peers"]["peers"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p["bytes_sent"].as_u64())
-        .sum()
+        .map(ossc_cluster::bytes_sent_to_peers)
+        .unwrap_or(0)
 }
 
 /// Bytes this node pulled from relays (peers still receiving the chunk).
 fn bytes_from_relays(c: &ConsumerOutcome) -> u64 {
     c.agent_status
         .as_ref()
-        .and_then(|s| s["peers"]["bytes_pulled_by_source"]["relay"].as_u64())
+        .map(ossc_cluster::bytes_pulled_from_relays)
         .unwrap_or(0)
 }
 
@@ -72,15 +67,6 @@ fn pulls_over(c: &ConsumerOutcome, transport: &str) -> u64 {
         .as_ref()
         .and_then(|s| s["peers"]["pulls_by_transport"][transport].as_u64())
         .unwrap_or(0)
-}
-
-/// Pulls that fell back to the store, from the node's log.
-fn store_fallbacks(c: &ConsumerOutcome) -> usize {
-    std::fs::read_to_string(c.dir.join("connector.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(STORE_FALLBACK_LOG))
-        .count()
 }
 
 #[test]
@@ -143,7 +129,11 @@ fn eight_nodes_relay_chunks_so_the_model_leaves_the_store_once_and_uploads_stay_
     let sent: Vec<u64> = with.consumers.iter().map(bytes_sent).collect();
     let mean = sent.iter().sum::<u64>() as f64 / sent.len() as f64;
     let busiest = sent.iter().copied().max().unwrap_or(0) as f64;
-    let fallbacks: usize = with.consumers.iter().map(store_fallbacks).sum();
+    let fallbacks: usize = with
+        .consumers
+        .iter()
+        .map(|c| ossc_cluster::store_fallbacks(&c.dir))
+        .sum();
     for (c, s) in with.consumers.iter().zip(&sent) {
         note(format!(
             "  {}: {:.2} s; MB received store {:.1} / peer {:.1} (from relays {:.1}); MB sent {:.1}; pulls framed {} / grpc {}",

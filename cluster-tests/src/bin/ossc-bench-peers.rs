@@ -191,10 +191,7 @@ fn pull_failures(dir: &Path) -> (usize, Vec<String>) {
 
 /// Bytes a node's agent sent to its peers (its STATUS, summed over peers).
 fn bytes_sent(status: Option<&Value>) -> u64 {
-    status
-        .and_then(|s| s["peers"]["peers"].as_array())
-        .map(|peers| peers.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum())
-        .unwrap_or(0)
+    status.map(ossc_cluster::bytes_sent_to_peers).unwrap_or(0)
 }
 
 /// One phase as JSON: wall, store egress, every node's bytes by source and

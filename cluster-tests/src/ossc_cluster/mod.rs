@@ -41,7 +41,9 @@ pub use consumer::{
 };
 pub use daemon::{start_peer_daemon, Daemon, DaemonSettings, PeerDaemon, DAEMON_START_TIMEOUT};
 pub use node::{
-    log_tail, merge_config, peer_entry, query_agent_status, write_node_config, NodeProcess,
+    bytes_pulled_from_relays, bytes_sent_to_peers, log_tail, merge_config, peer_counter,
+    peer_entry, query_agent_status, store_fallbacks, write_node_config, NodeProcess,
+    STORE_FALLBACK_LOG,
 };
 pub use phase::{run_phase_with_config, PhaseOutcome};
 pub use staggered::{run_staggered_phase, StartSchedule, JOIN_TIMEOUT};

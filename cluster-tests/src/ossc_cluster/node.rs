@@ -148,6 +148,43 @@ pub fn peer_entry<'a>(status: &'a serde_json::Value, id: &str) -> Option<&'a ser
         .find(|p| p["id"].as_str() == Some(id))
 }
 
+/// From an agent's STATUS: `counter` (`bytes_sent`, `bytes_received`,
+/// `failures`, ...) of its entry for peer `id`; 0 when absent.
+pub fn peer_counter(status: &serde_json::Value, id: &str, counter: &str) -> u64 {
+    peer_entry(status, id)
+        .and_then(|p| p[counter].as_u64())
+        .unwrap_or(0)
+}
+
+/// From an agent's STATUS: the bytes it sent to all its peers together.
+pub fn bytes_sent_to_peers(status: &serde_json::Value) -> u64 {
+    status["peers"]["peers"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["bytes_sent"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// From an agent's STATUS: the bytes it pulled and kept from relays (peers
+/// still receiving the chunk).
+pub fn bytes_pulled_from_relays(status: &serde_json::Value) -> u64 {
+    status["peers"]["bytes_pulled_by_source"]["relay"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// The fetcher's log line of a pull that fell back to the store.
+pub const STORE_FALLBACK_LOG: &str = "pull from peer failed";
+
+/// Pulls of the node whose files are under `dir` that fell back to the
+/// store (lines of its `connector.log`).
+pub fn store_fallbacks(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("connector.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(STORE_FALLBACK_LOG))
+        .count()
+}
+
 /// The tail (last `lines` lines) of a node's `connector.log`.
 pub fn log_tail(dir: &Path, lines: usize) -> String {
     let log = std::fs::read_to_string(dir.join("connector.log")).unwrap_or_default();

@@ -20,7 +20,11 @@
 //!   ([`Holders::want`]); then it picks
 //!   among the peers that hold the chunk complete, its parent if the parent
 //!   has bytes of it, and the owner if the parent does not. **Retries** pick
-//!   among the owner and complete holders only. Picks are weighted by idle
+//!   among the owner and complete holders only; the owner even when it
+//!   failed this chunk before as a relay (when an owner dies, ownership
+//!   moves down the relay order, often to the parent whose download broke
+//!   with it), so only a node that owns a chunk fetches it from the store
+//!   after a failed pull. Picks are weighted by idle
 //!   upload bandwidth ([`super::upload::pick_weighted`]) times
 //!   `1 + AHEAD_BONUS · prefix / len`: a source that is ahead is preferred.
 //! - **No cycles.** Every pull tells the sender what it takes the sender for
@@ -218,8 +222,10 @@ impl Sources<'_> {
     /// store: among the peers that hold it complete (minus `tried`, the
     /// excluded and this node) and, unless this node owns the chunk, either
     /// its relay parent (only on the `first` pull, once the parent has
-    /// bytes of it) or the owner; weighted by idle upload bandwidth and by
-    /// how far ahead each is (see the module docs).
+    /// bytes of it) or the owner, even one in `tried`; weighted by idle
+    /// upload bandwidth and by how far ahead each is (see the module docs).
+    /// So only a chunk this node owns, with no complete holder known, goes
+    /// to the store.
     pub fn pick(
         &self,
         id: &ChunkId,
@@ -261,7 +267,13 @@ impl Sources<'_> {
                     kind: SourceKind::Relay,
                     prefix: progress.prefix,
                 }),
-                None if !listed && !tried.contains(&view.owner) => {
+                // The owner is asked even when it failed this chunk
+                // before as a relay or holder: when an owner dies its
+                // chunks move to the next node of their relay order, often
+                // the relay parent whose download broke with it, and that
+                // new owner fetches the chunk from the store once for
+                // everyone (`MAX_PEER_ATTEMPTS` in the fetcher bounds the retries).
+                None if !listed => {
                     let progress = self.holders.progress(&id.object, &view.owner, id.index);
                     candidates.push(Candidate {
                         prefix: if progress.held { len } else { progress.prefix },
@@ -333,6 +345,56 @@ mod tests {
         assert_eq!(order[0], owner);
         assert_eq!(order.len(), 7);
         assert!(!order.contains(&gone));
+    }
+
+    #[test]
+    fn a_relay_that_failed_a_chunk_is_pulled_from_again_once_it_owns_the_chunk() {
+        use crate::swarm::auth::{ClusterSecret, TEST_SECRET};
+        use crate::swarm::membership::swim::MemberState;
+        use crate::swarm::membership::MembershipMode;
+        use crate::swarm::peer_set::MembershipTiming;
+        use std::net::SocketAddr;
+
+        let addr = |i: u8| SocketAddr::from(([10, 0, 0, i], 7468));
+        let nodes: Vec<SocketAddr> = (1..=4).map(addr).collect();
+        let me = nodes[0].to_string();
+        let peers = PeerSet::new(
+            nodes[0],
+            &nodes,
+            nodes.iter().map(|a| a.to_string()).collect(),
+            ClusterSecret::new(TEST_SECRET).unwrap(),
+            MembershipTiming::default(),
+            None,
+            MembershipMode::Gossip,
+        );
+        let alive: Vec<_> = nodes[1..]
+            .iter()
+            .map(|a| (*a, MemberState::Alive))
+            .collect();
+        peers.apply_gossip_view(&alive);
+        let holders = Holders::default();
+        let sources = Sources {
+            peers: &peers,
+            holders: &holders,
+            peer_wait: Duration::from_secs(1),
+        };
+        let excluded = Mutex::default();
+        let owner_of = |c: &ChunkId| sources.view(c, &excluded).owner;
+        // A chunk another node owns, which this node's pull from that node
+        // failed before (as its relay parent, when the owner was another).
+        let theirs = (0..).map(chunk).find(|c| owner_of(c) != me).unwrap();
+        let owner = owner_of(&theirs);
+        let tried = HashSet::from([owner.clone()]);
+        let got = sources.pick(&theirs, 10, false, &tried, &excluded);
+        assert_eq!(
+            got.map(|c| (c.peer, c.kind)),
+            Some((owner, SourceKind::Owner)),
+            "the new owner is skipped: the chunk would go to the store from a node that does \
+             not own it"
+        );
+        // Only a chunk this node owns, with no holder, goes to the store.
+        let mine = (0..).map(chunk).find(|c| owner_of(c) == me).unwrap();
+        assert_eq!(sources.pick(&mine, 10, false, &tried, &excluded), None);
     }
 
     #[test]
