@@ -21,6 +21,8 @@
 //!   among the owner and complete holders only. Picks are weighted by idle
 //!   upload bandwidth ([`super::upload::pick_weighted`]) times
 //!   `1 + AHEAD_BONUS · prefix / len`: a source that is ahead is preferred.
+//!   Peers that let this object's fetch down (suspects,
+//!   [`super::source_record`]) are left out while anyone else is left.
 //! - **No cycles.** Every pull tells the sender what it takes the sender for
 //!   (`ChunkRequest.pull_from`), and the sender refuses what does not fit
 //!   (`super::chunk_server`): as a holder, it must hold the chunk complete
@@ -42,7 +44,6 @@
 //!   downstream depend on another relay.)
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -51,6 +52,7 @@ use super::chunk_book::ChunkId;
 use super::holders::Holders;
 use super::peer_set::PeerSet;
 use super::ring;
+use super::source_record::SourceRecord;
 use super::upload::pick_weighted;
 
 /// Peers each relay serves in a simultaneous start (the owner too).
@@ -163,16 +165,14 @@ impl Sources<'_> {
     /// The owner of chunk `id` (over the alive peers this object's fetch has
     /// not `excluded`), this node's parent in the chunk's relay order, and
     /// the peers both are computed over.
-    pub fn view(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) -> ChunkView {
+    pub fn view(&self, id: &ChunkId, record: &SourceRecord) -> ChunkView {
         let me = self.peers.self_id();
-        let trusted: Vec<String> = {
-            let excluded = excluded.lock().unwrap_or_else(|p| p.into_inner());
-            self.peers
-                .alive_ids()
-                .into_iter()
-                .filter(|p| !excluded.contains(p))
-                .collect()
-        };
+        let trusted: Vec<String> = self
+            .peers
+            .alive_ids()
+            .into_iter()
+            .filter(|p| !record.is_excluded(p))
+            .collect();
         let order = relay_order(&trusted, id, |p| {
             p != me && self.holders.declined(&id.object, p)
         });
@@ -191,10 +191,10 @@ impl Sources<'_> {
     /// parent other than the owner, waits (holding no pull slot) until that
     /// parent has bytes of the chunk, a peer holds it complete, or the peer
     /// wait passed (see the module docs).
-    pub async fn await_relay(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) {
+    pub async fn await_relay(&self, id: &ChunkId, record: &SourceRecord) {
         let until = Instant::now() + self.peer_wait;
         loop {
-            let Some(parent) = self.view(id, excluded).parent else {
+            let Some(parent) = self.view(id, record).parent else {
                 return;
             };
             let progress = self.holders.progress(&id.object, &parent, id.index);
@@ -213,18 +213,21 @@ impl Sources<'_> {
     /// store: among the peers that hold it complete (minus `tried`, the
     /// excluded and this node) and, unless this node owns the chunk, either
     /// its relay parent (only on the `first` pull, once the parent has
-    /// bytes of it) or the owner; weighted by idle upload bandwidth and by
-    /// how far ahead each is (see the module docs).
+    /// bytes of it) or the owner; suspects only when no one else is left
+    /// ([`SourceRecord::demote`]); weighted by idle upload bandwidth and by
+    /// how far ahead each is (see the module docs), from a uniform `r` in
+    /// `[0, 1)`.
     pub fn pick(
         &self,
         id: &ChunkId,
         len: u64,
         first: bool,
         tried: &HashSet<String>,
-        excluded: &Mutex<HashSet<String>>,
-    ) -> Option<Candidate> {
+        record: &SourceRecord,
+        r: f64,
+    ) -> Option<Picked> {
         let me = self.peers.self_id();
-        let view = self.view(id, excluded);
+        let view = self.view(id, record);
         let mut candidates: Vec<Candidate> = self
             .holders
             .holders_of(&id.object, id.index)
@@ -240,6 +243,7 @@ impl Sources<'_> {
                 prefix: len,
             })
             .collect();
+        let owner_left = view.owner != me && !tried.contains(&view.owner);
         if view.owner != me {
             let relay = view
                 .parent
@@ -256,24 +260,57 @@ impl Sources<'_> {
                     kind: SourceKind::Relay,
                     prefix: progress.prefix,
                 }),
-                None if !listed && !tried.contains(&view.owner) => {
+                None if !listed && owner_left => {
                     let progress = self.holders.progress(&id.object, &view.owner, id.index);
                     candidates.push(Candidate {
                         prefix: if progress.held { len } else { progress.prefix },
-                        peer: view.owner,
+                        peer: view.owner.clone(),
                         kind: SourceKind::Owner,
                     });
                 }
                 None => {}
             }
         }
-        pick(
-            candidates,
-            len,
-            |p| self.holders.idle_upload(p),
-            rand::random::<f64>(),
-        )
+        let candidates = record.demote(candidates);
+        let others = candidates.len().saturating_sub(1);
+        let source = pick(candidates, len, |p| self.holders.idle_upload(p), r)?;
+        let alternative = others > 0 || (owner_left && source.peer != view.owner);
+        Some(Picked {
+            source,
+            alternative,
+        })
     }
+
+    /// Whether a peer other than `besides` (and this node), not `tried`,
+    /// excluded or suspect, holds chunk `id` complete.
+    pub fn other_holder(
+        &self,
+        id: &ChunkId,
+        besides: &str,
+        tried: &HashSet<String>,
+        record: &SourceRecord,
+    ) -> bool {
+        let me = self.peers.self_id();
+        self.holders
+            .holders_of(&id.object, id.index)
+            .into_iter()
+            .any(|p| {
+                p != me
+                    && p != besides
+                    && !tried.contains(&p)
+                    && !record.is_excluded(&p)
+                    && !record.is_suspect(&p)
+                    && self.peers.is_alive(&p)
+            })
+    }
+}
+
+/// A pick: the source, and whether another peer could serve the chunk
+/// (which shortens the source's patience, see [`super::source_record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picked {
+    pub source: Candidate,
+    pub alternative: bool,
 }
 
 #[cfg(test)]
