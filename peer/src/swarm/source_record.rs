@@ -17,16 +17,17 @@
 //!   per pull running when it first fails (at most the pull concurrency,
 //!   all in parallel), per object. The record lives as long as the fetch:
 //!   a peer that recovers is a full candidate again for the next object.
-//! - **Patience by kind.** A holder claims the chunk complete and a relay
-//!   has bytes of it already, so either should answer and stream at once;
-//!   while another peer could serve the chunk (the owner, or a complete
-//!   holder) such a pull may go [`SOURCE_PATIENCE`] without data (not the
-//!   owner's peer wait), and a pull from a peer that claims the chunk
-//!   complete (a holder, or an owner that holds it) must average
-//!   [`MIN_HOLDER_RATE`] after that grace. A relay's rate is its upstream's,
-//!   so it gets no rate bound. With no other peer (the store is the only
-//!   alternative), and for an owner still fetching the chunk, the peer wait
-//!   applies as before: a slow source is not a dead one.
+//! - **Patience by kind.** A peer that claims the chunk complete (a
+//!   holder, or an owner that holds it) should answer and stream at once:
+//!   while another peer could serve the chunk, such a pull may go
+//!   [`SOURCE_PATIENCE`] without data (not the owner's peer wait) and must
+//!   average [`MIN_HOLDER_RATE`] after that grace. A relay's pace is its
+//!   upstream's (a relay stalls when the owner does, and the owner is where
+//!   its pull would move), and an owner still fetching the chunk may wait
+//!   for the store: both keep the peer wait, as does every source when no
+//!   other peer could serve the chunk (the store is the only alternative):
+//!   a slow source is not a dead one. A relay that fails is a suspect all
+//!   the same.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -112,15 +113,14 @@ impl Patience {
     pub fn of(source: &Candidate, alternative: bool, len: u64, peer_wait: Duration) -> Patience {
         let owner_rules = Patience::owner(peer_wait);
         let complete = source.kind != SourceKind::Relay && source.prefix >= len;
-        if !alternative || (source.kind == SourceKind::Owner && !complete) {
+        if !alternative || !complete {
             return owner_rules;
         }
         let without_data = peer_wait.min(SOURCE_PATIENCE);
-        let whole = complete
-            .then(|| without_data + Duration::from_secs_f64(len as f64 / MIN_HOLDER_RATE as f64));
+        let at_min_rate = Duration::from_secs_f64(len as f64 / MIN_HOLDER_RATE as f64);
         Patience {
             without_data,
-            whole,
+            whole: Some(without_data + at_min_rate),
         }
     }
 }
@@ -167,20 +167,20 @@ mod tests {
     }
 
     #[test]
-    fn holders_and_relays_with_an_alternative_get_a_short_patience() {
+    fn complete_sources_with_an_alternative_get_a_short_patience() {
         let wait = Duration::from_secs(60);
         let len = 16 << 20;
         let of =
             |kind, prefix, alternative| Patience::of(&source(kind, prefix), alternative, len, wait);
-        // An owner still fetching the chunk: the peer wait, however slow.
+        // An owner still fetching the chunk, and a relay: the peer wait,
+        // however slow.
         let owner = of(SourceKind::Owner, len / 2, true);
         assert_eq!((owner.without_data, owner.whole), (wait, None));
+        assert_eq!(of(SourceKind::Relay, len / 2, true), owner);
         // No other peer: the store is the only alternative; slow is fine.
         for kind in [SourceKind::Owner, SourceKind::Holder, SourceKind::Relay] {
             assert_eq!(of(kind, len, false), owner);
         }
-        let relay = of(SourceKind::Relay, len / 2, true);
-        assert_eq!((relay.without_data, relay.whole), (SOURCE_PATIENCE, None));
         // A holder, or an owner that holds the chunk complete.
         for kind in [SourceKind::Holder, SourceKind::Owner] {
             let h = of(kind, len, true);
@@ -192,6 +192,6 @@ mod tests {
         // A shorter peer wait (tests) shortens the patience too.
         let short = Duration::from_secs(3);
         let h = Patience::of(&source(SourceKind::Holder, 0), true, 0, short);
-        assert_eq!(h.without_data, short);
+        assert_eq!((h.without_data, h.whole), (short, Some(short)));
     }
 }

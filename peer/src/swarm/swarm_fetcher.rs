@@ -55,9 +55,9 @@
 //!   picks leave it out while anyone else can serve the chunk, so a peer
 //!   that claims every chunk and 100 Gbit/s of idle upload but stalls costs
 //!   at most one patience per pull slot per object. While another peer
-//!   could serve the chunk, a holder or relay gets a short patience instead
-//!   of the peer wait, and a source that claims the chunk complete must
-//!   keep a minimum rate ([`super::source_record`]). Otherwise the owner's
+//!   could serve the chunk, a source that claims the chunk complete gets a
+//!   short patience instead of the peer wait and must keep a minimum rate
+//!   ([`super::source_record`]). Otherwise the owner's
 //!   broken or stalled stream counts as a death if
 //!   membership confirms it within its detection delay (a killed process
 //!   resets its connections before it misses heartbeats); otherwise the
