@@ -615,7 +615,6 @@ async fn holders_serve_the_chunks_their_owners_lack(t: PeerTransport) {
 async fn pulls_avoid_a_holder_without_idle_upload_bandwidth(t: PeerTransport) {
     let size = 16 * CHUNK + 5;
     let (mock, d) = mock_with(size, 10);
-    let meta = mock.head("model/shard-1.safetensors").await.unwrap();
     let clients: Vec<Arc<dyn ObjectClient>> = vec![mock.clone(), mock.clone(), mock.clone()];
     // Node 0's upload is "saturated" (capacity 1 byte/s: it reports the
     // floor, 1 MB/s); node 1 has bandwidth to spare (it reports 10^15
@@ -629,18 +628,22 @@ async fn pulls_avoid_a_holder_without_idle_upload_bandwidth(t: PeerTransport) {
     })
     .await;
     wait_alive(&nodes, 3).await;
+    // The ring follows the nodes' ports: the first key of which node 0 owns
+    // chunks (a key misses with odds (2/3)^17, about 0.1 %).
+    let alive = nodes[2].peers().alive_ids();
+    let mut meta = mock.head("model/shard-1.safetensors").await.unwrap();
+    for k in 2.. {
+        let owned = chunks_owned_by(&alive, nodes[0].peers().self_id(), &version_of(&meta));
+        if !owned.is_empty() {
+            break;
+        }
+        let key = format!("model/shard-{k}.safetensors");
+        mock.put_object(&key, d.clone());
+        meta = mock.head(&key).await.unwrap();
+    }
     let version = version_of(&meta);
     let _h0 = hold(&nodes[0], &version, &d);
     let _h1 = hold(&nodes[1], &version, &d);
-    let owned_by_0 = chunks_owned_by(
-        &nodes[2].peers().alive_ids(),
-        nodes[0].peers().self_id(),
-        &version,
-    );
-    assert!(
-        !owned_by_0.is_empty(),
-        "node 0 owns no chunk of this object"
-    );
     // Node 0 weighs 1 in 12 501 of every pick (odds of 12 500 to 1, the
     // most the 100 Gbit/s clamp allows), at the start or the end of [0, 1)
     // by address order. Node 2 draws from the first seed whose first 200
