@@ -21,7 +21,7 @@ use crate::swarm::transport::PullError;
 impl Shared {
     /// What follows a failed pull (see the module docs): true to pull again
     /// (another source, or the same owner later), false for the store.
-    /// Counts failures, logs, and updates `at` and the exclusions.
+    /// Counts failures, logs, and updates `at` and the object's record.
     pub(super) async fn after_failure(
         &self,
         meta: &ObjectMeta,
@@ -65,8 +65,8 @@ impl Shared {
             }
             e if !owner || self.sources().other_holder(id, name, &at.tried, record) => {
                 at.tried.insert(name.clone());
-                let first = record.suspect(name);
-                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, first, "pull failed while another peer could serve the chunk; pulling it there, and later picks for this object avoid this peer while others can serve");
+                let newly_suspect = record.suspect(name);
+                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, newly_suspect, "pull failed while another peer could serve the chunk; pulling it there, and later picks for this object avoid this peer while others can serve");
             }
             PullError::Lost(e) if self.dies_soon(peer).await => {
                 tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "stream to a dying peer broke; the chunk goes to its next owner");
