@@ -87,6 +87,7 @@ pub struct ChunkServer {
     /// The cap on bytes sent, and the streams in flight.
     limit: Arc<UploadLimit>,
     corrupt: AtomicBool,
+    trickle: std::sync::Mutex<Option<Trickle>>,
     stopped: AtomicBool,
     /// Nonces of accepted requests (replay protection, every transport).
     nonces: NonceCache,
@@ -109,6 +110,7 @@ impl ChunkServer {
             upload,
             limit: Arc::new(UploadLimit::new(None)),
             corrupt: AtomicBool::new(false),
+            trickle: Default::default(),
             stopped: AtomicBool::new(false),
             nonces: NonceCache::default(),
             unheld: UnheldObjects::default(),
@@ -174,6 +176,12 @@ impl ChunkServer {
     /// every chunk served while still sending the recorded CRC.
     pub fn inject_corruption(&self, on: bool) {
         self.corrupt.store(on, Ordering::Relaxed);
+    }
+
+    /// Fault injection (tests): trickle every chunk requested from now on
+    /// (`None`: full speed again).
+    pub fn inject_trickle(&self, trickle: Option<Trickle>) {
+        *self.trickle.lock().unwrap_or_else(|p| p.into_inner()) = trickle;
     }
 
     /// Refuse everything from now on (shutdown).
@@ -283,6 +291,7 @@ impl ChunkServer {
             stream,
             id,
             corrupt: self.corrupt.load(Ordering::Relaxed),
+            trickle: *self.trickle.lock().unwrap_or_else(|p| p.into_inner()),
             peer: self.peers.peer(node),
             upload: self.upload.clone(),
             patience,
@@ -308,6 +317,8 @@ pub(crate) struct Serving {
     pub id: ossc_proto::v1::ChunkId,
     /// Fault injection: flip the first byte.
     corrupt: bool,
+    /// Fault injection: send slowly.
+    trickle: Option<Trickle>,
     /// The requesting peer (for per-peer traffic counters).
     peer: Option<Arc<Peer>>,
     upload: Arc<UploadMeter>,
@@ -319,6 +330,14 @@ pub(crate) struct Serving {
     sent_at: Instant,
     /// Bytes of the chunk sent so far.
     pos: u64,
+}
+
+/// Fault injection for tests (a peer that delivers far below its claim):
+/// at most `bytes` per frame, each after `pause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trickle {
+    pub bytes: u64,
+    pub pause: Duration,
 }
 
 /// The next piece of a chunk stream.
@@ -367,7 +386,11 @@ impl Serving {
             }
             self.check_generation(state)?;
             if state.prefix > self.pos {
-                let ready = (state.prefix - self.pos).min(FRAME_BYTES as u64);
+                let mut ready = (state.prefix - self.pos).min(FRAME_BYTES as u64);
+                if let Some(Trickle { bytes, pause }) = self.trickle {
+                    tokio::time::sleep(pause).await;
+                    ready = ready.min(bytes.max(1));
+                }
                 let Some(n) = self
                     .stream
                     .clear(ready, self.sent_at + KEEPALIVE_EVERY)
@@ -441,6 +464,7 @@ mod tests {
             },
             generation: book.state(index).generation,
             corrupt: false,
+            trickle: None,
             peer: None,
             upload: Arc::new(UploadMeter::new(None)),
             patience,

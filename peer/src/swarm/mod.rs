@@ -114,6 +114,7 @@ pub mod leaving;
 pub mod membership;
 pub mod peer_set;
 pub mod ring;
+pub mod source_record;
 pub mod sources;
 pub mod swarm_fetcher;
 #[cfg(test)]

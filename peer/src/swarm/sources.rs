@@ -27,6 +27,8 @@
 //!   after a failed pull. Picks are weighted by idle
 //!   upload bandwidth ([`super::upload::pick_weighted`]) times
 //!   `1 + AHEAD_BONUS · prefix / len`: a source that is ahead is preferred.
+//!   Peers that let this object's fetch down (suspects,
+//!   [`super::source_record`]) are left out while anyone else is left.
 //! - **No cycles.** Every pull tells the sender what it takes the sender for
 //!   (`ChunkRequest.pull_from`), and the sender refuses what does not fit
 //!   (`super::chunk_server`): as a holder, it must hold the chunk complete
@@ -48,7 +50,6 @@
 //!   downstream depend on another relay.)
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -57,6 +58,7 @@ use super::chunk_book::ChunkId;
 use super::holders::Holders;
 use super::peer_set::PeerSet;
 use super::ring;
+use super::source_record::SourceRecord;
 use super::upload::pick_weighted;
 
 /// Peers each relay serves in a simultaneous start (the owner too).
@@ -169,16 +171,14 @@ impl Sources<'_> {
     /// The owner of chunk `id` (over the alive peers this object's fetch has
     /// not `excluded`), this node's parent in the chunk's relay order, and
     /// the peers both are computed over.
-    pub fn view(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) -> ChunkView {
+    pub fn view(&self, id: &ChunkId, record: &SourceRecord) -> ChunkView {
         let me = self.peers.self_id();
-        let trusted: Vec<String> = {
-            let excluded = excluded.lock().unwrap_or_else(|p| p.into_inner());
-            self.peers
-                .alive_ids()
-                .into_iter()
-                .filter(|p| !excluded.contains(p))
-                .collect()
-        };
+        let trusted: Vec<String> = self
+            .peers
+            .alive_ids()
+            .into_iter()
+            .filter(|p| !record.is_excluded(p))
+            .collect();
         let order = relay_order(&trusted, id, |p| {
             p != me && self.holders.declined(&id.object, p)
         });
@@ -197,10 +197,10 @@ impl Sources<'_> {
     /// parent other than the owner, waits (holding no pull slot) until that
     /// parent has bytes of the chunk, a peer holds it complete, or the peer
     /// wait passed (see the module docs).
-    pub async fn await_relay(&self, id: &ChunkId, excluded: &Mutex<HashSet<String>>) {
+    pub async fn await_relay(&self, id: &ChunkId, record: &SourceRecord) {
         let until = Instant::now() + self.peer_wait;
         loop {
-            let view = self.view(id, excluded);
+            let view = self.view(id, record);
             let Some(parent) = view.parent else {
                 return;
             };
@@ -222,20 +222,22 @@ impl Sources<'_> {
     /// store: among the peers that hold it complete (minus `tried`, the
     /// excluded and this node) and, unless this node owns the chunk, either
     /// its relay parent (only on the `first` pull, once the parent has
-    /// bytes of it) or the owner, even one in `tried`; weighted by idle
-    /// upload bandwidth and by how far ahead each is (see the module docs).
-    /// So only a chunk this node owns, with no complete holder known, goes
-    /// to the store.
+    /// bytes of it) or the owner, even one in `tried`; suspects only when
+    /// no one else is left ([`SourceRecord::demote`]); weighted by idle
+    /// upload bandwidth and by how far ahead each is (see the module docs),
+    /// from a uniform `r` in `[0, 1)`. So only a chunk this node owns, with
+    /// no complete holder known, goes to the store.
     pub fn pick(
         &self,
         id: &ChunkId,
         len: u64,
         first: bool,
         tried: &HashSet<String>,
-        excluded: &Mutex<HashSet<String>>,
-    ) -> Option<Candidate> {
+        record: &SourceRecord,
+        r: f64,
+    ) -> Option<Picked> {
         let me = self.peers.self_id();
-        let view = self.view(id, excluded);
+        let view = self.view(id, record);
         let mut candidates: Vec<Candidate> = self
             .holders
             .holders_of(&id.object, id.index)
@@ -251,6 +253,12 @@ impl Sources<'_> {
                 prefix: len,
             })
             .collect();
+        // The owner may be asked unless it failed this chunk before and a
+        // complete holder is left to ask instead (a stalling owner must not
+        // capture the chunk; one whose relay download broke, now the owner,
+        // fetches it from the store once for everyone).
+        let owner_left =
+            view.owner != me && (!tried.contains(&view.owner) || candidates.is_empty());
         if view.owner != me {
             let relay = view
                 .parent
@@ -273,24 +281,57 @@ impl Sources<'_> {
                 // the relay parent whose download broke with it, and that
                 // new owner fetches the chunk from the store once for
                 // everyone (`MAX_PEER_ATTEMPTS` in the fetcher bounds the retries).
-                None if !listed => {
+                None if !listed && owner_left => {
                     let progress = self.holders.progress(&id.object, &view.owner, id.index);
                     candidates.push(Candidate {
                         prefix: if progress.held { len } else { progress.prefix },
-                        peer: view.owner,
+                        peer: view.owner.clone(),
                         kind: SourceKind::Owner,
                     });
                 }
                 None => {}
             }
         }
-        pick(
-            candidates,
-            len,
-            |p| self.holders.idle_upload(p),
-            rand::random::<f64>(),
-        )
+        let candidates = record.demote(candidates);
+        let others = candidates.len().saturating_sub(1);
+        let source = pick(candidates, len, |p| self.holders.idle_upload(p), r)?;
+        let alternative = others > 0 || (owner_left && source.peer != view.owner);
+        Some(Picked {
+            source,
+            alternative,
+        })
     }
+
+    /// Whether a peer other than `besides` (and this node), not `tried`,
+    /// excluded or suspect, holds chunk `id` complete.
+    pub fn other_holder(
+        &self,
+        id: &ChunkId,
+        besides: &str,
+        tried: &HashSet<String>,
+        record: &SourceRecord,
+    ) -> bool {
+        let me = self.peers.self_id();
+        self.holders
+            .holders_of(&id.object, id.index)
+            .into_iter()
+            .any(|p| {
+                p != me
+                    && p != besides
+                    && !tried.contains(&p)
+                    && !record.is_excluded(&p)
+                    && !record.is_suspect(&p)
+                    && self.peers.is_alive(&p)
+            })
+    }
+}
+
+/// A pick: the source, and whether another peer could serve the chunk
+/// (which shortens the source's patience, see [`super::source_record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picked {
+    pub source: Candidate,
+    pub alternative: bool,
 }
 
 #[cfg(test)]
@@ -378,23 +419,25 @@ mod tests {
             holders: &holders,
             peer_wait: Duration::from_secs(1),
         };
-        let excluded = Mutex::default();
-        let owner_of = |c: &ChunkId| sources.view(c, &excluded).owner;
+        let record = SourceRecord::default();
+        let owner_of = |c: &ChunkId| sources.view(c, &record).owner;
         // A chunk another node owns, which this node's pull from that node
         // failed before (as its relay parent, when the owner was another).
         let theirs = (0..).map(chunk).find(|c| owner_of(c) != me).unwrap();
         let owner = owner_of(&theirs);
         let tried = HashSet::from([owner.clone()]);
-        let got = sources.pick(&theirs, 10, false, &tried, &excluded);
+        let got = sources.pick(&theirs, 10, false, &tried, &record, 0.5);
         assert_eq!(
-            got.map(|c| (c.peer, c.kind)),
+            got.map(|p| (p.source.peer, p.source.kind)),
             Some((owner, SourceKind::Owner)),
             "the new owner is skipped: the chunk would go to the store from a node that does \
              not own it"
         );
         // Only a chunk this node owns, with no holder, goes to the store.
         let mine = (0..).map(chunk).find(|c| owner_of(c) == me).unwrap();
-        assert_eq!(sources.pick(&mine, 10, false, &tried, &excluded), None);
+        assert!(sources
+            .pick(&mine, 10, false, &tried, &record, 0.5)
+            .is_none());
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //!   why the swarm cannot deadlock: every owner fetches its own chunks
 //!   unconditionally. A pull waiting for its relay parent to start holds no
 //!   slot either.
-//! - **Failures.** Each object's fetch keeps a set of *excluded* peers:
+//! - **Failures.** Each object's fetch keeps a set of *excluded* peers
+//!   ([`super::source_record`]):
 //!   those that will never hold the object (NOT_FOUND from an owner whose
 //!   have-map answer declined it, or that did not start within the peer
 //!   wait) or sent bytes that are not the chunk (CRC mismatch, bad frames;
@@ -49,7 +50,15 @@
 //!   peer wait, not sent to the store.
 //! - **A slow source is not a dead one.** A relay or holder whose stream
 //!   fails, breaks or stalls is replaced by the owner or a complete holder
-//!   at once. The owner's broken or stalled stream counts as a death if
+//!   at once, and so is an owner whose chunk another peer holds complete.
+//!   Either becomes a *suspect* for the rest of the object's fetch: later
+//!   picks leave it out while anyone else can serve the chunk, so a peer
+//!   that claims every chunk and 100 Gbit/s of idle upload but stalls costs
+//!   at most one patience per pull slot per object. While another peer
+//!   could serve the chunk, a source that claims the chunk complete gets a
+//!   short patience instead of the peer wait and must keep a minimum rate
+//!   ([`super::source_record`]). Otherwise the owner's
+//!   broken or stalled stream counts as a death if
 //!   membership confirms it within its detection delay (a killed process
 //!   resets its connections before it misses heartbeats); otherwise the
 //!   owner lives and is pulled again. Only the owner's error statuses (such
@@ -67,7 +76,6 @@
 //!   of it get its CRC. The finished object is checked end to end against
 //!   the store ([`super::end_to_end`]) before the target is handed out.
 
-use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +85,8 @@ use async_trait::async_trait;
 use ossc_core::fetch::{FetchEngine, FetchProgress};
 use ossc_core::object_client::{ClientError, ObjectClientError, ObjectMeta};
 use ossc_proto::v1;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -85,10 +95,12 @@ use super::chunk_book::{BookRegistry, ChunkBook, ChunkId, ObjectVersion, Recordi
 use super::end_to_end::{self, ChunkDone, ChunkSource};
 use super::holders::{Holders, HAVE_REFRESH};
 use super::peer_set::{Peer, PeerSet};
-use super::sources::{Candidate, SourceKind, Sources};
+use super::source_record::{Patience, SourceRecord, MIN_HOLDER_RATE};
+use super::sources::{SourceKind, Sources};
 use super::transport::{self, ChunkPull, ChunkPuller, PullError};
 use crate::object_source::verify::store_checksums;
 use crate::object_source::{fetch_from_store, ChunkTarget, FetchOutcome, ObjectFetcher};
+use after_failure::{Attempts, Failed};
 
 /// Concurrent pulls per node. 16 × 16 MiB = 256 MiB in flight, enough to fill
 /// a 100 Gbit/s link at a few ms RTT; separate from the store's limit.
@@ -153,6 +165,8 @@ struct Shared {
     /// Bytes pulled and kept, by what the source was taken for (owner,
     /// holder, relay).
     pulled: [AtomicU64; 3],
+    /// Draws for weighted picks (seeded from entropy; tests may fix it).
+    draws: Mutex<StdRng>,
 }
 
 /// See the module docs.
@@ -199,12 +213,20 @@ impl SwarmFetcher {
                 puller,
                 holders: Holders::default(),
                 pulled: Default::default(),
+                draws: Mutex::new(StdRng::from_entropy()),
             }),
         }
     }
 
     pub fn peers(&self) -> &Arc<PeerSet> {
         &self.shared.peers
+    }
+
+    /// Makes this fetcher's weighted picks follow `seed` (reproducible
+    /// tests).
+    #[cfg(test)]
+    pub(crate) fn seed_picks(&self, seed: u64) {
+        *self.shared.draws.lock().unwrap() = StdRng::seed_from_u64(seed);
     }
 
     /// The object versions this node holds (and serves to peers).
@@ -243,8 +265,9 @@ impl SwarmFetcher {
             .acquire()
             .await
             .map_err(|_| "pull limiter closed".to_string())?;
+        let patience = Patience::owner(self.shared.settings.peer_wait);
         self.shared
-            .pull(&peer, id, SourceKind::Owner, range, target)
+            .pull(&peer, id, SourceKind::Owner, patience, range, target)
             .await
             .map_err(|e| e.to_string())
     }
@@ -336,7 +359,7 @@ impl Shared {
     ) -> Result<FetchOutcome, ObjectClientError> {
         let n = book.n_chunks();
         let meta = Arc::new(meta.clone());
-        let excluded: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let record: Arc<SourceRecord> = Arc::default();
         // Have-maps: one round now (a late joiner finds holders for its first
         // chunks), then in the background while the chunks arrive.
         // (Declared first, dropped last: the refresher stops before the
@@ -357,16 +380,16 @@ impl Shared {
         }));
         let mut set: JoinSet<Result<ChunkDone, ObjectClientError>> = JoinSet::new();
         for index in 0..n {
-            let (me, meta, book, target, progress, excluded) = (
+            let (me, meta, book, target, progress, record) = (
                 self.clone(),
                 meta.clone(),
                 book.clone(),
                 target.clone(),
                 progress.clone(),
-                excluded.clone(),
+                record.clone(),
             );
             set.spawn(async move {
-                me.fetch_chunk(&meta, &book, index, target, progress, &excluded)
+                me.fetch_chunk(&meta, &book, index, target, progress, &record)
                     .await
             });
         }
@@ -391,6 +414,11 @@ impl Shared {
         end_to_end::settle(&self.engine, &meta, book, &target, &progress, chunks).await
     }
 
+    /// A uniform draw in `[0, 1)` for a weighted pick.
+    fn draw(&self) -> f64 {
+        self.draws.lock().unwrap_or_else(|p| p.into_inner()).gen()
+    }
+
     /// Where pulls of a chunk may go, by this node's membership and the
     /// peers' have-maps.
     fn sources(&self) -> Sources<'_> {
@@ -408,7 +436,7 @@ impl Shared {
         index: u64,
         target: Arc<dyn ChunkTarget>,
         progress: Arc<FetchProgress>,
-        excluded: &Mutex<HashSet<String>>,
+        record: &SourceRecord,
     ) -> Result<ChunkDone, ObjectClientError> {
         let id = ChunkId {
             object: book.version.clone(),
@@ -423,26 +451,28 @@ impl Shared {
             book: book.clone(),
         });
         let mut at = Attempts::default();
-        self.sources().await_relay(&id, excluded).await;
+        self.sources().await_relay(&id, record).await;
         while at.count < MAX_PEER_ATTEMPTS {
             let first = at.count == 0;
             // A chunk with no peer source goes to the store without waiting
             // for a pull slot (own chunks never queue behind pulls: no
             // deadlock). Otherwise the source is picked again once a slot is
-            // free, so the pick sees current have-maps, deaths and exclusions.
-            if self
-                .sources()
-                .pick(&id, len, first, &at.tried, excluded)
-                .is_none()
-            {
+            // free, so the pick sees current have-maps, deaths, exclusions
+            // and suspects.
+            let pick = || {
+                self.sources()
+                    .pick(&id, len, first, &at.tried, record, self.draw())
+            };
+            if pick().is_none() {
                 break;
             }
             let Ok(permit) = self.pulls.acquire().await else {
                 break;
             };
-            let Some(source) = self.sources().pick(&id, len, first, &at.tried, excluded) else {
+            let Some(picked) = pick() else {
                 break;
             };
+            let source = picked.source;
             let Some(peer) = self.peers.peer(&source.peer) else {
                 at.tried.insert(source.peer);
                 continue;
@@ -450,8 +480,9 @@ impl Shared {
             at.count += 1;
             let asked_at = Instant::now();
             book.begin(index);
+            let patience = Patience::of(&source, picked.alternative, len, self.settings.peer_wait);
             let pulled = self
-                .pull_while_alive(&peer, &id, source.kind, range.clone(), &*sink)
+                .pull_while_alive(&peer, &id, source.kind, patience, range.clone(), &*sink)
                 .await;
             drop(permit);
             match pulled {
@@ -477,7 +508,7 @@ impl Shared {
                     };
                     let error = (source.peer.clone(), e.to_string());
                     let again = self
-                        .after_failure(meta, &id, failed, e, &mut at, excluded)
+                        .after_failure(meta, &id, failed, e, &mut at, record)
                         .await;
                     if !again || at.count >= MAX_PEER_ATTEMPTS {
                         tracing::warn!(peer = %error.0, key = %meta.key, chunk = index, error = %error.1, attempts = at.count, "pull from peer failed; fetching the chunk from the store");
@@ -504,115 +535,10 @@ impl Shared {
         })
     }
 
-    /// What follows a failed pull (see the module docs): true to pull again
-    /// (another source, or the same owner later), false for the store.
-    /// Counts failures, logs, and updates `at` and the exclusions.
-    async fn after_failure(
-        &self,
-        meta: &ObjectMeta,
-        id: &ChunkId,
-        failed: Failed<'_>,
-        error: PullError,
-        at: &mut Attempts,
-        excluded: &Mutex<HashSet<String>>,
-    ) -> bool {
-        let Failed {
-            peer,
-            source,
-            asked_at,
-        } = failed;
-        let (name, index) = (&source.peer, id.index);
-        let owner = source.kind == SourceKind::Owner;
-        if !matches!(error, PullError::NotHeld) {
-            peer.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let exclude = || {
-            excluded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.clone())
-        };
-        match error {
-            PullError::NotHeld if owner && self.not_started_yet(id, name, asked_at, at) => {
-                tracing::debug!(peer = %name, key = %meta.key, chunk = index, "the owner has not started this object yet; asking again");
-                at.count -= 1;
-                tokio::time::sleep(at.next_backoff()).await;
-            }
-            PullError::NotHeld if owner => {
-                if exclude() {
-                    tracing::info!(peer = %name, key = %meta.key, "peer does not hold this object; its chunks go to their next owners");
-                }
-            }
-            PullError::NotHeld => {
-                tracing::debug!(peer = %name, key = %meta.key, chunk = index, "peer no longer has the chunk; pulling it elsewhere");
-                at.tried.insert(name.clone());
-            }
-            PullError::Corrupt(e) => {
-                exclude();
-                tracing::warn!(peer = %name, key = %meta.key, chunk = index, error = %e, "peer sent bytes that are not the chunk; it is no longer trusted for this object, and the chunk is refetched from the store by its next owner");
-            }
-            PullError::Dead => {
-                tracing::info!(peer = %name, key = %meta.key, chunk = index, "peer declared dead mid-pull; the chunk goes to its next owner");
-            }
-            e if !owner => {
-                at.tried.insert(name.clone());
-                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "pull from a relay or holder failed; pulling the chunk from its owner or another holder");
-            }
-            PullError::Lost(e) if self.dies_soon(peer).await => {
-                // Suspected but not yet down: it still holds its place in the
-                // ring, so its chunks move on for this object now.
-                if self.peers.is_up(name) {
-                    exclude();
-                }
-                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "stream to a dying peer broke; the chunk goes to its next owner");
-            }
-            PullError::Lost(e) => {
-                tracing::info!(peer = %name, key = %meta.key, chunk = index, error = %e, "the owner's stream broke but the owner lives; pulling the chunk again");
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    /// Whether a NOT_FOUND from `owner`, asked at `asked_at`, means "not
-    /// started yet": the owner is alive, did not decline the object in its
-    /// last have-map answer, and first said so less than the peer wait ago.
-    fn not_started_yet(
-        &self,
-        id: &ChunkId,
-        owner: &str,
-        asked_at: Instant,
-        at: &mut Attempts,
-    ) -> bool {
-        let since = *at.not_started_since.get_or_insert(asked_at);
-        // Its next answer tells whether it declined the object.
-        self.holders.want(&id.object, owner);
-        self.peers.is_up(owner)
-            && !self.holders.declined(&id.object, owner)
-            && since.elapsed() < self.settings.peer_wait
-    }
-
-    /// Whether membership suspects `peer` or declares it dead within its
-    /// detection delay (after a stream to it broke: a killed process resets
-    /// its connections before its heartbeats are missed; a broken stream
-    /// plus a suspicion is evidence enough). True: reassign the chunk;
-    /// false: the peer lives on, and the chunk goes to the store.
-    async fn dies_soon(&self, peer: &Peer) -> bool {
-        let until = tokio::time::Instant::now() + self.peers.dead_after() + DEAD_PEER_CHECK;
-        loop {
-            if !self.peers.is_alive(&peer.id) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= until {
-                return false;
-            }
-            tokio::time::sleep(DEAD_PEER_CHECK).await;
-        }
-    }
-
     /// [`Shared::pull`], abandoned as soon as membership declares `peer`
     /// down (checked every [`DEAD_PEER_CHECK`]; a suspicion alone does not
-    /// abandon a stream that keeps delivering, see [`PeerSet::is_up`]). A killed or partitioned
+    /// abandon a stream that keeps delivering, see [`PeerSet::is_up`]) or past the `patience`'s
+    /// bound on the whole pull ([`PullError::Lost`]). A killed or partitioned
     /// owner then costs its pending chunks the membership's detection delay,
     /// not the full peer wait each: with
     /// QUIC a killed peer sends no reset, so its pulls would otherwise hang
@@ -622,15 +548,28 @@ impl Shared {
         peer: &Peer,
         id: &ChunkId,
         kind: SourceKind,
+        patience: Patience,
         range: Range<u64>,
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError> {
-        let pull = self.pull(peer, id, kind, range, target);
+        let pull = self.pull(peer, id, kind, patience, range, target);
         tokio::pin!(pull);
+        let too_slow = async {
+            match patience.whole {
+                Some(whole) => tokio::time::sleep(whole).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(too_slow);
         let mut check = tokio::time::interval(DEAD_PEER_CHECK);
         loop {
             tokio::select! {
                 r = &mut pull => return r,
+                _ = &mut too_slow => {
+                    return Err(PullError::Lost(format!(
+                        "the source delivered below {MIN_HOLDER_RATE} bytes/s"
+                    )));
+                }
                 _ = check.tick() => {
                     if !self.peers.is_up(&peer.id) {
                         return Err(PullError::Dead);
@@ -641,17 +580,19 @@ impl Shared {
     }
 
     /// Pulls chunk `id` (`range` of the object) from `peer`, taken for a
-    /// `kind` of source, into `target` with the configured transport;
-    /// returns its verified CRC-64. The caller holds a pull permit.
+    /// `kind` of source, into `target` with the configured transport,
+    /// going without data at most `patience.without_data`; returns its
+    /// verified CRC-64. The caller holds a pull permit.
     async fn pull(
         &self,
         peer: &Peer,
         id: &ChunkId,
         kind: SourceKind,
+        patience: Patience,
         range: Range<u64>,
         target: &dyn ChunkTarget,
     ) -> Result<u64, PullError> {
-        let wait = self.settings.peer_wait;
+        let wait = patience.without_data;
         let pull = ChunkPull {
             secret: self.peers.secret(),
             self_id: self.peers.self_id(),
@@ -672,33 +613,6 @@ impl Shared {
     }
 }
 
-/// Where one chunk's pulls stand.
-#[derive(Default)]
-struct Attempts {
-    /// Pulls made.
-    count: usize,
-    /// Holders and relays that failed this chunk.
-    tried: HashSet<String>,
-    /// When the owner was first asked and answered it has not started.
-    not_started_since: Option<Instant>,
-    /// The next pause before asking such an owner again.
-    backoff: Duration,
-}
-
-impl Attempts {
-    fn next_backoff(&mut self) -> Duration {
-        self.backoff = (self.backoff * 2).clamp(NOT_STARTED_BACKOFF, MAX_NOT_STARTED_BACKOFF);
-        self.backoff
-    }
-}
-
-/// A pull that failed: from whom, taken for what, asked when.
-struct Failed<'a> {
-    peer: &'a Peer,
-    source: &'a Candidate,
-    asked_at: Instant,
-}
-
 /// Forgets an object's have-maps when its fetch ends, however it ends.
 struct ForgetMaps<'a>(&'a Holders, &'a ObjectVersion);
 
@@ -708,5 +622,8 @@ impl Drop for ForgetMaps<'_> {
     }
 }
 
+mod after_failure;
+#[cfg(test)]
+mod stall_tests;
 #[cfg(test)]
 mod tests;

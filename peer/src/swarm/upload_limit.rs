@@ -35,8 +35,8 @@
 //! - **Claims are bounded.** The idle upload bandwidth a peer reports in
 //!   `Have` is believed up to [`MAX_IDLE_UPLOAD`] (100 Gbit/s), so a peer
 //!   that claims more cannot take every pick; one that then does not
-//!   deliver costs each chunk it was picked for at most the puller's
-//!   patience before the chunk goes elsewhere.
+//!   deliver costs at most one patience per pull slot per object before
+//!   later picks of that object avoid it ([`super::source_record`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
