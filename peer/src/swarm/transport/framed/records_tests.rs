@@ -1,12 +1,16 @@
 //! [`super::records`] against rustls' own record layer: records sealed here
 //! open in rustls and the other way round, and every malformed, forged,
-//! replayed or unexpected record is refused.
+//! replayed or unexpected record is refused; [`RecordStream`] carries
+//! writes of every kind and fails on a bad record.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 
 use rand::{Rng, SeedableRng};
 use rustls::{ClientConnection, ServerConnection};
 
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use super::record_stream::RecordStream;
 use super::records::{
     take_keys, Opened, Opener, RecordError, Sealer, HEADER_BYTES, MAX_FRAGMENT, RECORD_LIMIT,
     RECORD_OVERHEAD,
@@ -221,4 +225,106 @@ fn keys_are_retired_before_their_record_limit() {
     sealer.seal_data(&mut record, 1).unwrap();
     assert_eq!(opener.open(&mut record, 0, 0), Ok(Opened::Data(1)));
     assert_eq!(record[0], 0xab);
+}
+
+/// Two [`RecordStream`]s joined in memory, under the keys of one handshake:
+/// the puller's end and the server's.
+fn stream_pair() -> (
+    RecordStream<tokio::io::DuplexStream>,
+    RecordStream<tokio::io::DuplexStream>,
+) {
+    let (client, server) = handshaken();
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let client_keys = take_keys(client.into(), ALPN).unwrap();
+    let server_keys = take_keys(server.into(), ALPN).unwrap();
+    (
+        RecordStream::new(a, client_keys, 16 << 10),
+        RecordStream::new(b, server_keys, 1 << 20),
+    )
+}
+
+/// Reads `io` to its end through `fill_buf`, as the puller does.
+async fn read_to_end(io: &mut RecordStream<tokio::io::DuplexStream>) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    loop {
+        let buf = io.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(got);
+        }
+        let n = buf.len();
+        got.extend_from_slice(buf);
+        io.consume(n);
+    }
+}
+
+#[tokio::test]
+async fn streams_carry_vectored_writes_and_records_sealed_in_place_then_close() {
+    let (mut puller, mut server) = stream_pair();
+    let parts = [random(300_000, 5), random(1, 6), random(70_001, 7)];
+    let in_place = random(1 << 20, 8);
+    let sending = async {
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            let n = server.write_vectored(bufs).await.unwrap();
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+        server.flush().await.unwrap();
+        server
+            .seal_with(b"word", in_place.len(), &mut |slots| {
+                let mut at = 0;
+                for slot in slots.iter_mut() {
+                    let n = slot.len();
+                    slot.copy_from_slice(&in_place[at..at + n]);
+                    at += n;
+                }
+                assert_eq!(at, in_place.len());
+                Ok(())
+            })
+            .unwrap();
+        // A failed fill seals nothing (and uses no sequence number).
+        server.flush().await.unwrap();
+        let failed = server.seal_with(b"", 10, &mut |_| Err(std::io::ErrorKind::Other.into()));
+        assert!(failed.is_err());
+        server.shutdown().await.unwrap();
+    };
+    let (_, got) = tokio::join!(sending, read_to_end(&mut puller));
+    let got = got.unwrap();
+    let mut want: Vec<u8> = parts.concat();
+    want.extend_from_slice(b"word");
+    want.extend_from_slice(&in_place);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "every byte, in order, then close_notify");
+}
+
+#[tokio::test]
+async fn a_forged_or_cut_record_fails_the_stream_after_the_bytes_before_it() {
+    for cut in [false, true] {
+        let (client, server) = handshaken();
+        let (a, mut raw) = tokio::io::duplex(256 << 10);
+        let mut puller = RecordStream::new(a, take_keys(client.into(), ALPN).unwrap(), 16 << 10);
+        let (mut sealer, _) = take_keys(server.into(), ALPN).unwrap();
+        let good = random(1000, 9);
+        let mut wire = seal_all(&mut sealer, &good);
+        let next = seal_all(&mut sealer, &random(1000, 10));
+        if cut {
+            wire.extend_from_slice(&next[..next.len() - 1]);
+        } else {
+            let mut forged = next.clone();
+            forged[HEADER_BYTES + 3] ^= 0x40;
+            wire.extend_from_slice(&forged);
+        }
+        raw.write_all(&wire).await.unwrap();
+        drop(raw);
+        let buf = puller.fill_buf().await.unwrap();
+        assert!(buf == &good[..], "the record before arrives");
+        let n = buf.len();
+        puller.consume(n);
+        let err = puller.fill_buf().await.unwrap_err();
+        let want = match cut {
+            true => std::io::ErrorKind::UnexpectedEof,
+            false => std::io::ErrorKind::InvalidData,
+        };
+        assert_eq!(err.kind(), want, "{err}");
+    }
 }
