@@ -402,7 +402,12 @@ impl FramedPuller {
                         .expect("the peer TLS name is a valid DNS name");
                     let (tcp, tls) = c.connect(name, tcp).await?.into_inner();
                     let keys = take_keys(tls.into(), ALPN)?;
-                    Box::new(RecordStream::new(tcp, keys, REQUEST_SEND_BUFFER_BYTES))
+                    Box::new(RecordStream::new(
+                        tcp,
+                        keys,
+                        READ_BUFFER_BYTES,
+                        REQUEST_SEND_BUFFER_BYTES,
+                    ))
                 }
                 None => Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, tcp)),
             };

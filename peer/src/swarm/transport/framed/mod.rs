@@ -117,7 +117,7 @@ pub const MAX_BATCH_BYTES: usize = wire::MAX_SEGMENT_BYTES as usize;
 pub const READ_BUFFER_BYTES: usize = 256 << 10;
 /// Most received bytes gathered into one write into the pull's target.
 pub const WRITE_BATCH_BYTES: usize = 256 << 10;
-/// Read buffer of a serving connection without TLS (requests are small).
+/// Read buffer of a serving connection (requests are small).
 pub const REQUEST_BUFFER_BYTES: usize = 8 << 10;
 /// Sealed TLS records a serving connection gathers before writing them to
 /// the socket: one `write` per MiB.
@@ -158,6 +158,9 @@ pub(crate) trait FramedIo: AsyncBufRead + AsyncWrite + Unpin + Send {
         false
     }
 
+    /// Frees what only sending an answer needs (between answers).
+    fn release_send_buffer(&mut self) {}
+
     /// Writes `prefix` and then `len` bytes that `fill` reads straight
     /// into where they are sealed, after a flush (see
     /// [`RecordStream::seal_with`]).
@@ -178,6 +181,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedIo for RecordStream<S> {
 
     fn seals_in_place(&self) -> bool {
         true
+    }
+
+    fn release_send_buffer(&mut self) {
+        RecordStream::release_send_buffer(self)
     }
 
     fn seal_with(

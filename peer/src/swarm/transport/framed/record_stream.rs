@@ -2,8 +2,9 @@
 //! TCP stream through [`super::records`], with one buffer each way.
 //!
 //! Design decisions:
-//! - **Receiving**: the socket is read into one buffer of
-//!   [`READ_BUFFER_BYTES`] (plus a record); every whole record in it is
+//! - **Receiving**: the socket is read into one buffer (a puller's of
+//!   [`READ_BUFFER_BYTES`](super::READ_BUFFER_BYTES), a server's of
+//!   [`REQUEST_BUFFER_BYTES`](super::REQUEST_BUFFER_BYTES), plus a record); every whole record in it is
 //!   opened straight after the plaintext of the records before it, so
 //!   [`AsyncBufRead::poll_fill_buf`] hands out up to a buffer of
 //!   contiguous plaintext that the puller hashes and writes into its
@@ -13,7 +14,8 @@
 //!   slices of a vectored write) in one outgoing buffer, which goes to the
 //!   socket when it cannot take another record, or on flush: one `write`
 //!   per buffer. The buffer's size is the caller's (a server sends chunks,
-//!   a puller small requests).
+//!   a puller small requests); a server frees it between answers, so an
+//!   idle connection holds only its receive buffer.
 //! - A bad record, an alert other than close_notify or a post-handshake
 //!   message fails the stream after the plaintext before it was read; the
 //!   peer's close_notify, or the TCP stream ending between records, is the
@@ -29,7 +31,6 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use super::records::{
     Opened, Opener, RecordError, Sealer, HEADER_BYTES, MAX_FRAGMENT, MAX_RECORD, RECORD_OVERHEAD,
 };
-use super::READ_BUFFER_BYTES;
 
 /// A TCP stream (`S`) whose records this side seals and opens.
 pub(crate) struct RecordStream<S> {
@@ -45,27 +46,37 @@ pub(crate) struct RecordStream<S> {
     peer_closed: bool,
     /// Why the stream failed, after the plaintext in `plain`.
     failed: Option<RecordError>,
-    /// Sealed records at `out[out_at..out_len]` wait to be written.
-    out: Box<[u8]>,
+    /// Sealed records at `out[out_at..out_len]` wait to be written; empty
+    /// between answers ([`RecordStream::release_send_buffer`]).
+    out: Vec<u8>,
+    /// Size of `out` while sending.
+    send_buffer: usize,
     out_at: usize,
     out_len: usize,
     close_sent: bool,
 }
 
 impl<S> RecordStream<S> {
-    /// `io` protected by `keys` (see [`super::records::take_keys`]), sending
-    /// through a buffer of about `send_buffer` bytes.
-    pub fn new(io: S, (sealer, opener): (Sealer, Opener), send_buffer: usize) -> RecordStream<S> {
+    /// `io` protected by `keys` (see [`super::records::take_keys`]),
+    /// receiving through a buffer of `receive_buffer` bytes plus a record,
+    /// sending through one of `send_buffer` plus a record.
+    pub fn new(
+        io: S,
+        (sealer, opener): (Sealer, Opener),
+        receive_buffer: usize,
+        send_buffer: usize,
+    ) -> RecordStream<S> {
         RecordStream {
             io,
             sealer,
             opener,
-            inbuf: vec![0u8; READ_BUFFER_BYTES + MAX_RECORD].into_boxed_slice(),
+            inbuf: vec![0u8; receive_buffer + MAX_RECORD].into_boxed_slice(),
             plain: 0..0,
             sealed: 0..0,
             peer_closed: false,
             failed: None,
-            out: vec![0u8; send_buffer.max(MAX_RECORD) + MAX_RECORD].into_boxed_slice(),
+            out: Vec::new(),
+            send_buffer: send_buffer.max(MAX_RECORD) + MAX_RECORD,
             out_at: 0,
             out_len: 0,
             close_sent: false,
@@ -84,6 +95,7 @@ impl<S> RecordStream<S> {
         const STRIDE: usize = MAX_FRAGMENT + RECORD_OVERHEAD;
         let total = prefix.len() + len;
         let records = total.div_ceil(MAX_FRAGMENT);
+        self.send_buffer_in_use();
         let plain = |i: usize| (total - i * MAX_FRAGMENT).min(MAX_FRAGMENT);
         let bytes = total + records * RECORD_OVERHEAD;
         if self.out_len != 0 || prefix.len() > MAX_FRAGMENT || bytes > self.out.len() {
@@ -110,6 +122,21 @@ impl<S> RecordStream<S> {
             self.out_len = i * STRIDE + sealed;
         }
         Ok(())
+    }
+
+    /// Frees the send buffer if nothing waits in it (a server between
+    /// answers: an idle connection holds no send buffer).
+    pub fn release_send_buffer(&mut self) {
+        if self.out_len == 0 {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Allocates the send buffer if it was released.
+    fn send_buffer_in_use(&mut self) {
+        if self.out.is_empty() {
+            self.out = vec![0u8; self.send_buffer];
+        }
     }
 
     /// Whether either direction's keys are past half of their record limit
@@ -245,6 +272,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
+        this.send_buffer_in_use();
         if this.room() < RECORD_OVERHEAD + total.min(MAX_FRAGMENT) {
             ready!(this.poll_write_out(cx))?;
         }
@@ -284,6 +312,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.close_sent {
+            this.send_buffer_in_use();
             if this.room() < MAX_RECORD {
                 ready!(this.poll_write_out(cx))?;
             }

@@ -238,8 +238,8 @@ fn stream_pair() -> (
     let client_keys = take_keys(client.into(), ALPN).unwrap();
     let server_keys = take_keys(server.into(), ALPN).unwrap();
     (
-        RecordStream::new(a, client_keys, 16 << 10),
-        RecordStream::new(b, server_keys, 1 << 20),
+        RecordStream::new(a, client_keys, 256 << 10, 16 << 10),
+        RecordStream::new(b, server_keys, 8 << 10, 1 << 20),
     )
 }
 
@@ -302,7 +302,8 @@ async fn a_forged_or_cut_record_fails_the_stream_after_the_bytes_before_it() {
     for cut in [false, true] {
         let (client, server) = handshaken();
         let (a, mut raw) = tokio::io::duplex(256 << 10);
-        let mut puller = RecordStream::new(a, take_keys(client.into(), ALPN).unwrap(), 16 << 10);
+        let keys = take_keys(client.into(), ALPN).unwrap();
+        let mut puller = RecordStream::new(a, keys, 8 << 10, 16 << 10);
         let (mut sealer, _) = take_keys(server.into(), ALPN).unwrap();
         let good = random(1000, 9);
         let mut wire = seal_all(&mut sealer, &good);

@@ -194,12 +194,18 @@ async fn serve_connection(
                 let tls = bounded(limits.handshake_timeout, "TLS handshake", accepting).await?;
                 let (conn, tls) = tls.into_inner();
                 let keys = take_keys(tls.into(), ALPN)?;
-                Box::new(RecordStream::new(conn, keys, SEND_BUFFER_BYTES))
+                Box::new(RecordStream::new(
+                    conn,
+                    keys,
+                    REQUEST_BUFFER_BYTES,
+                    SEND_BUFFER_BYTES,
+                ))
             }
             None => Box::new(BufReader::with_capacity(REQUEST_BUFFER_BYTES, conn)),
         };
         io.write_all(&GREETING).await?;
         io.flush().await?;
+        io.release_send_buffer();
         loop {
             let mut header = [0u8; REQUEST_HEADER_BYTES];
             tokio::select! {
@@ -223,6 +229,7 @@ async fn serve_connection(
                 }
             };
             answer(&mut *io, &context.server, node, limits).await?;
+            io.release_send_buffer();
             info.mark_authenticated();
         }
     };
