@@ -31,11 +31,33 @@ use memfd::Memfd;
 pub trait ChunkTarget: RangeSink {
     /// Fills `buf` from `offset`; an error if the range is not inside.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+
+    /// Fills `bufs` in turn from `offset` (one `preadv` where the target is
+    /// a file); an error if the range is not inside.
+    fn read_vectored_at(
+        &self,
+        mut offset: u64,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+    ) -> std::io::Result<()> {
+        for buf in bufs {
+            self.read_at(offset, buf)?;
+            offset += buf.len() as u64;
+        }
+        Ok(())
+    }
 }
 
 impl ChunkTarget for Memfd {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         Memfd::read_at(self, offset, buf)
+    }
+
+    fn read_vectored_at(
+        &self,
+        offset: u64,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+    ) -> std::io::Result<()> {
+        Memfd::read_vectored_at(self, offset, bufs)
     }
 }
 

@@ -329,6 +329,19 @@ impl ChunkBook {
             .ok_or_else(|| std::io::Error::other("object released from memory"))?;
         target.read_at(offset, buf)
     }
+
+    /// [`read`](Self::read) into several buffers in turn (one `preadv`).
+    pub fn read_vectored(
+        &self,
+        offset: u64,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+    ) -> std::io::Result<()> {
+        let target = self
+            .target
+            .upgrade()
+            .ok_or_else(|| std::io::Error::other("object released from memory"))?;
+        target.read_vectored_at(offset, bufs)
+    }
 }
 
 /// Adds `r` to the sorted, disjoint ranges `v`, merging what touches.
@@ -363,6 +376,14 @@ impl RangeSink for RecordingSink {
 impl ChunkTarget for RecordingSink {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.target.read_at(offset, buf)
+    }
+
+    fn read_vectored_at(
+        &self,
+        offset: u64,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+    ) -> std::io::Result<()> {
+        self.target.read_vectored_at(offset, bufs)
     }
 }
 

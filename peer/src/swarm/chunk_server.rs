@@ -16,7 +16,8 @@
 //! - **Cut-through and relay**: a chunk is streamed *while it is still
 //!   arriving*, from the store or from a peer ([`Serving::next_segment`]):
 //!   whatever prefix of the chunk is in memory goes out in segments of at
-//!   most [`FRAME_BYTES`] read with `pread`, then the server waits for more,
+//!   most [`FRAME_BYTES`] read with `pread` (into buffers a transport may
+//!   give back, [`Serving::recycle`], rather than fresh zeroed ones), then the server waits for more,
 //!   sending a keep-alive every [`KEEPALIVE_EVERY`] while the chunk does not
 //!   advance (the owner's part may still be queued behind its other parts),
 //!   and ends with the chunk's CRC-64 once this node recorded it, which it
@@ -43,6 +44,7 @@
 //!   QUIC); failures are logged with the remote address and claimed node,
 //!   never the secret.
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,6 +67,8 @@ use super::upload_limit::{ServedStream, UploadLimit};
 /// enough that a frame is one cheap `pread` and the receiver's stall
 /// timeout applies per MiB.
 pub const FRAME_BYTES: usize = 1 << 20;
+/// Data frame buffers a stream keeps for reuse (a framed batch's worth).
+pub const SPARE_FRAMES: usize = 4;
 /// Upper bound of how long a chunk being served may go without progress,
 /// whatever the request asks.
 pub const MAX_SERVE_WAIT: Duration = Duration::from_secs(60);
@@ -298,6 +302,7 @@ impl ChunkServer {
             progress_at: Instant::now(),
             sent_at: Instant::now(),
             pos: 0,
+            spare: Vec::new(),
         })
     }
 }
@@ -330,6 +335,8 @@ pub(crate) struct Serving {
     sent_at: Instant,
     /// Bytes of the chunk sent so far.
     pos: u64,
+    /// Data frames' buffers the transport gave back ([`Serving::recycle`]).
+    spare: Vec<Vec<u8>>,
 }
 
 /// Fault injection for tests (a peer that delivers far below its claim):
@@ -362,6 +369,16 @@ impl Serving {
         self.pos
     }
 
+    /// Gives back the buffer of a data frame that was sent, for the next
+    /// frames to reuse (up to [`SPARE_FRAMES`] are kept), so a stream does
+    /// not allocate and zero-fill a new frame each time.
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if self.spare.len() < SPARE_FRAMES && bytes.capacity() <= FRAME_BYTES {
+            bytes.resize(bytes.capacity(), 0);
+            self.spare.push(bytes);
+        }
+    }
+
     /// ABORTED once the chunk restarted here: the bytes from now on would
     /// belong to another download than those already sent.
     fn check_generation(&self, state: SlotState) -> Result<(), Status> {
@@ -377,6 +394,26 @@ impl Serving {
     /// docs). An error once the object is released, the chunk restarts, it
     /// goes without progress past the request's wait, or the server stops.
     pub async fn next_segment(&mut self) -> Result<Segment, Status> {
+        match self.next(FRAME_BYTES as u64).await? {
+            Next::Data(n) => {
+                let mut bytes = self.spare.pop().unwrap_or_default();
+                // A recycled buffer is as long as the longest frame it held:
+                // only a longer frame zero-fills (the part it adds).
+                bytes.resize(n as usize, 0);
+                let offset = self.read_into(&mut [IoSliceMut::new(&mut bytes)])?;
+                Ok(Segment::Data { offset, bytes })
+            }
+            Next::KeepAlive => Ok(Segment::KeepAlive),
+            Next::End { crc } => Ok(Segment::End { crc }),
+        }
+    }
+
+    /// What [`next_segment`](Self::next_segment) would answer, with data
+    /// announced (up to `max` bytes, cleared under the upload cap) but not
+    /// read: [`read_into`](Self::read_into) must follow a [`Next::Data`],
+    /// into buffers of exactly its length, such as the records of a
+    /// transport's send buffer.
+    pub async fn next(&mut self, max: u64) -> Result<Next, Status> {
         let index = self.id.index;
         let len = self.len();
         loop {
@@ -386,7 +423,7 @@ impl Serving {
             }
             self.check_generation(state)?;
             if state.prefix > self.pos {
-                let mut ready = (state.prefix - self.pos).min(FRAME_BYTES as u64);
+                let mut ready = (state.prefix - self.pos).min(max);
                 if let Some(Trickle { bytes, pause }) = self.trickle {
                     tokio::time::sleep(pause).await;
                     ready = ready.min(bytes.max(1));
@@ -397,30 +434,12 @@ impl Serving {
                     .await?
                 else {
                     self.sent_at = Instant::now();
-                    return Ok(Segment::KeepAlive);
+                    return Ok(Next::KeepAlive);
                 };
-                let mut bytes = vec![0u8; n as usize];
-                self.book
-                    .read(self.range.start + self.pos, &mut bytes)
-                    .map_err(|e| Status::unavailable(format!("chunk no longer held: {e}")))?;
-                // Read under one generation: a restart during the read may
-                // have overwritten some of these bytes.
-                self.check_generation(self.book.state(index))?;
-                if self.corrupt && self.pos == 0 {
-                    bytes[0] ^= 0xff;
-                }
-                if let Some(p) = &self.peer {
-                    p.bytes_sent.fetch_add(n, Ordering::Relaxed);
-                }
-                self.upload.add(n);
-                let offset = self.pos;
-                self.pos += n;
-                self.progress_at = Instant::now();
-                self.sent_at = self.progress_at;
-                return Ok(Segment::Data { offset, bytes });
+                return Ok(Next::Data(n));
             }
             if let (true, Some(crc)) = (self.pos == len, state.held) {
-                return Ok(Segment::End { crc });
+                return Ok(Next::End { crc });
             }
             let deadline = self.progress_at + self.patience;
             let now = Instant::now();
@@ -433,13 +452,51 @@ impl Serving {
             let keepalive_at = self.sent_at + KEEPALIVE_EVERY;
             if now >= keepalive_at {
                 self.sent_at = now;
-                return Ok(Segment::KeepAlive);
+                return Ok(Next::KeepAlive);
             }
             self.book
                 .wait_change(index, state, keepalive_at.min(deadline))
                 .await;
         }
     }
+
+    /// Reads the data [`next`](Self::next) announced into `bufs` (as many
+    /// bytes as it announced, in total) and counts it sent; its offset in
+    /// the chunk.
+    pub fn read_into(&mut self, bufs: &mut [IoSliceMut<'_>]) -> Result<u64, Status> {
+        let n: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.book
+            .read_vectored(self.range.start + self.pos, bufs)
+            .map_err(|e| Status::unavailable(format!("chunk no longer held: {e}")))?;
+        // Read under one generation: a restart during the read may have
+        // overwritten some of these bytes.
+        self.check_generation(self.book.state(self.id.index))?;
+        if self.corrupt && self.pos == 0 {
+            if let Some(first) = bufs.iter_mut().find_map(|b| b.first_mut()) {
+                *first ^= 0xff;
+            }
+        }
+        if let Some(p) = &self.peer {
+            p.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        }
+        self.upload.add(n);
+        let offset = self.pos;
+        self.pos += n;
+        self.progress_at = Instant::now();
+        self.sent_at = self.progress_at;
+        Ok(offset)
+    }
+}
+
+/// What a stream sends next ([`Serving::next`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// This many bytes are ready, to be read with [`Serving::read_into`].
+    Data(u64),
+    KeepAlive,
+    End {
+        crc: u64,
+    },
 }
 
 #[cfg(test)]
@@ -471,6 +528,7 @@ mod tests {
             progress_at: Instant::now(),
             sent_at: Instant::now(),
             pos: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -492,13 +550,19 @@ mod tests {
         let half = (CHUNK / 2) as usize;
         let mut s = serving(&book, 0, Duration::from_secs(5));
         sink.write_at(0, &data[..half]).unwrap();
+        let first = s.next_segment().await.unwrap();
         assert_eq!(
-            s.next_segment().await.unwrap(),
+            first,
             Segment::Data {
                 offset: 0,
                 bytes: data[..half].to_vec()
             }
         );
+        // Its buffer, given back, carries the next frame.
+        let Segment::Data { bytes, .. } = first else {
+            unreachable!()
+        };
+        s.recycle(bytes);
         // Nothing lands: a keep-alive after about KEEPALIVE_EVERY.
         let t = Instant::now();
         assert_eq!(s.next_segment().await.unwrap(), Segment::KeepAlive);

@@ -17,12 +17,15 @@ use tokio::net::TcpStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use super::record_stream::RecordStream;
+use super::records::take_keys;
 use super::wire::{
     Marker, RequestHeader, ResponseHeader, GREETING, NONCE_BYTES, RESPONSE_HEADER_BYTES, TAG_BYTES,
 };
 use super::{
-    framed_addr, FramedIo, CLIENT_IDLE, CONNECT_TIMEOUT, FRAMED_FETCH_METHOD, MAX_IDLE_CONNECTIONS,
-    READ_BUFFER_BYTES, RETRY_AFTER, WRITE_BATCH_BYTES,
+    framed_addr, FramedIo, ALPN, CLIENT_IDLE, CONNECT_TIMEOUT, FRAMED_FETCH_METHOD,
+    MAX_IDLE_CONNECTIONS, READ_BUFFER_BYTES, REQUEST_SEND_BUFFER_BYTES, RETRY_AFTER,
+    WRITE_BATCH_BYTES,
 };
 use crate::object_source::ChunkTarget;
 use crate::swarm::auth::{body_digest, now_secs, ClusterSecret, AUTH_HEADER};
@@ -365,12 +368,16 @@ impl FramedPuller {
     }
 
     /// Keeps `conn` for the next pull to `peer`, unless
-    /// [`MAX_IDLE_CONNECTIONS`] are idle (expired ones are closed first).
+    /// [`MAX_IDLE_CONNECTIONS`] are idle (expired ones are closed first) or
+    /// its keys are worn.
     fn give_back(&self, peer: &PeerConnections, conn: Connection) {
         let Connection {
             io,
             _in_use: in_use,
         } = conn;
+        if io.worn() {
+            return;
+        }
         if self.idle.load(Ordering::Relaxed) >= MAX_IDLE_CONNECTIONS {
             let peers: Vec<_> = self.lock_peers().values().cloned().collect();
             let expired: usize = peers.iter().map(|p| p.expire_idle()).sum();
@@ -393,8 +400,14 @@ impl FramedPuller {
                 Some(c) => {
                     let name = rustls::pki_types::ServerName::try_from(PEER_TLS_NAME)
                         .expect("the peer TLS name is a valid DNS name");
-                    let buffered = BufReader::with_capacity(READ_BUFFER_BYTES, tcp);
-                    Box::new(c.connect(name, buffered).await?)
+                    let (tcp, tls) = c.connect(name, tcp).await?.into_inner();
+                    let keys = take_keys(tls.into(), ALPN)?;
+                    Box::new(RecordStream::new(
+                        tcp,
+                        keys,
+                        READ_BUFFER_BYTES,
+                        REQUEST_SEND_BUFFER_BYTES,
+                    ))
                 }
                 None => Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, tcp)),
             };

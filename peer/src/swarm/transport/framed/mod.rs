@@ -31,18 +31,29 @@
 //!   behave identically. A failure mid-chunk is an abort segment carrying
 //!   the status, so the puller maps it exactly as a gRPC status
 //!   ([`grpc::client::from_status`](super::grpc::client::from_status)).
+//! - **Records** ([`records`], [`record_stream`]): rustls runs the
+//!   handshake (above); then the connection's traffic secrets are taken out
+//!   of it and its TLS 1.3 records are sealed and opened here with ring's
+//!   AEADs, as kernel TLS would (this kernel has none), so that no record
+//!   is copied or allocated on its own: the receiver opens every record in
+//!   its read buffer straight after the plaintext of the one before, and
+//!   the sender seals records in one outgoing buffer. The server sends no
+//!   session tickets and neither side KeyUpdate; a connection is retired
+//!   well before its keys' record limit. rustls' own stream interoperates
+//!   with it (the tests use it).
 //! - **Large writes, no copies per frame**: the server gathers the
 //!   1 MiB segments [`ChunkServer`] has ready into one segment of up to
 //!   [`MAX_BATCH_BYTES`] and writes its length word and the segment
-//!   buffers, read straight from the served target, with one vectored
-//!   write (TLS encrypts them into records, queuing up to
-//!   [`SEND_BUFFER_BYTES`] before a `writev`; without TLS they reach the
-//!   socket with one `writev`). The puller reads the socket through a
-//!   [`READ_BUFFER_BYTES`] buffer (rustls alone reads 4 KiB at a time), and
-//!   hashes and writes what the TLS layer decrypted into its `ChunkTarget`
+//!   buffers, read straight from the served target (and given back to be
+//!   read into again), with one vectored write (TLS seals them into
+//!   records in a buffer of [`SEND_BUFFER_BYTES`], written with one
+//!   `write` per buffer; without TLS they reach the socket with one
+//!   `writev`). The puller reads the socket through a [`READ_BUFFER_BYTES`]
+//!   buffer, and hashes and writes what arrived (with TLS: the plaintext
+//!   of every record that buffer held, contiguous) into its `ChunkTarget`
 //!   in writes of up to [`WRITE_BATCH_BYTES`] ([`Receiving`](super::Receiving)):
-//!   nothing is counted before the CRC matches. These three sizes were
-//!   measured (`docs/benchmarks.md`).
+//!   nothing is counted before the CRC matches. These sizes were measured
+//!   (`docs/benchmarks.md`).
 //! - **Connections** ([`client`]): one request at a time per connection,
 //!   persistent. A pull takes an idle connection to the peer or opens one,
 //!   and gives it back after a complete answer, so the fetcher's pull limit
@@ -68,19 +79,25 @@
 //!   failure after connecting is an ordinary pull failure.
 
 pub mod client;
+mod record_stream;
+pub mod records;
+#[cfg(test)]
+mod records_tests;
 pub mod server;
 #[cfg(test)]
 mod tests;
 pub mod wire;
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader};
 
 use crate::swarm::chunk_server::ChunkServer;
 use crate::swarm::tls::{PeerTls, TlsSetupError};
+use record_stream::RecordStream;
 
 pub use client::FramedPuller;
 pub use server::FramedService;
@@ -95,16 +112,18 @@ pub const FRAMED_FETCH_METHOD: &str = "framed:/ossc-frame/1/FetchChunk";
 pub const PORT_OFFSET: u16 = 1;
 /// Most bytes sent as one segment (several of the chunk server's frames).
 pub const MAX_BATCH_BYTES: usize = wire::MAX_SEGMENT_BYTES as usize;
-/// Read buffer under a pulling connection (below TLS, which otherwise
-/// reads the socket 4 KiB at a time): one `read` per 256 KiB that arrived.
+/// Read buffer of a pulling connection (with TLS, of either side): one
+/// `read` per 256 KiB that arrived.
 pub const READ_BUFFER_BYTES: usize = 256 << 10;
 /// Most received bytes gathered into one write into the pull's target.
 pub const WRITE_BATCH_BYTES: usize = 256 << 10;
-/// Read buffer of a serving connection without TLS (requests are small).
+/// Read buffer of a serving connection (requests are small).
 pub const REQUEST_BUFFER_BYTES: usize = 8 << 10;
-/// TLS records a serving connection may queue before writing them to the
-/// socket (rustls' default is 64 KiB): fewer, larger `writev` calls.
+/// Sealed TLS records a serving connection gathers before writing them to
+/// the socket: one `write` per MiB.
 pub const SEND_BUFFER_BYTES: usize = 1 << 20;
+/// The same for a pulling connection, which sends only requests.
+pub const REQUEST_SEND_BUFFER_BYTES: usize = 16 << 10;
 /// Connect, TLS handshake and greeting together; past it the peer is
 /// unreachable over this transport.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -125,10 +144,58 @@ pub fn framed_addr(peer: SocketAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(peer.ip(), port))
 }
 
-/// A connection either side reads and writes: TLS or a buffered plain
-/// socket.
-pub(crate) trait FramedIo: AsyncBufRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncBufRead + AsyncWrite + Unpin + Send> FramedIo for T {}
+/// A connection either side reads and writes: TLS records or a buffered
+/// plain socket.
+pub(crate) trait FramedIo: AsyncBufRead + AsyncWrite + Unpin + Send {
+    /// Whether the connection's keys are too used to take another pull
+    /// (see [`records::RECORD_LIMIT`]).
+    fn worn(&self) -> bool {
+        false
+    }
+
+    /// Whether [`seal_with`](Self::seal_with) works: a TLS record stream.
+    fn seals_in_place(&self) -> bool {
+        false
+    }
+
+    /// Frees what only sending an answer needs (between answers).
+    fn release_send_buffer(&mut self) {}
+
+    /// Writes `prefix` and then `len` bytes that `fill` reads straight
+    /// into where they are sealed, after a flush (see
+    /// [`RecordStream::seal_with`]).
+    fn seal_with(
+        &mut self,
+        _prefix: &[u8],
+        _len: usize,
+        _fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedIo for BufReader<S> {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedIo for RecordStream<S> {
+    fn worn(&self) -> bool {
+        RecordStream::worn(self)
+    }
+
+    fn seals_in_place(&self) -> bool {
+        true
+    }
+
+    fn release_send_buffer(&mut self) {
+        RecordStream::release_send_buffer(self)
+    }
+
+    fn seal_with(
+        &mut self,
+        prefix: &[u8],
+        len: usize,
+        fill: &mut dyn FnMut(&mut [IoSliceMut<'_>]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        RecordStream::seal_with(self, prefix, len, fill)
+    }
+}
 
 /// Both sides' TLS (None: plaintext, `OSS_CONNECTOR_PEER_TLS=0`).
 #[derive(Clone)]
@@ -147,7 +214,14 @@ impl FramedTls {
                 connector: None,
             });
         };
-        let (server, client) = tls.rustls_configs(ALPN)?;
+        let (mut server, mut client) = tls.rustls_configs(ALPN)?;
+        // Records are protected by `records` after the handshake, which
+        // takes the traffic secrets; nothing is sent after the handshake
+        // that only rustls could handle (no session tickets).
+        server.enable_secret_extraction = true;
+        server.send_tls13_tickets = 0;
+        client.enable_secret_extraction = true;
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(FramedTls {
             acceptor: Some(Arc::new(server).into()),
             connector: Some(Arc::new(client).into()),

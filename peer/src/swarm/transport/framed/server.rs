@@ -19,15 +19,17 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::server::Connected;
 use tonic::Status;
 
+use super::record_stream::RecordStream;
+use super::records::take_keys;
 use super::wire::{
     Marker, RequestHeader, ResponseHeader, GREETING, MAX_REQUEST_BODY_BYTES, REQUEST_HEADER_BYTES,
 };
 use super::{
-    FramedIo, FRAMED_FETCH_METHOD, MAX_BATCH_BYTES, REQUEST_BUFFER_BYTES, SEND_BUFFER_BYTES,
+    FramedIo, ALPN, FRAMED_FETCH_METHOD, MAX_BATCH_BYTES, REQUEST_BUFFER_BYTES, SEND_BUFFER_BYTES,
 };
 use crate::swarm::admission::{bind_listener, ConnectionGate, GatedStream, ServeLimits};
 use crate::swarm::auth::{body_digest, AUTH_HEADER, NODE_HEADER, NONCE_HEADER, TIME_HEADER};
-use crate::swarm::chunk_server::{ChunkServer, Segment, Serving, FRAME_BYTES};
+use crate::swarm::chunk_server::{ChunkServer, Next, Segment, Serving, FRAME_BYTES};
 use crate::swarm::transport::ChunkService;
 
 /// The running framed server of a node.
@@ -189,14 +191,21 @@ async fn serve_connection(
         let mut io: Box<dyn FramedIo> = match &context.acceptor {
             Some(acceptor) => {
                 let accepting = acceptor.accept(conn);
-                let mut tls = bounded(limits.handshake_timeout, "TLS handshake", accepting).await?;
-                tls.get_mut().1.set_buffer_limit(Some(SEND_BUFFER_BYTES));
-                Box::new(tls)
+                let tls = bounded(limits.handshake_timeout, "TLS handshake", accepting).await?;
+                let (conn, tls) = tls.into_inner();
+                let keys = take_keys(tls.into(), ALPN)?;
+                Box::new(RecordStream::new(
+                    conn,
+                    keys,
+                    REQUEST_BUFFER_BYTES,
+                    SEND_BUFFER_BYTES,
+                ))
             }
             None => Box::new(BufReader::with_capacity(REQUEST_BUFFER_BYTES, conn)),
         };
         io.write_all(&GREETING).await?;
         io.flush().await?;
+        io.release_send_buffer();
         loop {
             let mut header = [0u8; REQUEST_HEADER_BYTES];
             tokio::select! {
@@ -220,6 +229,7 @@ async fn serve_connection(
                 }
             };
             answer(&mut *io, &context.server, node, limits).await?;
+            io.release_send_buffer();
             info.mark_authenticated();
         }
     };
@@ -331,6 +341,9 @@ async fn stream_chunk(
     let write_limit = limits.idle_timeout;
     let header = ResponseHeader::ok(s.len()).encode();
     bounded(write_limit, "writing the answer", io.write_all(&header)).await?;
+    if io.seals_in_place() {
+        return stream_sealed(io, s, limits).await;
+    }
     let mut next = None;
     loop {
         let segment = match next.take() {
@@ -365,32 +378,83 @@ async fn stream_chunk(
                     io.flush().await
                 })
                 .await?;
+                drop(bufs);
+                for bytes in batch {
+                    s.recycle(bytes);
+                }
             }
-            Ok(Segment::KeepAlive) => {
-                bounded(write_limit, "writing a keep-alive", async {
-                    io.write_all(&Marker::KeepAlive.encode()).await?;
-                    io.flush().await
-                })
-                .await?;
-            }
-            Ok(Segment::End { crc }) => {
-                let mut end = Marker::End.encode().to_vec();
-                end.extend_from_slice(&crc.to_be_bytes());
-                return bounded(write_limit, "ending the chunk", async {
-                    io.write_all(&end).await?;
-                    io.flush().await
-                })
-                .await;
-            }
-            Err(status) => {
-                bounded(
-                    write_limit,
-                    "aborting the chunk",
-                    io.write_all(&Marker::Abort.encode()),
-                )
-                .await?;
-                return answer_error(io, &status, limits).await;
-            }
+            Ok(Segment::KeepAlive) => keep_alive(io, limits).await?,
+            Ok(Segment::End { crc }) => return end_chunk(io, crc, limits).await,
+            Err(status) => return abort_chunk(io, &status, limits).await,
         }
     }
+}
+
+/// [`stream_chunk`] over TLS records: each data frame is read from the
+/// served target straight into the records that carry it, in the send
+/// buffer, and sealed there (one `preadv`, no copy), its segment word in
+/// the first record; the buffer is written while the next frame is
+/// awaited.
+async fn stream_sealed(
+    io: &mut dyn FramedIo,
+    mut s: Serving,
+    limits: ServeLimits,
+) -> io::Result<()> {
+    let write_limit = limits.idle_timeout;
+    loop {
+        match s.next(FRAME_BYTES as u64).await {
+            Ok(Next::Data(n)) => {
+                bounded(write_limit, "writing the chunk", io.flush()).await?;
+                let marker = Marker::Data(n as u32).encode();
+                let mut refused = None;
+                let sealed = io.seal_with(&marker, n as usize, &mut |slots| {
+                    s.read_into(slots).map(drop).map_err(|status| {
+                        refused = Some(status);
+                        io::Error::other("the chunk could not be read")
+                    })
+                });
+                match (sealed, refused) {
+                    (_, Some(status)) => return abort_chunk(io, &status, limits).await,
+                    (result, None) => result?,
+                }
+            }
+            Ok(Next::KeepAlive) => keep_alive(io, limits).await?,
+            Ok(Next::End { crc }) => return end_chunk(io, crc, limits).await,
+            Err(status) => return abort_chunk(io, &status, limits).await,
+        }
+    }
+}
+
+async fn keep_alive(io: &mut dyn FramedIo, limits: ServeLimits) -> io::Result<()> {
+    bounded(limits.idle_timeout, "writing a keep-alive", async {
+        io.write_all(&Marker::KeepAlive.encode()).await?;
+        io.flush().await
+    })
+    .await
+}
+
+/// The end of a chunk: its CRC-64.
+async fn end_chunk(io: &mut dyn FramedIo, crc: u64, limits: ServeLimits) -> io::Result<()> {
+    let mut end = Marker::End.encode().to_vec();
+    end.extend_from_slice(&crc.to_be_bytes());
+    bounded(limits.idle_timeout, "ending the chunk", async {
+        io.write_all(&end).await?;
+        io.flush().await
+    })
+    .await
+}
+
+/// Ends a chunk with `status`.
+async fn abort_chunk(
+    io: &mut dyn FramedIo,
+    status: &Status,
+    limits: ServeLimits,
+) -> io::Result<()> {
+    bounded(
+        limits.idle_timeout,
+        "aborting the chunk",
+        io.write_all(&Marker::Abort.encode()),
+    )
+    .await?;
+    answer_error(io, status, limits).await
 }

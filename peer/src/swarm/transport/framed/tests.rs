@@ -378,6 +378,10 @@ async fn a_port_that_is_not_a_framed_server_is_unreachable_and_remembered() {
     assert_eq!(puller.unreachable.load(Ordering::Relaxed), 2);
 }
 
+/// rustls' own stream speaks to the server in [`raw`]: the server's record
+/// layer interoperates with rustls'.
+impl FramedIo for tokio_rustls::client::TlsStream<TcpStream> {}
+
 /// A raw connection to `node`'s framed port, past its greeting.
 async fn raw(node: &Node) -> Box<dyn FramedIo> {
     let tcp = TcpStream::connect(node.service.local_addr()).await.unwrap();
@@ -474,5 +478,59 @@ async fn forged_replayed_and_oversized_requests_are_refused_before_parsing() {
             .is_none());
         assert!(t.elapsed() < Duration::from_secs(2));
     }
+    n.service.shutdown(Duration::from_millis(100)).await;
+}
+
+/// The records the server seals in place read back in rustls' own client:
+/// every byte of a chunk in its segments, then its CRC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_sealed_in_place_reads_back_in_rustls() {
+    let n = node(true, ServeLimits::default()).await;
+    let d = data();
+    let (book, sink) = book(&n);
+    let r = book.range(1);
+    sink.write_at(r.start, &d[r.start as usize..r.end as usize])
+        .unwrap();
+    book.record(1, crc_of(&d, 1));
+    let mut io = raw(&n).await;
+    let body = request(&version(), 1, 0).encode_to_vec();
+    let signed = signed_request(&n.secret, NODE, &body, now_secs(), rand::random());
+    io.write_all(&signed).await.unwrap();
+    io.flush().await.unwrap();
+    let mut h = [0u8; RESPONSE_HEADER_BYTES];
+    io.read_exact(&mut h).await.unwrap();
+    assert_eq!(
+        ResponseHeader::parse(&h).unwrap(),
+        ResponseHeader::ok(CHUNK)
+    );
+    let (mut got, mut segments) = (Vec::new(), 0);
+    let crc = loop {
+        let mut word = [0u8; 4];
+        io.read_exact(&mut word).await.unwrap();
+        match Marker::parse(word).unwrap() {
+            Marker::Data(len) => {
+                let at = got.len();
+                got.resize(at + len as usize, 0);
+                io.read_exact(&mut got[at..]).await.unwrap();
+                segments += 1;
+            }
+            Marker::End => {
+                let mut crc = [0u8; 8];
+                io.read_exact(&mut crc).await.unwrap();
+                break u64::from_be_bytes(crc);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(
+        got == d[r.start as usize..r.end as usize],
+        "the chunk's bytes"
+    );
+    assert_eq!(crc, crc_of(&d, 1));
+    // One segment per 1 MiB frame of the chunk server.
+    assert_eq!(
+        segments,
+        CHUNK.div_ceil(crate::swarm::chunk_server::FRAME_BYTES as u64)
+    );
     n.service.shutdown(Duration::from_millis(100)).await;
 }
