@@ -86,6 +86,43 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// also delays legitimate peers; the kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
+/// How long a bind whose port is still held waits for it: an agent restarted
+/// at once (systemd `Restart=`, a pod restart, the next phase of a job)
+/// finds its predecessor's sockets open until that process has fully
+/// exited, which a process killed in the middle of page-cache writes can
+/// take a moment to do.
+pub const BIND_RETRY_FOR: Duration = Duration::from_secs(5);
+/// Pause between binds of a held port.
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs `bind` until it succeeds, fails with anything but "address in
+/// use", or `retry_for` has passed (then the last error); logs once when
+/// the port is held.
+pub async fn bind_when_free<T, F, Fut>(
+    what: &str,
+    retry_for: Duration,
+    mut bind: F,
+) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    let until = Instant::now() + retry_for;
+    let mut logged = false;
+    loop {
+        match bind().await {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until => {
+                if !logged {
+                    tracing::warn!(what, error = %e, "port still in use (a process that held it may be exiting); retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(BIND_RETRY_EVERY).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Binds the peer port with [`LISTEN_BACKLOG`] (std's listeners use 128 or 1024).
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -373,6 +410,55 @@ impl Connected for GatedStream {
     type ConnectInfo = ConnInfo;
     fn connect_info(&self) -> ConnInfo {
         self.info.clone()
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_port_is_bound_once_its_holder_lets_go_and_not_waited_for_forever() {
+        let held = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = held.local_addr().unwrap();
+        let t0 = Instant::now();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(held);
+        });
+        let got = bind_when_free("test", Duration::from_secs(5), || async {
+            bind_listener(addr)
+        })
+        .await
+        .expect("bound once the holder let go");
+        assert_eq!(got.local_addr().unwrap(), addr);
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        release.await.unwrap();
+
+        // Held for good: the error comes back after the bound, not before.
+        let t0 = Instant::now();
+        let err = bind_when_free("test", Duration::from_millis(300), || async {
+            bind_listener(addr)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+
+        // Any other error comes back at once.
+        let t0 = Instant::now();
+        let err = bind_when_free("test", Duration::from_secs(5), || async {
+            Err::<(), _>(io::Error::from(io::ErrorKind::PermissionDenied))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        drop(got);
     }
 }
 

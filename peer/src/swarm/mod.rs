@@ -378,8 +378,13 @@ impl Swarm {
         engine: Arc<FetchEngine>,
         bucket: String,
     ) -> Result<Swarm, SwarmError> {
+        let listen = config.listen;
         let listener =
-            admission::bind_listener(config.listen).map_err(|source| SwarmError::Bind {
+            admission::bind_when_free("peer port", admission::BIND_RETRY_FOR, || async {
+                admission::bind_listener(listen)
+            })
+            .await
+            .map_err(|source| SwarmError::Bind {
                 addr: config.listen,
                 source,
             })?;
@@ -606,7 +611,11 @@ async fn start_gossip(
         addr: at.bind,
         source,
     };
-    let socket = tokio::net::UdpSocket::bind(at.bind).await.map_err(bind)?;
+    let socket = admission::bind_when_free("gossip port", admission::BIND_RETRY_FOR, || {
+        tokio::net::UdpSocket::bind(at.bind)
+    })
+    .await
+    .map_err(bind)?;
     let timing = membership::GossipTiming::from(&config.timing);
     membership::GossipMembership::start(peers.clone(), socket, at.port_offset, timing).map_err(bind)
 }
