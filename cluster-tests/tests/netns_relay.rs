@@ -65,7 +65,7 @@ fn bytes_from_relays(c: &ConsumerOutcome) -> u64 {
 fn pulls_over(c: &ConsumerOutcome, transport: &str) -> u64 {
     c.agent_status
         .as_ref()
-        .and_then(|s| s["peers"]["pulls_by_transport"][transport].as_u64())
+        .map(|s| ossc_cluster::pulls_over_transport(s, transport))
         .unwrap_or(0)
 }
 

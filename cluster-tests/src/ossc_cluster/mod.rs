@@ -42,8 +42,8 @@ pub use consumer::{
 pub use daemon::{start_peer_daemon, Daemon, DaemonSettings, PeerDaemon, DAEMON_START_TIMEOUT};
 pub use node::{
     bytes_pulled_from_relays, bytes_sent_to_peers, log_tail, merge_config, peer_counter,
-    peer_entry, query_agent_status, store_fallbacks, write_node_config, NodeProcess,
-    STORE_FALLBACK_LOG,
+    peer_entry, pulls_over_transport, query_agent_status, store_fallbacks, write_node_config,
+    NodeProcess, STORE_FALLBACK_LOG,
 };
 pub use phase::{run_phase_with_config, PhaseOutcome};
 pub use staggered::{run_staggered_phase, StartSchedule, JOIN_TIMEOUT};

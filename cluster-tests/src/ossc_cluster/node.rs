@@ -172,6 +172,14 @@ pub fn bytes_pulled_from_relays(status: &serde_json::Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// From an agent's STATUS: the chunk pulls it completed over `transport`
+/// ("framed", "grpc", "quic").
+pub fn pulls_over_transport(status: &serde_json::Value, transport: &str) -> u64 {
+    status["peers"]["pulls_by_transport"][transport]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// The fetcher's log line of a pull that fell back to the store.
 pub const STORE_FALLBACK_LOG: &str = "pull from peer failed";
 
